@@ -1,0 +1,13 @@
+"""The one exception type that kerastl raises for problems the user can fix.
+
+A `KerastlError` message is a single line that names the problem and the fix. The CLI prints it and
+exits 1, without a traceback; the Python API lets it propagate.
+"""
+
+
+class KerastlError(Exception):
+    """A problem with the user's input, files or environment, described in one line."""
+
+
+class UsageError(KerastlError, ValueError):
+    """An argument value is invalid (the CLI exits 2, as for any other usage error)."""
