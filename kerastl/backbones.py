@@ -1,0 +1,441 @@
+"""Backbones: pretrained networks without their output layer, with the record that travels with them.
+
+One function, `load_backbone(spec)`, resolves every kind of backbone. A spec names its source explicitly:
+
+- `keras:<Name>`: a `keras.applications` constructor (MobileNetV2, EfficientNetB0, ResNet50, VGG16, ...) built
+  with `include_top=False`; weights are `imagenet` (through Keras' cache), `none`, or a local weights file.
+- `hub:<url-or-dir>`: a TF-Hub TF2 SavedModel (feature vector or classifier) wrapped by `kerastl.hub.HubLayer`.
+- a path: a `.keras` file, a SavedModel directory, or one of our pretrained backbones in `saved_models/`
+  (a directory with a `manifest.json`).
+
+A bare word such as `MobileNetV2` is ambiguous (a Keras application? a folder?) and is refused, as timm
+refuses an ambiguous model name.
+
+The returned `Backbone` takes raw pixels (0–255): its preprocessing is its first layer, so that a classifier
+built on it, and every export of that classifier, takes raw pixels too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+import re
+from pathlib import Path
+
+from kerastl.errors import KerastlError, UsageError
+
+MANIFEST = "manifest.json"
+BACKBONE_FILE = "backbone.keras"
+DEFAULT_IMAGE_SIZE = 224
+
+# `preprocess_input` mode of each keras.applications module (keras/src/applications/*.py). "none" means the
+# application preprocesses inside the model. tests/test_backbones.py checks this table against Keras itself.
+KERAS_PREPROCESSING = {
+    "convnext": "none",
+    "densenet": "torch",
+    "efficientnet": "none",
+    "efficientnet_v2": "none",
+    "inception_resnet_v2": "tf",
+    "inception_v3": "tf",
+    "mobilenet": "tf",
+    "mobilenet_v2": "tf",
+    "mobilenet_v3": "none",
+    "nasnet": "tf",
+    "regnet": "none",
+    "resnet": "caffe",
+    "resnet_v2": "tf",
+    "vgg16": "caffe",
+    "vgg19": "caffe",
+    "xception": "tf",
+}
+
+
+@dataclasses.dataclass
+class Backbone:
+    """A pretrained network minus its output layer, and what a user needs to feed it.
+
+    Attributes:
+        model: a Keras model from raw pixels (0–255, shape `input_shape`) to features (a feature map or a vector).
+        spec: the spec it was resolved from.
+        modality: the input type, `image` here; fine-tuning refuses data of another type.
+        input_shape: `(height, width, channels)`.
+        preprocessing: the record of what the first layer does to raw pixels (see `ImagePreprocessing`).
+        feature_width: the width of the pooled features the new output layer sees.
+        weights: `imagenet`, `none`, `pretrained` (our manifests, hub modules) or a weights file path.
+        manifest: the manifest of a `saved_models/` backbone, else None.
+    """
+
+    model: object
+    spec: str
+    modality: str
+    input_shape: tuple
+    preprocessing: dict
+    feature_width: int
+    weights: str
+    manifest: dict | None = None
+
+    def record(self) -> dict:
+        """The JSON-able description written into metrics and export metadata."""
+        return {
+            "spec": self.spec,
+            "modality": self.modality,
+            "input_shape": list(self.input_shape),
+            "preprocessing": self.preprocessing,
+            "feature_width": self.feature_width,
+            "weights": self.weights,
+        }
+
+
+def saved_models_dir() -> Path:
+    """Where our own pretrained backbones live: `$KERASTL_SAVED_MODELS`, else `saved_models/` beside the
+    package (the repository layout)."""
+    env = os.environ.get("KERASTL_SAVED_MODELS")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent.parent / "saved_models"
+
+
+def keras_application_names() -> list[str]:
+    """The `keras.applications` constructors that `keras:<Name>` accepts."""
+    import keras
+
+    names = []
+    for name in dir(keras.applications):
+        obj = getattr(keras.applications, name)
+        if name[:1].isupper() and callable(obj) and _keras_module(obj) in KERAS_PREPROCESSING:
+            names.append(name)
+    return sorted(names)
+
+
+def _keras_module(constructor) -> str:
+    return getattr(constructor, "__module__", "").rsplit(".", 1)[-1]
+
+
+def list_saved_backbones() -> list[dict]:
+    """The manifests of the backbones in `saved_models/`, each with its `path`, newest format first."""
+    root = saved_models_dir()
+    found = []
+    if root.is_dir():
+        for entry in sorted(root.iterdir()):
+            manifest_path = entry / MANIFEST
+            if manifest_path.is_file():
+                try:
+                    manifest = json.loads(manifest_path.read_text())
+                except (OSError, ValueError):
+                    continue
+                manifest["path"] = str(entry)
+                found.append(manifest)
+    return found
+
+
+def default_backbone_spec() -> str:
+    """The backbone `kerastl finetune` uses when none is given: the image backbone in `saved_models/` whose
+    manifest is marked `"default": true` (else the first image backbone).
+
+    Raises:
+        KerastlError: no image backbone is shipped in `saved_models/`.
+    """
+    images = [m for m in list_saved_backbones() if m.get("modality") == "image"]
+    if not images:
+        raise KerastlError(
+            f"no pretrained image backbone found in {saved_models_dir()}; pass --backbone SPEC "
+            "(e.g. keras:MobileNetV2) or run `kerastl pretrain` first"
+        )
+    images.sort(key=lambda m: not m.get("default", False))
+    return images[0]["path"]
+
+
+def load_backbone(
+    spec: str,
+    *,
+    weights: str | None = None,
+    cut: str | None = None,
+    image_size: int | None = None,
+    from_scratch: bool = False,
+    trust: bool = False,
+) -> Backbone:
+    """Resolves a backbone spec into a `Backbone`.
+
+    Args:
+        spec: `keras:<Name>`, `hub:<url-or-dir>`, or a path (see the module docstring).
+        weights: for `keras:` specs, `imagenet` (default), `none`, or a path to a local weights file. Other
+            sources carry their own weights; passing `imagenet` with them is an error.
+        cut: name of a layer at which to cut the network (its output becomes the features).
+        image_size: square input size for sources whose size is free (keras applications, hub modules).
+        from_scratch: the same architecture with random initial weights (the no-transfer baseline).
+        trust: allow `.keras` files to run arbitrary code (Lambda layers); see SECURITY.md.
+
+    Raises:
+        UsageError: the spec, weights, cut or image size is invalid (the message names what was received).
+        KerastlError: the source cannot be loaded (missing file, offline without cached weights, ...).
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise UsageError("empty backbone spec; use keras:<Name>, hub:<url-or-dir> or a path")
+    spec = spec.strip()
+    if image_size is not None and not 8 <= int(image_size) <= 1024:
+        raise UsageError(f"--image-size must be between 8 and 1024. Received: {image_size}")
+    if spec.startswith("keras:"):
+        backbone = _load_keras_application(spec, weights, image_size, from_scratch)
+    else:
+        if weights not in (None, "pretrained"):
+            raise UsageError(
+                f"--weights applies to keras: backbones only; {spec} carries its own weights. "
+                f"Received: --weights {weights}"
+            )
+        if spec.startswith("hub:"):
+            backbone = _load_savedmodel(spec, spec[len("hub:") :], image_size, from_scratch)
+        else:
+            backbone = _load_path(spec, image_size, from_scratch, trust)
+    if cut:
+        backbone = cut_backbone(backbone, cut)
+    return backbone
+
+
+def _load_keras_application(spec, weights, image_size, from_scratch) -> Backbone:
+    import keras
+
+    from kerastl.layers import ImagePreprocessing
+
+    name = spec[len("keras:") :]
+    names = keras_application_names()
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=3)
+        hint = f" Did you mean {', '.join('keras:' + c for c in close)}?" if close else ""
+        raise UsageError(f"unknown Keras application '{name}'.{hint} `kerastl backbones` lists them all")
+    constructor = getattr(keras.applications, name)
+    weights = "imagenet" if weights is None else weights
+    if from_scratch:
+        weights = "none"
+    if weights not in ("imagenet", "none") and not Path(weights).is_file():
+        raise UsageError(f"--weights must be imagenet, none or an existing weights file. Received: {weights}")
+    size = int(image_size or DEFAULT_IMAGE_SIZE)
+    mode = KERAS_PREPROCESSING[_keras_module(constructor)]
+    inputs = keras.Input((size, size, 3), name="pixels")
+    preprocess = ImagePreprocessing(mode=mode, name="preprocessing")
+    try:
+        model = constructor(
+            include_top=False,
+            weights=None if weights == "none" else weights,
+            input_tensor=preprocess(inputs),
+        )
+    except Exception as error:  # Keras raises bare Exception/ValueError for fetch failures and bad sizes
+        raise _keras_application_error(name, weights, size, error) from error
+    model = keras.Model(inputs, model.output, name=name.lower())
+    return Backbone(
+        model=model,
+        spec=spec,
+        modality="image",
+        input_shape=(size, size, 3),
+        preprocessing=preprocess.to_record(),
+        feature_width=int(model.output.shape[-1]),
+        weights=weights,
+    )
+
+
+def _keras_application_error(name, weights, size, error) -> KerastlError:
+    message = str(error)
+    fetch = re.search(r"URL fetch failure on (\S+?): ", message)
+    if fetch:
+        from keras.src.backend import config
+
+        url = fetch.group(1)
+        target = Path(os.path.expanduser(config.keras_home())) / "models" / os.path.basename(url)
+        return KerastlError(
+            f"cannot download the {weights} weights of keras:{name} (offline?): fetch {url} and place it at "
+            f"{target}, or pass --weights none or --weights PATH"
+        )
+    first_line = message.strip().splitlines()[0] if message.strip() else type(error).__name__
+    return UsageError(f"cannot build keras:{name} at {size}x{size} with weights={weights}: {first_line}")
+
+
+def _load_savedmodel(spec, handle, image_size, from_scratch) -> Backbone:
+    import keras
+
+    from kerastl.hub import HubLayer
+    from kerastl.layers import ImagePreprocessing
+
+    if from_scratch:
+        raise UsageError(
+            f"--from-scratch needs an architecture to re-initialise; {spec} is an opaque SavedModel. "
+            "Use a keras: or .keras backbone for the from-scratch baseline"
+        )
+    size = int(image_size or DEFAULT_IMAGE_SIZE)
+    inputs = keras.Input((size, size, 3), name="pixels")
+    # TF-Hub's image convention: float pixels in [0, 1].
+    preprocess = ImagePreprocessing(mode="scale", scale=1.0 / 255.0, name="preprocessing")
+    features = HubLayer(handle, trainable=True, name="hub")(preprocess(inputs))
+    model = keras.Model(inputs, features, name="hub_backbone")
+    return Backbone(
+        model=model,
+        spec=spec,
+        modality="image",
+        input_shape=(size, size, 3),
+        preprocessing=preprocess.to_record(),
+        feature_width=int(features.shape[-1]),
+        weights="pretrained",
+    )
+
+
+def resolve_path(spec: str) -> Path | None:
+    """The filesystem path a spec names: as given, else relative to `saved_models/`; None if neither exists."""
+    path = Path(spec).expanduser()
+    if path.exists():
+        return path
+    root = saved_models_dir()
+    for candidate in (root / spec, root / Path(spec).name if spec.startswith("saved_models/") else None):
+        if candidate is not None and candidate.exists():
+            return candidate
+    return None
+
+
+def _load_path(spec, image_size, from_scratch, trust) -> Backbone:
+    path = resolve_path(spec)
+    if path is None:
+        if "/" not in spec and not spec.endswith((".keras", ".h5")):
+            raise UsageError(
+                f"ambiguous backbone spec '{spec}': write keras:{spec} for a Keras application, "
+                f"hub:{spec} for a TF-Hub module, or a path (./{spec}, saved_models/{spec})"
+            )
+        raise KerastlError(f"backbone not found: {spec}; `kerastl backbones` lists the known ones")
+    if path.is_dir() and (path / MANIFEST).is_file():
+        return _load_manifest_dir(spec, path, from_scratch, trust)
+    if path.is_dir() and (path / "saved_model.pb").is_file():
+        return _load_savedmodel(spec, str(path), image_size, from_scratch)
+    if path.is_file() and path.suffix == ".keras":
+        model = load_keras_file(path, trust=trust)
+        return _from_keras_model(spec, model, None, from_scratch)
+    raise UsageError(
+        f"{spec} is not a backbone: expected a .keras file, a SavedModel directory (saved_model.pb) or a "
+        f"directory with {MANIFEST}"
+    )
+
+
+def _load_manifest_dir(spec, path: Path, from_scratch, trust) -> Backbone:
+    manifest = read_manifest(path)
+    weights_file = path / manifest.get("weights", {}).get("file", BACKBONE_FILE)
+    if not weights_file.is_file():
+        raise KerastlError(f"{path} has a manifest but no {weights_file.name}; re-run its pretrain command")
+    expected = manifest.get("weights", {}).get("sha256")
+    if expected:
+        from kerastl.downloads import sha256_file
+
+        actual = sha256_file(weights_file)
+        if actual != expected:
+            raise KerastlError(
+                f"{weights_file} does not match the sha256 in its manifest ({actual[:12]}... != "
+                f"{expected[:12]}...); restore the file or re-run its pretrain command"
+            )
+    model = load_keras_file(weights_file, trust=trust)
+    backbone = _from_keras_model(spec, model, manifest, from_scratch)
+    backbone.manifest = manifest
+    return backbone
+
+
+def read_manifest(path: Path) -> dict:
+    """Reads `path/manifest.json`.
+
+    Raises:
+        KerastlError: the manifest is missing, is not JSON, or lacks `modality`/`input`.
+    """
+    manifest_path = Path(path) / MANIFEST
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except FileNotFoundError:
+        raise KerastlError(f"{manifest_path} is missing; a saved_models/ entry needs a manifest") from None
+    except ValueError as error:
+        raise KerastlError(f"{manifest_path} is not valid JSON ({error}); fix or regenerate it") from None
+    for key in ("modality", "input"):
+        if key not in manifest:
+            raise KerastlError(f"{manifest_path} lacks '{key}'; regenerate it with `kerastl pretrain`")
+    return manifest
+
+
+def load_keras_file(path, *, trust: bool = False):
+    """Loads a `.keras` model with `safe_mode=True` unless `trust` is set.
+
+    Raises:
+        KerastlError: the file is missing, corrupt, or holds code that safe mode refuses.
+    """
+    import keras
+
+    import kerastl.layers  # noqa: F401  (registers kerastl's serializable layers)
+
+    path = Path(path)
+    if not path.is_file():
+        raise KerastlError(f"model file not found: {path}")
+    if path.suffix != ".keras":
+        raise KerastlError(
+            f"{path}: only .keras model files are loaded (full-model .h5 files can run code); "
+            "re-save it with model.save('model.keras')"
+        )
+    try:
+        return keras.saving.load_model(path, safe_mode=not trust, compile=False)
+    except Exception as error:
+        message = str(error)
+        if "safe_mode" in message or "Lambda" in message:
+            raise KerastlError(
+                f"{path} contains code (e.g. a Lambda layer) that safe mode refuses to run; pass --trust "
+                "only if you trust whoever made the file, since loading it then executes their code"
+            ) from None
+        first = message.strip().splitlines()[0] if message.strip() else type(error).__name__
+        raise KerastlError(f"cannot load {path}: {first}") from None
+
+
+def _from_keras_model(spec, model, manifest, from_scratch) -> Backbone:
+    import keras
+
+    from kerastl.layers import ImagePreprocessing, walk_layers
+
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise UsageError(f"{spec}: a backbone needs one input and one output; this model has "
+                         f"{len(model.inputs)} and {len(model.outputs)}")
+    # "Keep every layer but its output layer": a model that ends in a Dense classifier loses that layer.
+    last = model.layers[-1]
+    if isinstance(last, keras.layers.Dense) and len(model.layers) > 2:
+        model = keras.Model(model.inputs, last.input, name=model.name)
+    if from_scratch:
+        # Fresh layers from the same configs: the same architecture with new random initial weights.
+        model = keras.models.clone_model(model)
+    input_shape = tuple(int(d) for d in model.input.shape[1:])
+    if manifest is not None:
+        modality = manifest["modality"]
+        preprocessing = manifest.get("preprocessing", {})
+    else:
+        modality = "image" if len(input_shape) == 3 else "unknown"
+        pre = [layer for layer in walk_layers(model) if isinstance(layer, ImagePreprocessing)]
+        preprocessing = pre[0].to_record() if pre else {"mode": "none"}
+    return Backbone(
+        model=model,
+        spec=spec,
+        modality=modality,
+        input_shape=input_shape,
+        preprocessing=preprocessing,
+        feature_width=int(model.output.shape[-1]),
+        weights="none" if from_scratch else "pretrained",
+    )
+
+
+def cut_backbone(backbone: Backbone, layer_name: str) -> Backbone:
+    """Cuts `backbone` at the output of the layer named `layer_name` (a cut in the middle is often the better
+    feature extractor, e.g. VGG16's block4_pool against block5_pool).
+
+    Raises:
+        UsageError: no such layer (the message suggests close names), or the backbone is an opaque hub module.
+    """
+    import keras
+
+    model = backbone.model
+    names = [layer.name for layer in model.layers]
+    if layer_name not in names:
+        close = difflib.get_close_matches(layer_name, names, n=3)
+        hint = f" Close names: {', '.join(close)}." if close else ""
+        raise UsageError(
+            f"--cut: no layer named '{layer_name}' in {backbone.spec}.{hint} `kerastl inspect "
+            f"{backbone.spec}` lists the layers"
+        )
+    layer = model.get_layer(layer_name)
+    cut = keras.Model(model.input, layer.output, name=f"{model.name}_cut")
+    width = int(layer.output.shape[-1])
+    return dataclasses.replace(backbone, model=cut, spec=f"{backbone.spec}@{layer_name}", feature_width=width)

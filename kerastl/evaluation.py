@@ -1,0 +1,138 @@
+"""How well a classifier does: loading a fine-tuned model, metrics, `evaluate` and `predict`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kerastl.errors import KerastlError
+
+MODEL_FILE = "model.keras"
+LABELS_FILE = "labels.txt"
+
+
+def classification_metrics(y_true, probabilities, class_names) -> dict:
+    """Accuracy, per-class precision/recall/F1/support and the confusion matrix (rows: true, columns: predicted).
+
+    Returns a JSON-able dict: `{"accuracy", "n", "per_class": {name: {...}}, "confusion_matrix", "class_names"}`.
+    """
+    import numpy as np
+
+    y_true = np.asarray(y_true, dtype=int)
+    k = len(class_names)
+    y_pred = np.asarray(probabilities).argmax(axis=-1) if len(y_true) else np.zeros(0, int)
+    confusion = np.zeros((k, k), dtype=int)
+    np.add.at(confusion, (y_true, y_pred), 1)
+    per_class = {}
+    for i, name in enumerate(class_names):
+        tp = int(confusion[i, i])
+        support = int(confusion[i].sum())
+        predicted = int(confusion[:, i].sum())
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / support if support else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[name] = {"precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4),
+                           "support": support}
+    n = int(len(y_true))
+    return {
+        "accuracy": round(float((y_true == y_pred).mean()), 6) if n else None,
+        "n": n,
+        "per_class": per_class,
+        "confusion_matrix": confusion.tolist(),
+        "class_names": list(class_names),
+    }
+
+
+def read_labels(path) -> list[str]:
+    """Class names, one per line, in output order."""
+    labels = [line.rstrip("\r\n") for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    return [label for label in labels if label]
+
+
+def load_classifier(path, *, trust: bool = False):
+    """Loads a `kerastl finetune` output directory or a `.keras` file.
+
+    Returns `(model, class_names)`. The class names come from `labels.txt` (in the directory, or beside the
+    `.keras` file); without one they are "0".."K-1".
+
+    Raises:
+        KerastlError: nothing loadable at `path`, or labels.txt disagrees with the model's output width.
+    """
+    from kerastl.backbones import load_keras_file
+
+    path = Path(path)
+    model_path = path / MODEL_FILE if path.is_dir() else path
+    if path.is_dir() and not model_path.is_file():
+        raise KerastlError(f"{path} has no {MODEL_FILE}; give a `kerastl finetune` output directory or a .keras file")
+    model = load_keras_file(model_path, trust=trust)
+    width = int(model.output.shape[-1])
+    labels_path = model_path.parent / LABELS_FILE
+    labels = read_labels(labels_path) if labels_path.is_file() else [str(i) for i in range(width)]
+    if len(labels) != width:
+        raise KerastlError(f"{labels_path} lists {len(labels)} classes but the model outputs {width}; "
+                           "restore the labels.txt written with the model")
+    return model, labels
+
+
+def _input_spec(model):
+    shape = tuple(int(d) for d in model.input.shape[1:])
+    if len(shape) != 3:
+        raise KerastlError(f"this model takes inputs of shape {shape}, not images; use the matching data type")
+    return shape[:2], shape[2]
+
+
+def evaluate(model_path, data_dir, *, batch_size: int = 64, trust: bool = False) -> dict:
+    """Evaluates a classifier on a class-per-folder directory, matching classes by folder name to its labels.
+
+    Folders whose names the model does not know are an error (their images cannot be scored); classes of the
+    model that have no folder are simply absent from the data. Undecodable files are skipped and listed.
+
+    Returns `classification_metrics(...)` plus `"skipped"` (path and reason per skipped file).
+
+    Raises:
+        KerastlError: a folder names a class the model does not have, or the data cannot be read.
+    """
+    import numpy as np
+
+    from kerastl.data import drop_undecodable, load_images, scan_folder
+
+    model, labels = load_classifier(model_path, trust=trust)
+    image_size, channels = _input_spec(model)
+    scan = drop_undecodable(scan_folder(data_dir))
+    unknown = [name for name in scan.class_names if name not in labels]
+    if unknown:
+        raise KerastlError(
+            f"{data_dir} has classes the model was not trained on: {', '.join(unknown[:5])}; the model knows "
+            f"{', '.join(labels[:10])}{'...' if len(labels) > 10 else ''}; remove or rename those folders"
+        )
+    files = [p for paths in scan.files for p in paths]
+    y_true = [labels.index(name) for name, paths in zip(scan.class_names, scan.files) for _ in paths]
+    images = load_images(files, image_size=image_size, channels=channels, batch_size=batch_size)
+    probabilities = model.predict(images, batch_size=batch_size, verbose=0)
+    metrics = classification_metrics(np.asarray(y_true), probabilities, labels)
+    # Report only the classes present in the folder.
+    metrics["per_class"] = {name: metrics["per_class"][name] for name in scan.class_names}
+    metrics["skipped"] = [{"path": p, "reason": r} for p, r in scan.skipped]
+    return metrics
+
+
+def predict(model_path, files, *, batch_size: int = 64, trust: bool = False) -> list[tuple[str, str, float]]:
+    """Classifies image files. Returns `(path, label, probability)` per file, in order.
+
+    Raises:
+        KerastlError: a file is missing or cannot be decoded (named, with the reason).
+    """
+    from kerastl.data import _decode_error, load_images
+
+    model, labels = load_classifier(model_path, trust=trust)
+    image_size, channels = _input_spec(model)
+    files = [Path(f) for f in files]
+    for path in files:
+        if not path.is_file():
+            raise KerastlError(f"file not found: {path}")
+        error = _decode_error(path)
+        if error:
+            raise KerastlError(f"cannot decode {path} as an image ({error}); give jpg, png, bmp or gif files")
+    images = load_images(files, image_size=image_size, channels=channels, batch_size=batch_size)
+    probabilities = model.predict(images, batch_size=batch_size, verbose=0)
+    best = probabilities.argmax(axis=-1)
+    return [(str(path), labels[i], float(probabilities[row, i])) for row, (path, i) in enumerate(zip(files, best))]

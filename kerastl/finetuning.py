@@ -1,0 +1,368 @@
+"""Step 2 of transfer learning: fine-tune a pretrained backbone with a new output layer on your classes.
+
+Strategies (see `kerastl.freezing`):
+- `head` (Option 1): only the new output layer trains. The frozen backbone's pooled features are computed
+  once and cached, the head trains on them, and the trained head is put back on the backbone. Augmentation
+  changes the images every epoch, so with `augment=True` the backbone must run every epoch and the slow
+  path (a plain frozen `fit`) is used instead.
+- `full` (Option 2): the head is trained first (as above), then every layer at a lower learning rate
+  (`learning_rate * fine_tune_factor`), recompiled after `trainable` changes.
+- `top:N`: as `full`, but only the last N weighted backbone layers are unfrozen in the second phase.
+- `auto`: `head` or `full` from the number of labelled examples per class.
+- `from_scratch`: the same architecture and training with random initial weights: the baseline that shows
+  what transfer bought. Every layer trains from the start, and BatchNormalization learns its statistics as
+  usual (frozen random statistics would handicap the baseline).
+
+In every pretrained strategy the backbone's BatchNormalization layers keep their moving statistics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+from kerastl.errors import KerastlError, UsageError
+
+OPTIMIZERS = ("adam", "sgd")
+
+
+@dataclasses.dataclass
+class FinetuneConfig:
+    """Training hyperparameters (architecture options live with the backbone and head).
+
+    Attributes:
+        strategy: head, full, top:N or auto.
+        epochs: epochs of the main phase (the only phase for head and from-scratch).
+        head_epochs: epochs of the head phase that precedes full/top:N fine-tuning (default: `epochs`).
+        batch_size: images per step.
+        learning_rate: the head's learning rate; full/top:N fine-tuning uses `learning_rate * fine_tune_factor`.
+        fine_tune_factor: see `learning_rate`.
+        optimizer: adam, or sgd (with `momentum`).
+        momentum: SGD momentum.
+        dropout: dropout before the new output layer.
+        pooling: avg or max.
+        augment: random translation/rotation/zoom/contrast on training images (disables the feature cache).
+        from_scratch: random initial weights instead of the pretrained ones.
+        shots: train on N images per class (the rest validate).
+        validation_fraction: share of each class held out when `shots` is not given.
+        seed: seeds the split, the initialisation, shuffling, dropout and augmentation.
+        cache_features: Option 1's cached-feature speed-up; False forces the plain frozen `fit`.
+        shuffle: shuffle training batches each epoch.
+        balance_classes: class weights when classes are imbalanced.
+        trainable_layers / frozen_layers: layer-name glob patterns applied after the strategy (API only).
+    """
+
+    strategy: str = "auto"
+    epochs: int = 10
+    head_epochs: int | None = None
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    fine_tune_factor: float = 0.1
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    dropout: float = 0.2
+    pooling: str = "avg"
+    augment: bool = False
+    from_scratch: bool = False
+    shots: int | None = None
+    validation_fraction: float = 0.2
+    seed: int = 0
+    cache_features: bool = True
+    shuffle: bool = True
+    balance_classes: bool = True
+    trainable_layers: list | None = None
+    frozen_layers: list | None = None
+
+    def validate(self) -> None:
+        """Raises UsageError naming the first invalid value."""
+        from kerastl.freezing import parse_strategy
+
+        parse_strategy(self.strategy)
+        checks = [
+            ("--epochs", self.epochs, isinstance(self.epochs, int) and self.epochs >= 1, "an integer >= 1"),
+            ("--head-epochs", self.head_epochs,
+             self.head_epochs is None or (isinstance(self.head_epochs, int) and self.head_epochs >= 0),
+             "an integer >= 0"),
+            ("--batch-size", self.batch_size, isinstance(self.batch_size, int) and self.batch_size >= 1,
+             "an integer >= 1"),
+            ("--learning-rate", self.learning_rate, 0 < float(self.learning_rate) <= 10, "in (0, 10]"),
+            ("fine_tune_factor", self.fine_tune_factor, 0 < float(self.fine_tune_factor) <= 1, "in (0, 1]"),
+            ("--optimizer", self.optimizer, self.optimizer in OPTIMIZERS, f"one of {OPTIMIZERS}"),
+            ("--momentum", self.momentum, 0 <= float(self.momentum) < 1, "in [0, 1)"),
+        ]
+        for name, value, ok, expected in checks:
+            if not ok:
+                raise UsageError(f"{name} must be {expected}. Received: {value}")
+
+
+@dataclasses.dataclass
+class FinetuneResult:
+    """What `finetune` produced: the model, its class names, the metrics dict and the files written."""
+
+    model: object
+    class_names: list
+    metrics: dict
+    files: dict
+
+
+def make_optimizer(name: str, learning_rate: float, momentum: float = 0.9):
+    """Adam, or SGD with momentum."""
+    import keras
+
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate)
+    if name == "sgd":
+        return keras.optimizers.SGD(learning_rate, momentum=momentum)
+    raise UsageError(f"--optimizer must be one of {OPTIMIZERS}. Received: {name}")
+
+
+def _compile(model, config: FinetuneConfig, learning_rate: float) -> None:
+    model.compile(
+        optimizer=make_optimizer(config.optimizer, learning_rate, config.momentum),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+
+
+def _history_rows(history, phase: str) -> list[dict]:
+    rows = []
+    logs = history.history if history is not None else {}
+    for epoch in range(len(logs.get("loss", []))):
+        row = {"phase": phase, "epoch": epoch + 1}
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            if key in logs:
+                row[key] = round(float(logs[key][epoch]), 6)
+        rows.append(row)
+    return rows
+
+
+def train_head_on_features(classifier, train_features, train_labels, *, config: FinetuneConfig, epochs: int,
+                           validation=None, class_weight=None, verbose="auto"):
+    """Option 1's fast path: trains the head (dropout + new Dense) on cached pooled features.
+
+    The head's layers are shared with `classifier.model`, so afterwards the full model carries the trained head.
+    Returns the Keras History.
+    """
+    import numpy as np
+
+    _compile(classifier.head_model, config, config.learning_rate)
+    return classifier.head_model.fit(
+        np.asarray(train_features), np.asarray(train_labels),
+        batch_size=config.batch_size, epochs=epochs, shuffle=config.shuffle,
+        validation_data=validation, class_weight=class_weight, verbose=verbose,
+    )
+
+
+def _train_head(classifier, data, config, epochs, class_weight, verbose, timing):
+    """Trains the head with the backbone frozen: on cached features, or with a plain `fit` under augmentation."""
+    import numpy as np
+
+    from kerastl.freezing import Strategy, set_backbone_trainable
+
+    set_backbone_trainable(classifier.backbone, Strategy("head"))
+    if epochs <= 0:
+        return None
+    if config.cache_features and not config.augment:
+        start = time.perf_counter()
+        train_x = classifier.feature_model.predict(data["train_plain"], verbose=0)
+        validation = None
+        if data["val"] is not None:
+            validation = (classifier.feature_model.predict(data["val"], verbose=0), np.asarray(data["val_labels"]))
+        timing["feature_cache_seconds"] = round(time.perf_counter() - start, 3)
+        start = time.perf_counter()
+        history = train_head_on_features(classifier, train_x, data["train_labels"], config=config, epochs=epochs,
+                                         validation=validation, class_weight=class_weight, verbose=verbose)
+        timing["head_train_seconds"] = round(time.perf_counter() - start, 3)
+        return history
+    start = time.perf_counter()
+    _compile(classifier.model, config, config.learning_rate)
+    history = classifier.model.fit(data["train"], epochs=epochs, validation_data=data["val"],
+                                   class_weight=class_weight, verbose=verbose)
+    timing["head_train_seconds"] = round(time.perf_counter() - start, 3)
+    return history
+
+
+def _prepare_data(data_dir, backbone, config: FinetuneConfig):
+    from kerastl.data import class_weights, drop_undecodable, image_dataset, scan_folder, split
+
+    scan = drop_undecodable(scan_folder(data_dir))
+    parts = split(scan, validation_fraction=config.validation_fraction, shots=config.shots, seed=config.seed)
+    image_size, channels = backbone.input_shape[:2], backbone.input_shape[2]
+    common = dict(image_size=image_size, channels=channels, batch_size=config.batch_size, seed=config.seed)
+    weights = class_weights(parts.train_labels, len(parts.class_names)) if config.balance_classes else None
+    has_val = bool(parts.val_files)
+    return scan, parts, weights, {
+        "train": image_dataset(parts.train_files, parts.train_labels, shuffle=config.shuffle,
+                               augment=config.augment, **common),
+        "train_plain": image_dataset(parts.train_files, parts.train_labels, **common),
+        "train_labels": parts.train_labels,
+        "val": image_dataset(parts.val_files, parts.val_labels, **common) if has_val else None,
+        "val_labels": parts.val_labels,
+    }
+
+
+def check_modality(backbone, data_dir) -> None:
+    """The same-input-type rule: stops before any training when the data's type is not the backbone's.
+
+    Raises:
+        KerastlError: one line naming both types and suggesting a backbone of the data's type.
+    """
+    from kerastl.data import detect_modality
+
+    found = detect_modality(data_dir)
+    if found is not None and found != backbone.modality:
+        raise KerastlError(
+            f"{data_dir} holds {found} files but {backbone.spec} is an {backbone.modality} backbone; a network "
+            f"pretrained on {backbone.modality} will not transfer to {found}: pick a {found} backbone "
+            "(`kerastl backbones` shows each one's modality)"
+        )
+
+
+def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig | None = None,
+             weights: str | None = None, cut: str | None = None, image_size: int | None = None,
+             trust: bool = False, verbose="auto") -> FinetuneResult:
+    """Fine-tunes a pretrained backbone with a new output layer on a class-per-folder directory.
+
+    Args:
+        data_dir: class-per-folder images; None uses scikit-learn's bundled handwritten digits.
+        backbone: a spec for `kerastl.backbones.load_backbone`, or a loaded `Backbone`; None uses the default
+            pretrained backbone shipped in `saved_models/`.
+        out: directory for model.keras, labels.txt, metrics.json and report.png; None writes nothing.
+        config: training hyperparameters (`FinetuneConfig`).
+        weights, cut, image_size, trust: passed to `load_backbone`.
+        verbose: Keras progress output (0, 1, 2 or "auto").
+
+    Returns:
+        A `FinetuneResult`; `metrics` holds validation accuracy, per-class figures, the resolved strategy,
+        skipped files, the training history and timings.
+
+    Raises:
+        UsageError: an invalid option (named, with what was received).
+        KerastlError: unusable data or backbone (one line naming the problem and the fix).
+    """
+    import keras
+    import numpy as np
+
+    from kerastl.backbones import Backbone, default_backbone_spec, load_backbone
+    from kerastl.data import digits_folder
+    from kerastl.evaluation import classification_metrics
+    from kerastl.freezing import (parse_strategy, prepare_backbone, resolve_auto, set_backbone_trainable,
+                                  set_trainable_by_pattern)
+    from kerastl.head import build_classifier
+
+    config = config or FinetuneConfig()
+    config.validate()
+    requested = parse_strategy(config.strategy)
+    keras.utils.set_random_seed(config.seed)
+    data_dir = Path(data_dir) if data_dir is not None else digits_folder()
+
+    if not isinstance(backbone, Backbone):
+        spec = backbone if backbone is not None else default_backbone_spec()
+        backbone = load_backbone(spec, weights=weights, cut=cut, image_size=image_size,
+                                 from_scratch=config.from_scratch, trust=trust)
+    check_modality(backbone, data_dir)
+    scan, parts, weights_by_class, data = _prepare_data(data_dir, backbone, config)
+    min_per_class = min(parts.train_counts())
+    strategy = resolve_auto(requested, min_per_class)
+
+    backbone_model = backbone.model if config.from_scratch else prepare_backbone(backbone.model)
+    classifier = build_classifier(backbone_model, len(parts.class_names), pooling=config.pooling,
+                                  dropout=config.dropout, seed=config.seed)
+    timing, history = {}, []
+    start = time.perf_counter()
+    if config.from_scratch:
+        set_backbone_trainable(classifier.backbone, parse_strategy("full"))
+        _apply_patterns(classifier, config, set_trainable_by_pattern)
+        _compile(classifier.model, config, config.learning_rate)
+        fit = classifier.model.fit(data["train"], epochs=config.epochs, validation_data=data["val"],
+                                   class_weight=weights_by_class, verbose=verbose)
+        history += _history_rows(fit, "from-scratch")
+    else:
+        head_epochs = config.epochs if strategy.kind == "head" else (
+            config.epochs if config.head_epochs is None else config.head_epochs)
+        fit = _train_head(classifier, data, config, head_epochs, weights_by_class, verbose, timing)
+        history += _history_rows(fit, "head")
+        if strategy.kind in ("full", "top"):
+            set_backbone_trainable(classifier.backbone, strategy)
+            _apply_patterns(classifier, config, set_trainable_by_pattern)
+            # Recompile: `trainable` changes take effect only at compile time.
+            _compile(classifier.model, config, config.learning_rate * config.fine_tune_factor)
+            fit = classifier.model.fit(data["train"], epochs=config.epochs, validation_data=data["val"],
+                                       class_weight=weights_by_class, verbose=verbose)
+            history += _history_rows(fit, str(strategy))
+        elif config.trainable_layers or config.frozen_layers:
+            raise UsageError("layer patterns apply to full and top:N fine-tuning; the head strategy trains "
+                             "only the new layer")
+    timing["train_seconds"] = round(time.perf_counter() - start, 3)
+
+    if parts.val_files:
+        probabilities = classifier.model.predict(data["val"], verbose=0)
+        metrics = classification_metrics(np.asarray(parts.val_labels), probabilities, parts.class_names)
+        metrics["evaluated_on"] = "validation"
+    else:
+        metrics = classification_metrics([], np.zeros((0, len(parts.class_names))), parts.class_names)
+        metrics["evaluated_on"] = "nothing (no validation split)"
+    metrics.update({
+        "strategy": "from-scratch" if config.from_scratch else str(strategy),
+        "strategy_requested": str(requested),
+        "auto_rule": _auto_rule_text(requested, min_per_class),
+        "backbone": backbone.record(),
+        "data": str(data_dir),
+        "train_examples": len(parts.train_files),
+        "train_counts": dict(zip(parts.class_names, parts.train_counts())),
+        "class_weights": None if weights_by_class is None else {
+            parts.class_names[i]: round(w, 4) for i, w in weights_by_class.items()},
+        "skipped": [{"path": p, "reason": r} for p, r in scan.skipped],
+        "ignored_files": len(scan.ignored),
+        "history": history,
+        "timing": timing,
+        "config": dataclasses.asdict(config),
+    })
+    model = classifier.model
+    files = save_outputs(out, model, parts.class_names, metrics) if out is not None else {}
+    return FinetuneResult(model=model, class_names=parts.class_names, metrics=metrics, files=files)
+
+
+def _apply_patterns(classifier, config, set_trainable_by_pattern):
+    if config.trainable_layers or config.frozen_layers:
+        set_trainable_by_pattern(classifier.backbone, config.trainable_layers, config.frozen_layers)
+
+
+def _auto_rule_text(requested, min_per_class: int) -> str | None:
+    from kerastl.freezing import AUTO_FULL_MIN_PER_CLASS
+
+    if requested.kind != "auto":
+        return None
+    return (f"{min_per_class} training examples in the smallest class; auto uses full from "
+            f"{AUTO_FULL_MIN_PER_CLASS} per class, head below")
+
+
+def save_outputs(out, model, class_names, metrics) -> dict:
+    """Writes model.keras, labels.txt, metrics.json and report.png into `out`, each atomically.
+
+    The saved model uses plain BatchNormalization layers (their statistics are what training left), so it
+    loads in plain Keras; only a hub backbone needs `import kerastl` for its layer.
+
+    Raises:
+        KerastlError: `out` exists and is not a directory.
+    """
+    from kerastl.atomic import atomic_path, write_text
+    from kerastl.evaluation import LABELS_FILE, MODEL_FILE
+    from kerastl.layers import restore_batchnorm
+    from kerastl.report import plot_report
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise KerastlError(f"--out {out} is a file; give a directory path")
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"model": out / MODEL_FILE, "labels": out / LABELS_FILE, "metrics": out / "metrics.json",
+             "report": out / "report.png"}
+    with atomic_path(files["model"]) as tmp:
+        restore_batchnorm(model).save(tmp)
+    write_text(files["labels"], "".join(f"{name}\n" for name in class_names))
+    write_text(files["metrics"], json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
+    with atomic_path(files["report"]) as tmp:
+        plot_report(metrics.get("history", []), metrics, tmp, title=f"kerastl finetune: {metrics.get('strategy')}")
+    return {key: str(path) for key, path in files.items()}

@@ -1,0 +1,100 @@
+"""The new output layer: pooling → dropout → `Dense(num_classes, name="predictions")`.
+
+As in keras-hub, the backbone knows nothing about the task; the head is added on top of it. The head's layers
+are plain objects shared by two models:
+
+- `Classifier.model`: raw pixels → backbone → head, the model that is trained end to end and saved;
+- `Classifier.head_model`: pooled features → head, which Option 1 trains on cached features so that the
+  frozen backbone runs once instead of every epoch (see `kerastl.finetuning`).
+
+Training either one trains the same weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from kerastl.errors import UsageError
+
+POOLINGS = ("avg", "max")
+
+
+@dataclasses.dataclass
+class Classifier:
+    """A backbone with a new output layer.
+
+    Attributes:
+        model: raw pixels → class probabilities (softmax).
+        backbone: the backbone model, nested in `model` under the name "backbone".
+        feature_model: raw pixels → pooled features (the backbone and the pooling layer).
+        head_model: pooled features → class probabilities (dropout and the new Dense layer).
+    """
+
+    model: object
+    backbone: object
+    feature_model: object
+    head_model: object
+
+    @property
+    def predictions(self):
+        return self.model.get_layer("predictions")
+
+
+def build_classifier(backbone_model, num_classes: int, *, pooling: str = "avg", dropout: float = 0.2,
+                     seed: int | None = None) -> Classifier:
+    """Keeps every layer of `backbone_model` and adds a new output layer sized for `num_classes`.
+
+    Args:
+        backbone_model: a Keras model from raw pixels to features (a feature map, pooled here, or a vector).
+        num_classes: the number of classes, at least 2.
+        pooling: "avg" or "max" global pooling of a feature map.
+        dropout: dropout rate before the new layer, in [0, 1).
+        seed: seeds the new layer's initialiser and the dropout, for reproducible runs.
+
+    Raises:
+        UsageError: fewer than 2 classes, an unknown pooling, or a dropout outside [0, 1).
+    """
+    import keras
+
+    if int(num_classes) < 2:
+        raise UsageError(f"a classifier needs at least 2 classes. Received: num_classes={num_classes}")
+    if pooling not in POOLINGS:
+        raise UsageError(f"pooling must be one of {POOLINGS}. Received: pooling={pooling}")
+    if not 0.0 <= float(dropout) < 1.0:
+        raise UsageError(f"dropout must be in [0, 1). Received: dropout={dropout}")
+
+    rank = len(backbone_model.output.shape)
+    if rank == 4:
+        pool = (keras.layers.GlobalAveragePooling2D if pooling == "avg" else keras.layers.GlobalMaxPooling2D)(
+            name="pool")
+    elif rank == 3:
+        pool = (keras.layers.GlobalAveragePooling1D if pooling == "avg" else keras.layers.GlobalMaxPooling1D)(
+            name="pool")
+    elif rank == 2:
+        pool = None
+    else:
+        raise UsageError(f"backbone output must be a feature map or a vector. Received: shape "
+                         f"{tuple(backbone_model.output.shape)}")
+    drop = keras.layers.Dropout(float(dropout), seed=seed, name="dropout")
+    dense = keras.layers.Dense(
+        int(num_classes),
+        activation="softmax",
+        kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
+        name="predictions",
+        # The softmax output stays float32 under mixed precision, for a stable loss.
+        dtype="float32",
+    )
+
+    inputs = keras.Input(backbone_model.input.shape[1:], dtype=backbone_model.input.dtype, name="pixels")
+    if backbone_model.name != "backbone":
+        # The classifier finds its backbone by this name; the new functional model shares every layer.
+        backbone_model = keras.Model(backbone_model.input, backbone_model.output, name="backbone")
+    features = backbone_model(inputs)
+    if pool is not None:
+        features = pool(features)
+    feature_model = keras.Model(inputs, features, name="features")
+    model = keras.Model(inputs, dense(drop(features)), name="classifier")
+
+    head_inputs = keras.Input((int(features.shape[-1]),), name="pooled_features")
+    head_model = keras.Model(head_inputs, dense(drop(head_inputs)), name="head")
+    return Classifier(model=model, backbone=backbone_model, feature_model=feature_model, head_model=head_model)

@@ -1,0 +1,645 @@
+"""Step 1 of transfer learning: supervised pre-training on a large dataset of the same input type.
+
+`pretrain(...)` trains an architecture on a source and writes a backbone directory (the network minus its
+output layer, a `manifest.json` and the run's TensorBoard logs beside it) that `kerastl finetune --backbone`
+and `kerastl backbones` understand.
+
+Sources:
+- a class-per-folder image directory;
+- `tfds:NAME[:SPLIT]`, a TFDS builder's prepared data (offline: one line says what to download and where);
+- `synthetic:NAME`, generated inside the tf.data graph (`kerastl.synthetic`), unlimited images per class.
+
+Distribution:
+- `auto` (the default tf.distribute strategy, one device) and `mirrored` (several GPUs) train with Keras
+  `Model.fit`, `BackupAndRestore` and `TensorBoard`.
+- `multiworker` (several machines, `TF_CONFIG`) trains with a short custom step under `strategy.run`,
+  because Keras 3 `Model.fit` does not run under MultiWorkerMirroredStrategy (keras-team/keras#20585).
+  Backups there are `tf.train.CheckpointManager` checkpoints written each epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from kerastl.errors import KerastlError, UsageError
+
+PRECISIONS = ("auto", "float32", "mixed")
+DISTRIBUTIONS = ("auto", "mirrored", "multiworker")
+DEFAULT_STEPS_PER_EPOCH = 500
+
+
+@dataclasses.dataclass
+class PretrainConfig:
+    """Pre-training options.
+
+    Attributes:
+        source: a folder, `tfds:NAME[:SPLIT]` or `synthetic:NAME`.
+        arch: a `keras.applications` name (optionally `keras:`-prefixed) or a `kerastl.smallnets` name.
+        image_size: square input size.
+        channels: 1 or 3 (`None`: 1 for synthetic sources, 3 otherwise).
+        classes: number of classes for synthetic sources (folders and TFDS define their own).
+        epochs: epochs to train (an epoch of an endless source is `steps_per_epoch` steps).
+        steps: total steps instead of epochs (rounded up to whole epochs).
+        steps_per_epoch: steps per epoch for endless sources (and a cap for others).
+        batch_size: global batch size.
+        learning_rate: peak learning rate of the cosine schedule (Adam, with weight decay).
+        precision: auto (measured), float32, or mixed (float16 on GPU, bfloat16 on CPU).
+        jit_compile: None measures XLA against plain graph execution; True/False forces it.
+        distribution: auto, mirrored or multiworker.
+        validation_steps: batches of held-out data evaluated each epoch.
+        seed: seeds the data order, the initialisation and the synthetic images.
+        dropout: dropout before the pre-training classifier.
+        description: free text for the manifest.
+        default: mark the backbone as `kerastl finetune`'s default in its manifest.
+    """
+
+    source: str
+    arch: str = "smallnet-s"
+    image_size: int = 28
+    channels: int | None = None
+    classes: int = 1000
+    epochs: int = 10
+    steps: int | None = None
+    steps_per_epoch: int = DEFAULT_STEPS_PER_EPOCH
+    batch_size: int = 128
+    learning_rate: float = 2e-3
+    precision: str = "auto"
+    jit_compile: bool | None = None
+    distribution: str = "auto"
+    validation_steps: int = 20
+    seed: int = 0
+    dropout: float = 0.1
+    description: str = ""
+    default: bool = False
+
+    def validate(self) -> None:
+        """Raises UsageError naming the first invalid value."""
+        checks = [
+            ("--image-size", self.image_size, 8 <= int(self.image_size) <= 1024, "between 8 and 1024"),
+            ("--classes", self.classes, int(self.classes) >= 2, "at least 2"),
+            ("--epochs", self.epochs, int(self.epochs) >= 1, "at least 1"),
+            ("--steps", self.steps, self.steps is None or int(self.steps) >= 1, "at least 1"),
+            ("--steps-per-epoch", self.steps_per_epoch, int(self.steps_per_epoch) >= 1, "at least 1"),
+            ("--batch-size", self.batch_size, int(self.batch_size) >= 1, "at least 1"),
+            ("--learning-rate", self.learning_rate, 0 < float(self.learning_rate) <= 10, "in (0, 10]"),
+            ("--precision", self.precision, self.precision in PRECISIONS, f"one of {PRECISIONS}"),
+            ("--strategy", self.distribution, self.distribution in DISTRIBUTIONS, f"one of {DISTRIBUTIONS}"),
+            ("--channels", self.channels, self.channels in (None, 1, 3), "1 or 3"),
+        ]
+        for name, value, ok, expected in checks:
+            if not ok:
+                raise UsageError(f"{name} must be {expected}. Received: {value}")
+
+    def total_epochs(self) -> int:
+        if self.steps is not None:
+            return max(1, math.ceil(int(self.steps) / int(self.steps_per_epoch)))
+        return int(self.epochs)
+
+
+# ---------------------------------------------------------------------------------------------- sources
+
+
+@dataclasses.dataclass
+class Source:
+    """A resolved source: batched endless training data, batched validation data, classes, description."""
+
+    train: object
+    validation: object
+    num_classes: int
+    description: str
+    finite_steps: int | None  # steps in one pass over a finite source
+
+
+def load_source(config: PretrainConfig, channels: int, global_batch: int) -> Source:
+    """Resolves `config.source` into batched tf.data pipelines (map in parallel, cache where it fits,
+    shuffle, batch, prefetch; seeded).
+
+    Raises:
+        UsageError: an unknown source kind or synthetic name.
+        KerastlError: the folder or TFDS data cannot be read (one line says what to fetch and where).
+    """
+    source = config.source
+    if source.startswith("synthetic:"):
+        return _synthetic_source(config, source[len("synthetic:"):], channels, global_batch)
+    if source.startswith("tfds:"):
+        return _tfds_source(config, source[len("tfds:"):], channels, global_batch)
+    if Path(source).is_dir():
+        return _folder_source(config, Path(source), channels, global_batch)
+    raise UsageError(f"--data must be a class-per-folder directory, tfds:NAME[:SPLIT] or synthetic:NAME. "
+                     f"Received: {source}")
+
+
+def _synthetic_source(config, name, channels, global_batch) -> Source:
+    import tensorflow as tf
+
+    from kerastl.synthetic import synthetic_dataset
+
+    common = dict(num_classes=int(config.classes), image_size=int(config.image_size), channels=channels,
+                  seed=int(config.seed))
+    train = synthetic_dataset(name, split="train", **common).batch(global_batch, drop_remainder=True)
+    # A fixed held-out set: the same validation images every epoch, cached after the first pass.
+    val = (synthetic_dataset(name, split="validation", **common)
+           .take(int(config.validation_steps) * global_batch).batch(global_batch).cache())
+    return Source(train.prefetch(tf.data.AUTOTUNE), val.prefetch(tf.data.AUTOTUNE), int(config.classes),
+                  f"synthetic:{name} ({config.classes} classes, generated in the tf.data graph)", None)
+
+
+def _folder_source(config, root: Path, channels, global_batch) -> Source:
+    from kerastl.data import drop_undecodable, image_dataset, scan_folder, split
+
+    scan = drop_undecodable(scan_folder(root))
+    parts = split(scan, validation_fraction=0.05, seed=config.seed)
+    size = (int(config.image_size),) * 2
+    train = image_dataset(parts.train_files, parts.train_labels, image_size=size, channels=channels,
+                          batch_size=global_batch, shuffle=True, seed=config.seed).repeat()
+    val = image_dataset(parts.val_files, parts.val_labels, image_size=size, channels=channels,
+                        batch_size=global_batch)
+    return Source(train, val, len(scan.class_names), f"folder {root} ({len(scan.class_names)} classes)",
+                  max(1, len(parts.train_files) // global_batch))
+
+
+def _tfds_source(config, spec, channels, global_batch) -> Source:
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    name, _, split_name = spec.partition(":")
+    split_name = split_name or "train"
+    try:
+        builder = tfds.builder(name)
+    except Exception as error:  # DatasetNotFoundError and friends
+        raise KerastlError(f"unknown TFDS dataset '{name}' ({str(error).splitlines()[0][:120]}); "
+                           "`tfds.list_builders()` lists them") from None
+    if not (Path(builder.data_dir) / "dataset_info.json").is_file():
+        manual = Path(builder.data_dir).parents[1] / "downloads" / "manual"
+        raise KerastlError(
+            f"TFDS dataset '{name}' is not prepared in {builder.data_dir} and cannot be downloaded here; on a "
+            f"machine with network run `tfds build {name}` and copy {builder.data_dir}, or put its manual "
+            f"download in {manual}"
+        )
+    info = builder.info
+    label_key = "label" if "label" in info.features else None
+    image_key = "image" if "image" in info.features else None
+    if label_key is None or image_key is None:
+        raise KerastlError(f"TFDS dataset '{name}' has no image/label features; pick an image classification set")
+    num_classes = int(info.features[label_key].num_classes)
+    size = (int(config.image_size),) * 2
+
+    def convert(example):
+        image = tf.image.resize(tf.cast(example[image_key], tf.float32), size, antialias=True)
+        if image.shape[-1] == 1 and channels == 3:
+            image = tf.image.grayscale_to_rgb(image)
+        elif image.shape[-1] == 3 and channels == 1:
+            image = tf.image.rgb_to_grayscale(image)
+        return tf.clip_by_value(image, 0.0, 255.0), tf.cast(example[label_key], tf.int32)
+
+    def pipeline(split, training):
+        ds = builder.as_dataset(split=split, shuffle_files=training,
+                                read_config=tfds.ReadConfig(shuffle_seed=config.seed))
+        ds = ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
+        if training:
+            ds = ds.shuffle(10_000, seed=config.seed).repeat()
+        return ds.batch(global_batch, drop_remainder=training).prefetch(tf.data.AUTOTUNE)
+
+    val_split = next((s for s in ("validation", "test") if s in info.splits and s != split_name), None)
+    examples = info.splits[split_name].num_examples
+    return Source(pipeline(split_name, True),
+                  pipeline(val_split, False).take(int(config.validation_steps)) if val_split else None,
+                  num_classes, f"tfds:{name}:{split_name} ({num_classes} classes)",
+                  max(1, examples // global_batch))
+
+
+# ------------------------------------------------------------------------------------------ architecture
+
+
+def build_pretraining_model(arch: str, input_shape, num_classes: int, *, mean, std, dropout: float, seed: int):
+    """Raw pixels → ImagePreprocessing (scale to [0, 1], standardise) → `arch` features → classifier.
+
+    Returns `(model, backbone)`: the backbone shares its layers with the model and ends at the feature map.
+
+    Raises:
+        UsageError: unknown architecture.
+    """
+    import keras
+
+    from kerastl.backbones import keras_application_names
+    from kerastl.layers import ImagePreprocessing
+    from kerastl.smallnets import SMALLNETS, smallnet_features
+
+    name = arch[len("keras:"):] if arch.startswith("keras:") else arch
+    inputs = keras.Input(tuple(input_shape), name="pixels")
+    preprocess = ImagePreprocessing(mode="scale", scale=1.0 / 255.0, mean=mean, std=std, name="preprocessing")
+    x = preprocess(inputs)
+    # Both kinds are built on the preprocessing output, so the backbone is one flat functional model whose
+    # layers are its own (for top:N and --cut).
+    if name in SMALLNETS:
+        features = smallnet_features(name, x)
+    elif name in keras_application_names():
+        constructor = getattr(keras.applications, name)
+        try:
+            features = constructor(include_top=False, weights=None, input_tensor=x).output
+        except ValueError as error:
+            raise UsageError(f"cannot build {name} for {tuple(input_shape)} inputs: "
+                             f"{str(error).splitlines()[0]}") from None
+    else:
+        raise UsageError(f"unknown --arch '{arch}'; use a keras.applications name (e.g. MobileNetV2) or one of "
+                         f"{', '.join(SMALLNETS)}")
+    backbone = keras.Model(inputs, features, name=name.lower())
+    pooled = keras.layers.GlobalAveragePooling2D(name="pool")(features)
+    pooled = keras.layers.Dropout(dropout, seed=seed, name="dropout")(pooled)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(pooled)
+    return keras.Model(inputs, outputs, name=f"pretrain_{name.lower()}"), backbone
+
+
+def count_flops(model) -> int:
+    """Forward FLOPs per example (2 × multiply-accumulates) of the Conv2D, DepthwiseConv2D and Dense layers."""
+    import keras
+
+    from kerastl.layers import walk_layers
+
+    total = 0
+    for layer in walk_layers(model):
+        if isinstance(layer, keras.Model):
+            continue
+        out = getattr(layer, "output", None)
+        if out is None:
+            continue
+        out_shape = out.shape
+        if isinstance(layer, keras.layers.DepthwiseConv2D):
+            kh, kw = layer.kernel_size
+            total += 2 * kh * kw * math.prod(out_shape[1:])
+        elif isinstance(layer, keras.layers.SeparableConv2D):
+            kh, kw = layer.kernel_size
+            cin = layer.input.shape[-1]
+            total += 2 * (kh * kw * cin * math.prod(out_shape[1:3]) * layer.depth_multiplier
+                          + cin * layer.depth_multiplier * math.prod(out_shape[1:]))
+        elif isinstance(layer, keras.layers.Conv2D):
+            kh, kw = layer.kernel_size
+            cin = layer.input.shape[-1] // layer.groups
+            total += 2 * kh * kw * cin * math.prod(out_shape[1:])
+        elif isinstance(layer, keras.layers.Dense):
+            total += 2 * layer.input.shape[-1] * layer.units
+    return int(total)
+
+
+def matmul_peak_flops(dtype: str = "float32", size: int = 2048, seconds: float = 1.0) -> float:
+    """Measured matmul throughput (FLOP/s) of this machine in `dtype`: the peak that utilisation is reported
+    against, measured rather than taken from a data sheet."""
+    import tensorflow as tf
+
+    a = tf.random.stateless_normal((size, size), seed=(1, 2), dtype=tf.float32)
+    a = tf.cast(a, dtype)
+    b = tf.cast(tf.random.stateless_normal((size, size), seed=(3, 4)), dtype)
+    matmul = tf.function(lambda x, y: tf.reduce_sum(tf.cast(tf.matmul(x, y)[:1, :1], tf.float32)))
+    matmul(a, b).numpy()
+    runs, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds or runs < 2:
+        matmul(a, b).numpy()
+        runs += 1
+    return 2 * size**3 * runs / (time.perf_counter() - start)
+
+
+# -------------------------------------------------------------------------------- precision and XLA
+
+
+def has_gpu() -> bool:
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def mixed_policy() -> str:
+    """float16 on GPUs (tensor cores), bfloat16 on CPUs (AVX512-BF16/AMX)."""
+    return "mixed_float16" if has_gpu() else "mixed_bfloat16"
+
+
+def choose_execution(config: PretrainConfig, build, sample_batch, steps: int = 8) -> dict:
+    """Picks the dtype policy and XLA by timing a few real training steps of each candidate.
+
+    `build()` returns a fresh compiled-ready model for the current global policy. Returns
+    `{"policy", "jit_compile", "measurements": [{"policy", "jit_compile", "step_seconds"}]}`.
+    """
+    import keras
+
+    policies = {"float32": ["float32"], "mixed": [mixed_policy()],
+                "auto": ["float32", mixed_policy()]}[config.precision]
+    jits = [config.jit_compile] if config.jit_compile is not None else [False, True]
+    if len(policies) * len(jits) == 1:
+        return {"policy": policies[0], "jit_compile": jits[0], "measurements": []}
+    x, y = sample_batch
+    measurements = []
+    for policy in policies:
+        for jit in jits:
+            keras.mixed_precision.set_global_policy(policy)
+            model = build()
+            model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
+                          jit_compile=jit)
+            try:
+                model.train_on_batch(x, y)  # trace and compile
+                start = time.perf_counter()
+                for _ in range(steps):
+                    model.train_on_batch(x, y)
+                seconds = (time.perf_counter() - start) / steps
+            except Exception as error:  # an op without an XLA or bf16 kernel: not a candidate
+                seconds = float("inf")
+                measurements.append({"policy": policy, "jit_compile": jit, "error": str(error).splitlines()[0][:100]})
+                continue
+            measurements.append({"policy": policy, "jit_compile": jit, "step_seconds": round(seconds, 5)})
+    keras.mixed_precision.set_global_policy("float32")
+    best = min((m for m in measurements if "step_seconds" in m), key=lambda m: m["step_seconds"])
+    return {"policy": best["policy"], "jit_compile": best["jit_compile"], "measurements": measurements}
+
+
+# ---------------------------------------------------------------------------------------- distribution
+
+
+def make_distribution(name: str):
+    """The tf.distribute strategy for `--strategy` (auto → the default single-device strategy)."""
+    import tensorflow as tf
+
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        if "TF_CONFIG" not in os.environ:
+            raise KerastlError("--strategy multiworker needs TF_CONFIG describing the cluster and this worker's "
+                               "task; see the README section 'Pre-training on several machines'")
+        try:
+            json.loads(os.environ["TF_CONFIG"])
+        except ValueError:
+            raise KerastlError("TF_CONFIG is not valid JSON; set it to {\"cluster\": {\"worker\": [...]}, "
+                               "\"task\": {\"type\": \"worker\", \"index\": N}}") from None
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def is_chief() -> bool:
+    """Worker 0 (or a `chief` task, or no cluster at all) writes the outputs."""
+    tf_config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+    task = tf_config.get("task", {})
+    return task.get("type", "worker") == "chief" or (task.get("type", "worker") == "worker"
+                                                      and int(task.get("index", 0)) == 0
+                                                      and "chief" not in tf_config.get("cluster", {}))
+
+
+def weights_digest(model) -> str:
+    """sha256 over all weights: two workers that stayed in sync print the same digest."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        digest.update(weight.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _custom_training(model, optimizer, strategy, source, config, epochs, steps_per_epoch, global_batch,
+                     backup_dir: Path, log_dir: Path, verbose) -> dict:
+    """The multi-worker path: a train step under `strategy.run` on a distributed dataset, with
+    CheckpointManager backups each epoch (resuming from the latest) and TensorBoard scalars."""
+    import keras
+    import tensorflow as tf
+
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(reduction="none")
+    train_iter = iter(strategy.experimental_distribute_dataset(source.train))
+    epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var)
+    # Every worker writes a checkpoint (collective ops need all of them); only the chief's is kept.
+    directory = backup_dir if is_chief() else backup_dir.with_name(backup_dir.name + f".worker{_task_index()}")
+    manager = tf.train.CheckpointManager(checkpoint, str(directory), max_to_keep=1)
+    if manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint)
+
+    @tf.function
+    def train_step(iterator):
+        def step(x, y):
+            with tf.GradientTape() as tape:
+                probabilities = model(x, training=True)
+                loss = tf.nn.compute_average_loss(loss_fn(y, probabilities), global_batch_size=global_batch)
+            gradients = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+            correct = tf.cast(tf.equal(tf.argmax(probabilities, -1, output_type=tf.int32), tf.cast(y, tf.int32)),
+                              tf.float32)
+            return loss, tf.reduce_sum(correct) / global_batch
+
+        loss, accuracy = strategy.run(step, args=next(iterator))
+        return (strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None),
+                strategy.reduce(tf.distribute.ReduceOp.SUM, accuracy, axis=None))
+
+    writer = tf.summary.create_file_writer(str(log_dir)) if is_chief() else tf.summary.create_noop_writer()
+    logs = {}
+    for epoch in range(int(epoch_var.numpy()), epochs):
+        bar = keras.utils.Progbar(steps_per_epoch, verbose=1 if verbose and is_chief() else 0)
+        losses, accuracies = [], []
+        for step in range(steps_per_epoch):
+            loss, accuracy = train_step(train_iter)
+            losses.append(float(loss))
+            accuracies.append(float(accuracy))
+            bar.update(step + 1, [("loss", losses[-1]), ("accuracy", accuracies[-1])])
+        logs = {"loss": sum(losses) / len(losses), "accuracy": sum(accuracies) / len(accuracies)}
+        with writer.as_default():
+            for key, value in logs.items():
+                tf.summary.scalar(key, value, step=epoch + 1)
+        epoch_var.assign(epoch + 1)
+        manager.save()
+    return logs
+
+
+def _task_index() -> int:
+    return int(json.loads(os.environ.get("TF_CONFIG", "{}") or "{}").get("task", {}).get("index", 0))
+
+
+# ------------------------------------------------------------------------------------------------ run
+
+
+@dataclasses.dataclass
+class PretrainResult:
+    """The trained backbone model, its manifest, and the output directory (None on non-chief workers)."""
+
+    backbone: object
+    manifest: dict
+    out: Path | None
+    weights_digest: str
+
+
+def _estimate_statistics(dataset, channels: int, batches: int = 4):
+    import numpy as np
+
+    samples = [x.numpy() for x, _ in dataset.take(batches)]
+    pixels = np.concatenate(samples).reshape(-1, channels) / 255.0
+    mean = pixels.mean(axis=0)
+    std = np.maximum(pixels.std(axis=0), 1e-3)
+    return [round(float(m), 5) for m in mean], [round(float(s), 5) for s in std]
+
+
+def hardware_summary() -> dict:
+    import tensorflow as tf
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+            "tensorflow": tf.__version__, "python": platform.python_version(), "platform": platform.platform()}
+
+
+def pretrain(config: PretrainConfig, out, *, command: str | None = None, verbose="auto",
+             log_dir=None) -> PretrainResult:
+    """Pre-trains `config.arch` on `config.source` and writes the backbone to `out`.
+
+    `out` receives `backbone.keras` (raw pixels → features, preprocessing inside) and `manifest.json`
+    (modality, input spec, preprocessing, classes, source, command, hardware, time, metrics, weights sha256),
+    written together atomically. A killed run started again with the same command resumes from its last
+    epoch backup (kept in a hidden directory beside `out` until the run succeeds).
+
+    Raises:
+        UsageError: invalid options.
+        KerastlError: the source or cluster configuration cannot be used.
+    """
+    import keras
+    import tensorflow as tf
+
+    config.validate()
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise KerastlError(f"--out {out} is a file; give a directory such as saved_models/NAME")
+    channels = config.channels or (1 if config.source.startswith("synthetic:") else 3)
+    started = time.time()
+    keras.utils.set_random_seed(config.seed)
+    strategy = make_distribution(config.distribution)
+    global_batch = int(config.batch_size)
+    source = load_source(config, channels, global_batch)
+    input_shape = (int(config.image_size), int(config.image_size), channels)
+    mean, std = _estimate_statistics(source.train, channels)
+    steps_per_epoch = int(config.steps_per_epoch)
+    if source.finite_steps is not None and config.steps is None:
+        steps_per_epoch = min(steps_per_epoch, source.finite_steps)
+    epochs = config.total_epochs()
+
+    def build():
+        model, _ = build_pretraining_model(config.arch, input_shape, source.num_classes, mean=mean, std=std,
+                                           dropout=config.dropout, seed=config.seed)
+        return model
+
+    multiworker = config.distribution == "multiworker"
+    if multiworker:
+        # Collective ops across workers must see the same program on every worker: no timing-based choice.
+        execution = {"policy": "float32" if config.precision == "auto" else (
+            mixed_policy() if config.precision == "mixed" else "float32"),
+            "jit_compile": bool(config.jit_compile), "measurements": []}
+    else:
+        execution = choose_execution(config, build, next(iter(source.train)))
+    keras.mixed_precision.set_global_policy(execution["policy"])
+    try:
+        with strategy.scope():
+            keras.utils.set_random_seed(config.seed)
+            model, backbone = build_pretraining_model(config.arch, input_shape, source.num_classes, mean=mean,
+                                                      std=std, dropout=config.dropout, seed=config.seed)
+            schedule = keras.optimizers.schedules.CosineDecay(
+                0.0, decay_steps=max(1, epochs * steps_per_epoch - min(200, steps_per_epoch)),
+                warmup_target=float(config.learning_rate), warmup_steps=min(200, steps_per_epoch))
+            optimizer = keras.optimizers.AdamW(schedule, weight_decay=1e-4)
+            if execution["policy"] == "mixed_float16":
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        backup_dir = out.parent / f".{out.name}.backup"
+        log_dir = Path(log_dir) if log_dir else out.parent / ".logs" / out.name
+        start = time.perf_counter()
+        if multiworker:
+            logs = _custom_training(model, optimizer, strategy, source, config, epochs, steps_per_epoch,
+                                    global_batch, backup_dir, log_dir, verbose)
+        else:
+            with strategy.scope():
+                model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                              jit_compile=execution["jit_compile"])
+            callbacks = [keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=True),
+                         keras.callbacks.TensorBoard(str(log_dir))]
+            history = model.fit(source.train, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                                validation_data=source.validation, callbacks=callbacks, verbose=verbose)
+            logs = {key: values[-1] for key, values in history.history.items()} if history.history else {}
+        train_seconds = time.perf_counter() - start
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+    digest = weights_digest(model)
+    examples = epochs * steps_per_epoch * global_batch
+    flops = count_flops(backbone)
+    head_flops = count_flops(model) - flops
+    achieved = 3 * (flops + head_flops) * examples / max(train_seconds, 1e-9)  # forward + backward ≈ 3×
+    peak_dtype = "bfloat16" if execution["policy"] == "mixed_bfloat16" else (
+        "float16" if execution["policy"] == "mixed_float16" else "float32")
+    peak = matmul_peak_flops(peak_dtype) if is_chief() else None
+    metrics = {key: round(float(value), 5) for key, value in logs.items()}
+    manifest = {
+        "format_version": 1,
+        "name": out.name,
+        "modality": "image",
+        "description": config.description or f"{config.arch} pretrained on {source.description}",
+        "default": bool(config.default),
+        "input": {"shape": list(input_shape), "dtype": "float32", "range": [0, 255],
+                  "layout": "channels_last", "color": "grayscale" if channels == 1 else "rgb"},
+        "preprocessing": {"mode": "scale", "scale": 1.0 / 255.0, "mean": mean, "std": std},
+        "feature_width": int(backbone.output.shape[-1]),
+        "arch": config.arch,
+        "pretraining": {
+            "source": config.source,
+            "source_description": source.description,
+            "classes": source.num_classes,
+            "epochs": epochs,
+            "steps_per_epoch": steps_per_epoch,
+            "batch_size": global_batch,
+            "examples_seen": examples,
+            "learning_rate": config.learning_rate,
+            "seed": config.seed,
+            "precision": execution["policy"],
+            "jit_compile": execution["jit_compile"],
+            "execution_measurements": execution["measurements"],
+            "distribution": config.distribution,
+            "replicas": int(strategy.num_replicas_in_sync),
+        },
+        "metrics": metrics,
+        "compute": {
+            "forward_flops_per_example": flops + head_flops,
+            "achieved_flops_per_second": round(achieved),
+            "matmul_peak_flops_per_second": round(peak) if peak else None,
+            "peak_dtype": peak_dtype,
+            "utilisation": round(achieved / peak, 4) if peak else None,
+        },
+        "command": command or " ".join(shlex.quote(a) for a in ["kerastl", *sys.argv[1:]]),
+        "hardware": hardware_summary(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "train_seconds": round(train_seconds, 1),
+        "weights": {"file": "backbone.keras"},
+    }
+    if not is_chief():
+        return PretrainResult(backbone=backbone, manifest=manifest, out=None, weights_digest=digest)
+    write_backbone(backbone, manifest, out)
+    import shutil
+
+    shutil.rmtree(backup_dir, ignore_errors=True)
+    return PretrainResult(backbone=backbone, manifest=manifest, out=out, weights_digest=digest)
+
+
+def write_backbone(backbone, manifest: dict, out) -> None:
+    """Writes `backbone.keras` and `manifest.json` (with the weights' sha256) into `out`, atomically as a
+    directory: a killed write leaves the previous `out` untouched."""
+    from kerastl.atomic import atomic_path
+    from kerastl.downloads import sha256_file
+    from kerastl.layers import restore_batchnorm
+
+    out = Path(out)
+    with atomic_path(out, directory=True) as tmp:
+        tmp.mkdir(parents=True)
+        weights = tmp / manifest["weights"]["file"]
+        restore_batchnorm(backbone).save(weights)
+        manifest = dict(manifest, weights=dict(manifest["weights"], sha256=sha256_file(weights),
+                                               bytes=weights.stat().st_size))
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

@@ -1,0 +1,83 @@
+"""Shared test fixtures: tiny image folders and tiny backbones, made on the fly (no downloads)."""
+
+import os
+
+# Quiet TensorFlow's C++ logging and pin determinism before TensorFlow is imported anywhere.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERASTL_OFFLINE", "1")
+
+import numpy as np
+import pytest
+
+
+def pattern_image(label: int, rng, size: int = 16) -> np.ndarray:
+    """An RGB uint8 image whose class is visible in its structure: stripes one way, the other way, or blobs."""
+    grid = np.arange(size)
+    if label % 3 == 0:
+        base = (grid[:, None] // 2 % 2) * np.ones((1, size))
+    elif label % 3 == 1:
+        base = np.ones((size, 1)) * (grid[None, :] // 2 % 2)
+    else:
+        yy, xx = np.mgrid[:size, :size]
+        base = ((yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 3) ** 2).astype(float)
+    colour = rng.uniform(0.5, 1.0, size=3)
+    image = base[..., None] * colour[None, None, :] * 255 + rng.normal(0, 12, (size, size, 3))
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def make_image_folder(root, classes=("circles", "horizontal", "vertical"), per_class=12, size=16, seed=0,
+                      formats=("png", "jpg")):
+    """Writes a class-per-folder image set and returns its path."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    order = {"horizontal": 0, "vertical": 1, "circles": 2}
+    for index, name in enumerate(classes):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            image = pattern_image(order.get(name, index), rng, size)
+            Image.fromarray(image).save(folder / f"{i:03d}.{formats[i % len(formats)]}")
+    return root
+
+
+def make_tiny_backbone(input_shape=(16, 16, 3), seed=0):
+    """A small conv backbone with BatchNormalization and baked-in preprocessing, as a pretrained one would be."""
+    import keras
+
+    from kerastl.layers import ImagePreprocessing
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input(input_shape, name="pixels")
+    x = ImagePreprocessing(mode="scale", scale=1 / 255.0, name="preprocessing")(inputs)
+    x = keras.layers.Conv2D(8, 3, padding="same", name="conv1")(x)
+    x = keras.layers.BatchNormalization(name="bn1")(x)
+    x = keras.layers.ReLU(name="relu1")(x)
+    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", name="conv2")(x)
+    x = keras.layers.BatchNormalization(name="bn2")(x)
+    x = keras.layers.ReLU(name="relu2")(x)
+    x = keras.layers.Conv2D(16, 3, padding="same", name="conv3")(x)
+    model = keras.Model(inputs, x, name="tiny")
+    # Give BatchNormalization non-trivial statistics, as pretraining would.
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.moving_mean.assign(np.random.default_rng(1).normal(0, 0.1, layer.moving_mean.shape))
+            layer.moving_variance.assign(np.random.default_rng(2).uniform(0.5, 1.5, layer.moving_variance.shape))
+    return model
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory):
+    return make_image_folder(tmp_path_factory.mktemp("images"))
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("backbone") / "tiny.keras"
+    make_tiny_backbone().save(path)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERASTL_CACHE", str(tmp_path / "kerastl-cache"))
