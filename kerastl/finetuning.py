@@ -178,7 +178,7 @@ def _train_head(classifier, data, config, epochs, class_weight, verbose, timing)
         return history
     start = time.perf_counter()
     _compile(classifier.model, config, config.learning_rate)
-    history = classifier.model.fit(data["train"], epochs=epochs, validation_data=data["val"],
+    history = classifier.model.fit(data["train"], epochs=epochs, validation_data=data["val"], shuffle=False,
                                    class_weight=class_weight, verbose=verbose)
     timing["head_train_seconds"] = round(time.perf_counter() - start, 3)
     return history
@@ -276,7 +276,7 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
         set_backbone_trainable(classifier.backbone, parse_strategy("full"))
         _apply_patterns(classifier, config, set_trainable_by_pattern)
         _compile(classifier.model, config, config.learning_rate)
-        fit = classifier.model.fit(data["train"], epochs=config.epochs, validation_data=data["val"],
+        fit = classifier.model.fit(data["train"], epochs=config.epochs, validation_data=data["val"], shuffle=False,
                                    class_weight=weights_by_class, verbose=verbose)
         history += _history_rows(fit, "from-scratch")
     else:
@@ -289,7 +289,7 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
             _apply_patterns(classifier, config, set_trainable_by_pattern)
             # Recompile: `trainable` changes take effect only at compile time.
             _compile(classifier.model, config, config.learning_rate * config.fine_tune_factor)
-            fit = classifier.model.fit(data["train"], epochs=config.epochs, validation_data=data["val"],
+            fit = classifier.model.fit(data["train"], epochs=config.epochs, validation_data=data["val"], shuffle=False,
                                        class_weight=weights_by_class, verbose=verbose)
             history += _history_rows(fit, str(strategy))
         elif config.trainable_layers or config.frozen_layers:

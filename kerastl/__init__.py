@@ -1,0 +1,48 @@
+"""kerastl: transfer learning with Keras 3 and TensorFlow.
+
+Step 1, `pretrain`: supervised pre-training of a backbone on a large dataset of the same input type.
+Step 2, `finetune`: keep every layer but the output layer, add a new one for your classes, and train either
+only that layer (Option 1, `strategy="head"`) or every layer from the pretrained values (Option 2, "full").
+
+Public names are imported lazily, so that `import kerastl` (and `kerastl --help`) does not import TensorFlow.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from kerastl.errors import KerastlError, UsageError
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "Backbone": "kerastl.backbones",
+    "load_backbone": "kerastl.backbones",
+    "build_classifier": "kerastl.head",
+    "Classifier": "kerastl.head",
+    "parse_strategy": "kerastl.freezing",
+    "set_trainable_by_pattern": "kerastl.freezing",
+    "FinetuneConfig": "kerastl.finetuning",
+    "FinetuneResult": "kerastl.finetuning",
+    "finetune": "kerastl.finetuning",
+    "evaluate": "kerastl.evaluation",
+    "predict": "kerastl.evaluation",
+    "load_classifier": "kerastl.evaluation",
+    "PretrainConfig": "kerastl.pretraining",
+    "pretrain": "kerastl.pretraining",
+    "digits_folder": "kerastl.data",
+}
+
+__all__ = ["KerastlError", "UsageError", "__version__", *_LAZY]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'kerastl' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

@@ -1,0 +1,267 @@
+"""`kerastl`: the command line, a thin layer over the library.
+
+Each command parses its options and calls one library function. TensorFlow is imported inside the commands,
+so that `kerastl --help` and `kerastl COMMAND --help` stay instant. Every error is one line on stderr: exit
+code 2 for bad usage, 1 for a runtime problem, never a traceback unless `--debug` is given.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+
+import click
+
+from kerastl.errors import KerastlError, UsageError
+
+STRATEGY_HELP = "head (Option 1: train only the new layer), full (Option 2: then every layer), top:N, or auto"
+
+
+def _quiet_tensorflow() -> None:
+    """Keeps TensorFlow's C++ and Python log chatter out of the user's terminal (set before importing TF)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import logging
+    import warnings
+
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"keras(\..*)?")
+
+
+class KerastlGroup(click.Group):
+    """Turns every exception into one line and an exit code (2: usage, 1: runtime, 130: interrupted)."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        debug = "--debug" in (sys.argv[1:] if args is None else list(args))
+        try:
+            result = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
+                                  standalone_mode=False, **extra)
+        except click.exceptions.Exit as done:
+            sys.exit(done.exit_code)
+        except click.UsageError as error:
+            command = f" {error.ctx.command_path}" if error.ctx is not None else ""
+            hint = f" (see `{command.strip() or 'kerastl'} --help`)"
+            _fail(f"{error.format_message()}{hint}", 2, debug)
+        except UsageError as error:
+            _fail(str(error), 2, debug)
+        except KerastlError as error:
+            _fail(str(error), 1, debug)
+        except (click.exceptions.Abort, KeyboardInterrupt):
+            _fail("interrupted; outputs already in place are untouched", 130, debug)
+        except click.ClickException as error:
+            _fail(error.format_message(), error.exit_code, debug)
+        except Exception as error:  # anything unforeseen still gets one line
+            text = str(error).strip().splitlines()
+            detail = text[-1] if text else ""
+            _fail(f"unexpected {type(error).__name__}: {detail[:300]} (rerun with --debug for the traceback)",
+                  1, debug)
+        if isinstance(result, int) and result:
+            sys.exit(result)
+        sys.exit(0)
+
+
+def _fail(message: str, code: int, debug: bool):
+    if debug:
+        traceback.print_exc()
+    click.echo(f"Error: {' '.join(message.split())}", err=True)
+    sys.exit(code)
+
+
+@click.group(cls=KerastlGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.version_option(package_name="kerastl")
+def main(debug):
+    """Transfer learning with Keras 3: pretrain, fine-tune, evaluate and export image classifiers."""
+
+
+@main.command()
+@click.option("--data", type=click.Path(file_okay=False), default=None,
+              help="Class-per-folder image directory. Default: scikit-learn's bundled handwritten digits.")
+@click.option("--backbone", default=None, metavar="SPEC",
+              help="keras:<Name>, hub:<url-or-dir>, a .keras file, a SavedModel dir or saved_models/NAME. "
+                   "Default: the shipped pretrained backbone.")
+@click.option("--weights", default=None, metavar="imagenet|none|PATH", help="Weights of a keras: backbone.")
+@click.option("--cut", default=None, metavar="LAYER", help="Cut the backbone at this layer's output.")
+@click.option("--strategy", default="auto", show_default=True, help=STRATEGY_HELP)
+@click.option("--shots", type=click.IntRange(min=1), default=None, help="Train on N images per class.")
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--head-epochs", type=click.IntRange(min=0), default=None,
+              help="Epochs of the head phase before full/top:N fine-tuning. Default: --epochs.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True, max=10), default=1e-3,
+              show_default=True, help="Head learning rate; full/top:N fine-tuning uses a tenth of it.")
+@click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True,
+              help="adam, or sgd with momentum 0.9.")
+@click.option("--image-size", type=click.IntRange(8, 1024), default=None,
+              help="Input size for keras: and hub: backbones (others have a fixed input).")
+@click.option("--augment", is_flag=True, help="Random shifts, rotations, zooms and contrast (slower: the "
+              "backbone then runs every epoch).")
+@click.option("--from-scratch", is_flag=True, help="Same architecture with random weights: the no-transfer baseline.")
+@click.option("--validation-split", type=click.FloatRange(0, 1, max_open=True), default=0.2, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--trust", is_flag=True, help="Allow model files that run code (Lambda layers). See SECURITY.md.")
+@click.option("--out", required=True, type=click.Path(), help="Output directory.")
+def finetune(data, backbone, weights, cut, strategy, shots, epochs, head_epochs, batch_size, learning_rate,
+             optimizer, image_size, augment, from_scratch, validation_split, seed, trust, out):
+    """Fine-tune a pretrained backbone with a new output layer on your classes.
+
+    Writes OUT/model.keras, OUT/labels.txt, OUT/metrics.json and OUT/report.png.
+    """
+    _quiet_tensorflow()
+    from kerastl.finetuning import FinetuneConfig
+    from kerastl.finetuning import finetune as run
+
+    config = FinetuneConfig(strategy=strategy, epochs=epochs, head_epochs=head_epochs, batch_size=batch_size,
+                            learning_rate=learning_rate, optimizer=optimizer, augment=augment,
+                            from_scratch=from_scratch, shots=shots, validation_fraction=validation_split,
+                            seed=seed)
+    config.validate()
+    if data is None:
+        click.echo("No --data: using scikit-learn's bundled handwritten digits (1,797 images, 10 classes).")
+    result = run(data, backbone, out=out, config=config, weights=weights, cut=cut, image_size=image_size,
+                 trust=trust, verbose=1 if sys.stdout.isatty() else 2)
+    _print_finetune_summary(result)
+
+
+def _print_finetune_summary(result):
+    m = result.metrics
+    click.echo("")
+    click.echo(f"backbone  {m['backbone']['spec']}  ({m['backbone']['weights']} weights, "
+               f"{m['backbone']['feature_width']} features)")
+    click.echo(f"strategy  {m['strategy']}" + (f"  [auto: {m['auto_rule']}]" if m.get("auto_rule") else ""))
+    click.echo(f"trained on {m['train_examples']} images; evaluated on {m['n']} held-out images")
+    if m["accuracy"] is not None:
+        click.echo(f"accuracy  {m['accuracy']:.2%}")
+        _print_per_class(m["per_class"])
+    if m["skipped"]:
+        click.echo(f"skipped {len(m['skipped'])} files that failed to decode (listed in metrics.json), e.g. "
+                   f"{m['skipped'][0]['path']}: {m['skipped'][0]['reason']}")
+    for key, path in result.files.items():
+        click.echo(f"{key:<8}  {path}")
+
+
+def _print_per_class(per_class: dict):
+    width = max([len(name) for name in per_class] + [5])
+    click.echo(f"  {'class':<{width}}  precision  recall  f1     support")
+    for name, row in per_class.items():
+        click.echo(f"  {name:<{width}}  {row['precision']:9.3f}  {row['recall']:6.3f}  {row['f1']:.3f}  "
+                   f"{row['support']:7d}")
+
+
+@main.command()
+@click.argument("model", type=click.Path())
+@click.option("--data", required=True, type=click.Path(), help="Class-per-folder image directory.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help='Print {"accuracy", "n", "per_class"} as JSON.')
+@click.option("--trust", is_flag=True, help="Allow model files that run code. See SECURITY.md.")
+def evaluate(model, data, batch_size, as_json, trust):
+    """Evaluate MODEL (a finetune output directory or a .keras file) on a class-per-folder directory."""
+    _quiet_tensorflow()
+    from kerastl.evaluation import evaluate as run
+
+    metrics = run(model, data, batch_size=batch_size, trust=trust)
+    if as_json:
+        click.echo(json.dumps({"accuracy": metrics["accuracy"], "n": metrics["n"],
+                               "per_class": metrics["per_class"]}, ensure_ascii=False))
+        return
+    click.echo(f"accuracy  {metrics['accuracy']:.2%}  on {metrics['n']} images")
+    _print_per_class(metrics["per_class"])
+    if metrics["skipped"]:
+        click.echo(f"skipped {len(metrics['skipped'])} undecodable files, e.g. {metrics['skipped'][0]['path']}")
+
+
+@main.command()
+@click.argument("model", type=click.Path())
+@click.argument("files", nargs=-1, required=True, type=click.Path())
+@click.option("--trust", is_flag=True, help="Allow model files that run code. See SECURITY.md.")
+def predict(model, files, trust):
+    """Classify image FILES: one line per file with path, label and probability."""
+    _quiet_tensorflow()
+    from kerastl.evaluation import predict as run
+
+    for path, label, probability in run(model, files, trust=trust):
+        click.echo(f"{path}\t{label}\t{probability:.4f}")
+
+
+@main.command()
+@click.argument("target", metavar="MODEL|SPEC")
+@click.option("--image-size", type=click.IntRange(8, 1024), default=None, help="Input size for keras:/hub: specs.")
+@click.option("--trust", is_flag=True, help="Allow model files that run code. See SECURITY.md.")
+def inspect(target, image_size, trust):
+    """Print a table of layers: name, type, output shape, parameters, trainable."""
+    _quiet_tensorflow()
+    from kerastl.inspection import describe_target
+
+    for line in describe_target(target, image_size=image_size, trust=trust):
+        click.echo(line)
+
+
+@main.command()
+def backbones():
+    """List the backbone specs kerastl knows: our saved_models/ entries and the Keras applications."""
+    _quiet_tensorflow()
+    from kerastl.inspection import describe_backbones
+
+    for line in describe_backbones():
+        click.echo(line)
+
+
+@main.command()
+@click.option("--data", "source", required=True, metavar="SOURCE",
+              help="A class-per-folder directory, tfds:NAME[:SPLIT], or synthetic:NAME (glyphs, fractals).")
+@click.option("--arch", required=True, help="A keras.applications name (e.g. MobileNetV2) or smallnet-s|m|l.")
+@click.option("--image-size", type=click.IntRange(8, 1024), default=28, show_default=True)
+@click.option("--channels", type=click.Choice(["1", "3"]), default=None,
+              help="Input channels. Default: 1 for synthetic sources, 3 otherwise.")
+@click.option("--classes", type=click.IntRange(min=2), default=1000, show_default=True,
+              help="Classes of a synthetic source.")
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Total steps instead of --epochs.")
+@click.option("--steps-per-epoch", type=click.IntRange(min=1), default=500, show_default=True,
+              help="Steps per epoch of an endless source.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True, max=10), default=2e-3,
+              show_default=True)
+@click.option("--precision", type=click.Choice(["auto", "float32", "mixed"]), default="auto", show_default=True,
+              help="auto measures float32 against mixed (float16 on GPU, bfloat16 on CPU) and XLA on/off.")
+@click.option("--xla/--no-xla", "xla", default=None, help="Force XLA on or off (default: measured).")
+@click.option("--strategy", "distribution", type=click.Choice(["auto", "mirrored", "multiworker"]),
+              default="auto", show_default=True, help="tf.distribute strategy; multiworker reads TF_CONFIG.")
+@click.option("--validation-steps", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--description", default="", help="Free text for the manifest.")
+@click.option("--default", "is_default", is_flag=True, help="Mark as `kerastl finetune`'s default backbone.")
+@click.option("--logdir", type=click.Path(), default=None, help="TensorBoard logs. Default: beside --out.")
+@click.option("--out", required=True, type=click.Path(), help="Output directory, e.g. saved_models/NAME.")
+def pretrain(source, arch, image_size, channels, classes, epochs, steps, steps_per_epoch, batch_size,
+             learning_rate, precision, xla, distribution, validation_steps, seed, description, is_default,
+             logdir, out):
+    """Supervised pre-training of a backbone (Step 1), written with a manifest to OUT."""
+    _quiet_tensorflow()
+    from kerastl.pretraining import PretrainConfig
+    from kerastl.pretraining import pretrain as run
+
+    config = PretrainConfig(source=source, arch=arch, image_size=image_size,
+                            channels=int(channels) if channels else None, classes=classes, epochs=epochs,
+                            steps=steps, steps_per_epoch=steps_per_epoch, batch_size=batch_size,
+                            learning_rate=learning_rate, precision=precision, jit_compile=xla,
+                            distribution=distribution, validation_steps=validation_steps, seed=seed,
+                            description=description, default=is_default)
+    result = run(config, out, verbose=1 if sys.stdout.isatty() else 2, log_dir=logdir)
+    manifest = result.manifest
+    click.echo("")
+    click.echo(f"weights digest  {result.weights_digest}")
+    click.echo(f"precision  {manifest['pretraining']['precision']}, XLA {manifest['pretraining']['jit_compile']}")
+    compute = manifest["compute"]
+    if compute.get("utilisation") is not None:
+        click.echo(f"compute  {compute['achieved_flops_per_second'] / 1e9:.1f} GFLOP/s achieved, "
+                   f"{compute['utilisation']:.0%} of the measured {compute['peak_dtype']} matmul peak")
+    click.echo("metrics  " + ", ".join(f"{k} {v}" for k, v in manifest["metrics"].items()))
+    if result.out is not None:
+        click.echo(f"backbone  {result.out}  (use: kerastl finetune --backbone {result.out})")
+
+
+if __name__ == "__main__":
+    main()
