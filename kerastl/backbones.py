@@ -43,7 +43,6 @@ KERAS_PREPROCESSING = {
     "mobilenet_v2": "tf",
     "mobilenet_v3": "none",
     "nasnet": "tf",
-    "regnet": "none",
     "resnet": "caffe",
     "resnet_v2": "tf",
     "vgg16": "caffe",
@@ -218,6 +217,7 @@ def _load_keras_application(spec, weights, image_size, from_scratch) -> Backbone
         model = constructor(
             include_top=False,
             weights=None if weights == "none" else weights,
+            input_shape=(size, size, 3),
             input_tensor=preprocess(inputs),
         )
     except Exception as error:  # Keras raises bare Exception/ValueError for fetch failures and bad sizes
@@ -394,7 +394,7 @@ def _from_keras_model(spec, model, manifest, from_scratch) -> Backbone:
     # "Keep every layer but its output layer": a model that ends in a Dense classifier loses that layer.
     last = model.layers[-1]
     if isinstance(last, keras.layers.Dense) and len(model.layers) > 2:
-        model = keras.Model(model.inputs, last.input, name=model.name)
+        model = keras.Model(model.input, last.input, name=model.name)
     if from_scratch:
         # Fresh layers from the same configs: the same architecture with new random initial weights.
         model = keras.models.clone_model(model)

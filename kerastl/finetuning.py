@@ -254,6 +254,8 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
 
     config = config or FinetuneConfig()
     config.validate()
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise KerastlError(f"--out {out} is a file; give a directory path")  # before any training
     requested = parse_strategy(config.strategy)
     keras.utils.set_random_seed(config.seed)
     data_dir = Path(data_dir) if data_dir is not None else digits_folder()

@@ -1,0 +1,153 @@
+"""Each strategy is checked by which weights changed after training, through the public `finetune` API."""
+
+import numpy as np
+import pytest
+
+from kerastl.errors import UsageError
+from kerastl.finetuning import FinetuneConfig, finetune
+from kerastl.freezing import AUTO_FULL_MIN_PER_CLASS, parse_strategy, resolve_auto
+
+WEIGHTED = ["conv1", "bn1", "conv2", "bn2", "conv3"]
+
+
+def _snapshot(model):
+    """{layer: {weight path: value}} for the backbone's weighted layers and the new output layer."""
+    backbone = model.get_layer("backbone")
+    out = {}
+    for name in WEIGHTED:
+        layer = backbone.get_layer(name)
+        out[name] = {w.name: np.array(w.numpy()) for w in layer.weights}
+    out["predictions"] = {w.name: np.array(w.numpy()) for w in model.get_layer("predictions").weights}
+    return out
+
+
+def _initial(tiny_backbone_path):
+    import keras
+
+    model = keras.saving.load_model(tiny_backbone_path)
+    return {name: {w.name: np.array(w.numpy()) for w in model.get_layer(name).weights} for name in WEIGHTED}
+
+
+def _changed(before, after, name, weight):
+    return not np.allclose(before[name][weight], after[name][weight], atol=0, rtol=0)
+
+
+def _run(image_folder, tiny_backbone_path, strategy, **overrides):
+    config = FinetuneConfig(strategy=strategy, epochs=2, head_epochs=1, batch_size=8, learning_rate=1e-2,
+                            **overrides)
+    return finetune(image_folder, str(tiny_backbone_path), config=config, verbose=0)
+
+
+@pytest.mark.parametrize("strategy, trained", [
+    ("head", []),
+    ("full", WEIGHTED),
+    ("top:2", ["bn2", "conv3"]),
+    ("top:3", ["conv2", "bn2", "conv3"]),
+])
+def test_strategy_trains_exactly_the_expected_layers(image_folder, tiny_backbone_path, strategy, trained):
+    before = _initial(tiny_backbone_path)
+    result = _run(image_folder, tiny_backbone_path, strategy)
+    after = _snapshot(result.model)
+    assert result.metrics["strategy"] == strategy
+    for name in WEIGHTED:
+        for weight in before[name]:
+            if weight in ("moving_mean", "moving_variance"):
+                # BatchNorm statistics never change, in any strategy.
+                assert not _changed(before, after, name, weight), f"{strategy}: {name}/{weight} moved"
+            elif name in trained:
+                assert _changed(before, after, name, weight), f"{strategy}: {name}/{weight} did not train"
+            else:
+                assert not _changed(before, after, name, weight), f"{strategy}: {name}/{weight} changed"
+
+
+def test_head_trains_the_new_layer(image_folder, tiny_backbone_path):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    result = _run(image_folder, tiny_backbone_path, "head")
+    kernel = result.model.get_layer("predictions").kernel.numpy()
+    fresh = keras.initializers.GlorotUniform(seed=0)(kernel.shape).numpy()
+    assert not np.allclose(kernel, fresh)
+    assert result.metrics["history"] and result.metrics["history"][0]["phase"] == "head"
+
+
+def test_full_runs_head_phase_then_lower_learning_rate(image_folder, tiny_backbone_path):
+    result = _run(image_folder, tiny_backbone_path, "full")
+    phases = [row["phase"] for row in result.metrics["history"]]
+    assert phases == ["head", "full", "full"]
+
+
+def test_from_scratch_reinitialises_and_trains_batchnorm_statistics(image_folder, tiny_backbone_path):
+    before = _initial(tiny_backbone_path)
+    result = _run(image_folder, tiny_backbone_path, "head", from_scratch=True)
+    after = _snapshot(result.model)
+    assert result.metrics["strategy"] == "from-scratch"
+    # Fresh initial weights: not the pretrained ones; and BatchNorm learns its statistics as usual.
+    assert _changed(before, after, "conv1", "kernel")
+    assert _changed(before, after, "bn1", "moving_mean")
+
+
+def test_layer_patterns_choose_what_trains(image_folder, tiny_backbone_path):
+    before = _initial(tiny_backbone_path)
+    result = _run(image_folder, tiny_backbone_path, "full", frozen_layers=["conv*"])
+    after = _snapshot(result.model)
+    assert not _changed(before, after, "conv1", "kernel")
+    assert not _changed(before, after, "conv3", "kernel")
+    assert _changed(before, after, "bn1", "gamma")
+
+
+def test_bad_pattern_is_an_error(image_folder, tiny_backbone_path):
+    with pytest.raises(UsageError, match="matches no layer"):
+        _run(image_folder, tiny_backbone_path, "full", trainable_layers=["nothing_like_this*"])
+
+
+def test_top_n_larger_than_backbone_is_an_error(image_folder, tiny_backbone_path):
+    with pytest.raises(UsageError, match="exceeds"):
+        _run(image_folder, tiny_backbone_path, "top:99")
+
+
+@pytest.mark.parametrize("text", ["", "top", "top:0", "top:-1", "tail:3", "full ", "FULL"])
+def test_parse_strategy(text):
+    if text.strip().lower() in ("full",):
+        assert parse_strategy(text).kind == "full"
+    else:
+        with pytest.raises(UsageError, match="--strategy"):
+            parse_strategy(text)
+
+
+def test_auto_rule():
+    auto = parse_strategy("auto")
+    assert resolve_auto(auto, AUTO_FULL_MIN_PER_CLASS - 1).kind == "head"
+    assert resolve_auto(auto, AUTO_FULL_MIN_PER_CLASS).kind == "full"
+    assert resolve_auto(parse_strategy("top:2"), 1).kind == "top"
+
+
+def test_auto_resolves_from_examples_per_class(image_folder, tiny_backbone_path):
+    result = _run(image_folder, tiny_backbone_path, "auto", shots=3)
+    assert result.metrics["strategy"] == "head"
+    assert "3 training examples" in result.metrics["auto_rule"]
+
+
+def test_cached_features_give_the_same_model_as_the_slow_path(image_folder, tiny_backbone_path):
+    """Option 1 on cached features equals a plain frozen `fit`, within float tolerance."""
+    common = dict(strategy="head", epochs=3, batch_size=8, learning_rate=1e-2, dropout=0.0, shuffle=False)
+    fast = finetune(image_folder, str(tiny_backbone_path), config=FinetuneConfig(**common), verbose=0)
+    slow = finetune(image_folder, str(tiny_backbone_path),
+                    config=FinetuneConfig(cache_features=False, **common), verbose=0)
+    assert "feature_cache_seconds" in fast.metrics["timing"]
+    assert "feature_cache_seconds" not in slow.metrics["timing"]
+    np.testing.assert_allclose(fast.model.get_layer("predictions").kernel.numpy(),
+                               slow.model.get_layer("predictions").kernel.numpy(), atol=1e-4)
+    x = np.random.default_rng(0).uniform(0, 255, (6, 16, 16, 3)).astype("float32")
+    np.testing.assert_allclose(fast.model.predict(x, verbose=0), slow.model.predict(x, verbose=0), atol=1e-4)
+
+
+def test_augmentation_falls_back_to_the_full_path(image_folder, tiny_backbone_path):
+    result = _run(image_folder, tiny_backbone_path, "head", augment=True)
+    assert "feature_cache_seconds" not in result.metrics["timing"]
+
+
+def test_sgd_with_momentum(image_folder, tiny_backbone_path):
+    result = _run(image_folder, tiny_backbone_path, "full", optimizer="sgd")
+    assert result.metrics["config"]["optimizer"] == "sgd"
+    assert np.isfinite(result.metrics["history"][-1]["loss"])
