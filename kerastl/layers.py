@@ -133,6 +133,30 @@ def restore_batchnorm(model: keras.Model) -> keras.Model:
     return _swap_batchnorm(model, to_inference=False)
 
 
+def to_float32(model: keras.Model) -> keras.Model:
+    """A copy of `model` whose layers all compute in float32 (weights copied).
+
+    Mixed-precision training records its dtype policy in every layer's config; a backbone or classifier
+    that we save must not make its users compute in bfloat16 or float16.
+    """
+    if all(layer.dtype_policy.name == "float32" for layer in _walk(model)):
+        return model
+    originals = []
+
+    def clone(layer):
+        config = layer.get_config()
+        config["dtype"] = "float32"
+        new = layer.__class__.from_config(config)
+        originals.append((layer, new))
+        return new
+
+    clone_ = keras.models.clone_model(model, clone_function=clone, recursive=True)
+    for old, new in originals:
+        new.set_weights(old.get_weights())
+        new.trainable = old.trainable
+    return clone_
+
+
 def _walk(model):
     for layer in model.layers:
         yield layer

@@ -633,13 +633,13 @@ def write_backbone(backbone, manifest: dict, out) -> None:
     directory: a killed write leaves the previous `out` untouched."""
     from kerastl.atomic import atomic_path
     from kerastl.downloads import sha256_file
-    from kerastl.layers import restore_batchnorm
+    from kerastl.layers import restore_batchnorm, to_float32
 
     out = Path(out)
     with atomic_path(out, directory=True) as tmp:
         tmp.mkdir(parents=True)
         weights = tmp / manifest["weights"]["file"]
-        restore_batchnorm(backbone).save(weights)
+        to_float32(restore_batchnorm(backbone)).save(weights)
         manifest = dict(manifest, weights=dict(manifest["weights"], sha256=sha256_file(weights),
                                                bytes=weights.stat().st_size))
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
