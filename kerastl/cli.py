@@ -20,11 +20,30 @@ STRATEGY_HELP = "head (Option 1: train only the new layer), full (Option 2: then
 
 
 def _quiet_tensorflow() -> None:
-    """Keeps TensorFlow's C++ and Python log chatter out of the user's terminal (set before importing TF)."""
+    """Keeps TensorFlow's start-up chatter out of the user's terminal.
+
+    TensorFlow 2.21 writes absl log lines (oneDNN, CUDA probing) to stderr before any log level applies, so
+    stderr is silenced at the file-descriptor level while TensorFlow imports and initialises its devices.
+    `--debug` keeps everything.
+    """
+    if "--debug" in sys.argv[1:]:
+        return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import logging
     import warnings
 
+    if "tensorflow" not in sys.modules:
+        sys.stderr.flush()
+        saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(devnull)
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     logging.getLogger("absl").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=UserWarning, module=r"keras(\..*)?")
@@ -261,6 +280,50 @@ def pretrain(source, arch, image_size, channels, classes, epochs, steps, steps_p
     click.echo("metrics  " + ", ".join(f"{k} {v}" for k, v in manifest["metrics"].items()))
     if result.out is not None:
         click.echo(f"backbone  {result.out}  (use: kerastl finetune --backbone {result.out})")
+
+
+@main.command()
+@click.argument("model", type=click.Path())
+@click.option("--format", "fmt", required=True, type=click.Choice(["saved_model", "tflite", "all"]),
+              help="saved_model (TF Serving), tflite (LiteRT/MediaPipe, phones) or all.")
+@click.option("--quantize", type=click.Choice(["none", "float16", "dynamic", "int8"]), default="none",
+              show_default=True, help="TFLite weights: none (float32), float16, dynamic (int8 weights) or int8 "
+              "(everything, uint8 input/output; needs --data to calibrate).")
+@click.option("--data", type=click.Path(), default=None,
+              help="Class-per-folder images: exports are checked on the held-out part (seed 0 split, as "
+                   "finetune's) and int8 calibrates on the rest. Default: synthetic images, agreement only.")
+@click.option("--max-accuracy-drop", type=click.FloatRange(0, 1), default=None, metavar="X",
+              help="Fail (exit 1, nothing written) if an export's accuracy is more than X below Keras' "
+                   "(a fraction: 0.01 = one point). Needs --data.")
+@click.option("--trust", is_flag=True, help="Allow model files that run code. See SECURITY.md.")
+@click.option("--out", required=True, type=click.Path(),
+              help="tflite: the .tflite file; saved_model: the SavedModel directory; all: a directory receiving "
+                   "saved_model/, model.tflite and export_report.json.")
+def export(model, fmt, quantize, data, max_accuracy_drop, trust, out):
+    """Export MODEL (a finetune output directory or a .keras file) for serving or phones, checked against Keras.
+
+    Both formats take raw pixels (preprocessing is inside). The SavedModel's serving_default signature takes
+    uint8 `images` (serving_float: float32 0-255) and returns probabilities, class_index and class_name; labels
+    travel as assets/labels.txt. The .tflite file has MediaPipe metadata (labels included); a grayscale
+    model's .tflite takes RGB. Each export is run against Keras and a report is printed and written as JSON
+    beside it (single format: OUT.report.json, OUT's .tflite suffix dropped). Files appear only when complete.
+    """
+    _quiet_tensorflow()
+    from kerastl.export import ExportRejected, check_options, report_lines
+    from kerastl.export import export as run
+
+    check_options(fmt, quantize, data, max_accuracy_drop)  # before the slow imports and model loading
+    try:
+        report = run(model, format=fmt, quantize=quantize, data=data, max_accuracy_drop=max_accuracy_drop,
+                     out=out, trust=trust)
+    except ExportRejected as rejected:
+        for line in report_lines(rejected.report):
+            click.echo(line)
+        raise
+    for line in report_lines(report):
+        click.echo(line)
+    for key, path in report["files"].items():
+        click.echo(f"{key:<12}  {path}")
 
 
 if __name__ == "__main__":
