@@ -370,6 +370,11 @@ def load_keras_file(path, *, trust: bool = False):
             f"{path}: only .keras model files are loaded (full-model .h5 files can run code); "
             "re-save it with model.save('model.keras')"
         )
+    if not trust and _embeds_savedmodel(path):
+        raise KerastlError(
+            f"{path} embeds a TF SavedModel (a hub: backbone), whose graph runs when it loads, like code; pass "
+            "--trust only if you made the file or trust whoever did"
+        )
     try:
         return keras.saving.load_model(path, safe_mode=not trust, compile=False)
     except Exception as error:
@@ -381,6 +386,18 @@ def load_keras_file(path, *, trust: bool = False):
             ) from None
         first = message.strip().splitlines()[0] if message.strip() else type(error).__name__
         raise KerastlError(f"cannot load {path}: {first}") from None
+
+
+def _embeds_savedmodel(path: Path) -> bool:
+    """Whether a `.keras` archive holds a `HubLayer`: safe mode cannot vet the graph of a SavedModel, which is
+    why Keras refuses `TFSMLayer` in safe mode too."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return '"HubLayer"' in archive.read("config.json").decode("utf-8", "replace")
+    except (OSError, KeyError, zipfile.BadZipFile):
+        return False  # Keras reports unreadable archives itself
 
 
 def _from_keras_model(spec, model, manifest, from_scratch) -> Backbone:

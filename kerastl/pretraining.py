@@ -173,7 +173,8 @@ def _tfds_source(config, spec, channels, global_batch) -> Source:
     name, _, split_name = spec.partition(":")
     split_name = split_name or "train"
     try:
-        builder = tfds.builder(name)
+        # TFDS reads TFDS_DATA_DIR once at import; read it per call so a changed environment is honoured.
+        builder = tfds.builder(name, data_dir=os.environ.get("TFDS_DATA_DIR") or None)
     except Exception as error:  # DatasetNotFoundError and friends
         raise KerastlError(f"unknown TFDS dataset '{name}' ({str(error).splitlines()[0][:120]}); "
                            "`tfds.list_builders()` lists them") from None
@@ -432,7 +433,7 @@ def _custom_training(model, optimizer, strategy, source, config, epochs, steps_p
                 strategy.reduce(tf.distribute.ReduceOp.SUM, accuracy, axis=None))
 
     writer = tf.summary.create_file_writer(str(log_dir)) if is_chief() else tf.summary.create_noop_writer()
-    logs = {}
+    logs, loss_history = {}, []
     for epoch in range(int(epoch_var.numpy()), epochs):
         bar = keras.utils.Progbar(steps_per_epoch, verbose=1 if verbose and is_chief() else 0)
         losses, accuracies = [], []
@@ -442,12 +443,13 @@ def _custom_training(model, optimizer, strategy, source, config, epochs, steps_p
             accuracies.append(float(accuracy))
             bar.update(step + 1, [("loss", losses[-1]), ("accuracy", accuracies[-1])])
         logs = {"loss": sum(losses) / len(losses), "accuracy": sum(accuracies) / len(accuracies)}
+        loss_history.append(round(logs["loss"], 5))
         with writer.as_default():
             for key, value in logs.items():
                 tf.summary.scalar(key, value, step=epoch + 1)
         epoch_var.assign(epoch + 1)
         manager.save()
-    return logs
+    return logs, loss_history
 
 
 def _task_index() -> int:
@@ -554,17 +556,19 @@ def pretrain(config: PretrainConfig, out, *, command: str | None = None, verbose
         log_dir = Path(log_dir) if log_dir else out.parent / ".logs" / out.name
         start = time.perf_counter()
         if multiworker:
-            logs = _custom_training(model, optimizer, strategy, source, config, epochs, steps_per_epoch,
-                                    global_batch, backup_dir, log_dir, verbose)
+            logs, loss_history = _custom_training(model, optimizer, strategy, source, config, epochs,
+                                                  steps_per_epoch, global_batch, backup_dir, log_dir, verbose)
         else:
             with strategy.scope():
                 model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"],
                               jit_compile=execution["jit_compile"])
             callbacks = [keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=True),
                          keras.callbacks.TensorBoard(str(log_dir))]
-            history = model.fit(source.train, epochs=epochs, steps_per_epoch=steps_per_epoch,
+            history = model.fit(source.train, epochs=epochs, steps_per_epoch=steps_per_epoch, shuffle=False,
                                 validation_data=source.validation, callbacks=callbacks, verbose=verbose)
             logs = {key: values[-1] for key, values in history.history.items()} if history.history else {}
+            # After a resume, fit's history holds only the epochs run since; the backup kept the rest.
+            loss_history = [round(float(v), 5) for v in history.history.get("loss", [])]
         train_seconds = time.perf_counter() - start
     finally:
         keras.mixed_precision.set_global_policy("float32")
@@ -606,6 +610,7 @@ def pretrain(config: PretrainConfig, out, *, command: str | None = None, verbose
             "replicas": int(strategy.num_replicas_in_sync),
         },
         "metrics": metrics,
+        "loss_history": loss_history,
         "compute": {
             "forward_flops_per_example": flops + head_flops,
             "achieved_flops_per_second": round(achieved),
@@ -621,16 +626,16 @@ def pretrain(config: PretrainConfig, out, *, command: str | None = None, verbose
     }
     if not is_chief():
         return PretrainResult(backbone=backbone, manifest=manifest, out=None, weights_digest=digest)
-    write_backbone(backbone, manifest, out)
+    manifest = write_backbone(backbone, manifest, out)
     import shutil
 
     shutil.rmtree(backup_dir, ignore_errors=True)
     return PretrainResult(backbone=backbone, manifest=manifest, out=out, weights_digest=digest)
 
 
-def write_backbone(backbone, manifest: dict, out) -> None:
+def write_backbone(backbone, manifest: dict, out) -> dict:
     """Writes `backbone.keras` and `manifest.json` (with the weights' sha256) into `out`, atomically as a
-    directory: a killed write leaves the previous `out` untouched."""
+    directory: a killed write leaves the previous `out` untouched. Returns the manifest as written."""
     from kerastl.atomic import atomic_path
     from kerastl.downloads import sha256_file
     from kerastl.layers import restore_batchnorm, to_float32
@@ -643,3 +648,4 @@ def write_backbone(backbone, manifest: dict, out) -> None:
         manifest = dict(manifest, weights=dict(manifest["weights"], sha256=sha256_file(weights),
                                                bytes=weights.stat().st_size))
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest

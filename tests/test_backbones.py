@@ -173,3 +173,33 @@ def test_hub_backbone_finetunes_with_adam(tmp_path, image_folder):
     after = [v.numpy() for v in result.model.get_layer("backbone").trainable_weights]
     assert before and any(not np.allclose(b, a) for b, a in zip(before, after))
     assert result.metrics["backbone"]["spec"].startswith("hub:")
+
+
+def test_keras_file_with_embedded_savedmodel_needs_trust(tmp_path):
+    """A .keras file holding a hub layer carries a SavedModel graph: refused in safe mode, loaded with trust."""
+    import keras
+    import tensorflow as tf
+    import tf_keras
+
+    from kerastl.backbones import load_keras_file
+    from kerastl.hub import HubLayer
+
+    inputs = tf_keras.Input((8, 8, 3))
+    tf.saved_model.save(tf_keras.Model(inputs, tf_keras.layers.GlobalAveragePooling2D()(inputs)),
+                        str(tmp_path / "module"))
+    x = keras.Input((8, 8, 3))
+    keras.Model(x, HubLayer(str(tmp_path / "module"))(x)).save(tmp_path / "hub.keras")
+    with pytest.raises(KerastlError, match="--trust"):
+        load_keras_file(tmp_path / "hub.keras")
+    assert load_keras_file(tmp_path / "hub.keras", trust=True).output.shape[-1] == 3
+
+
+def test_lambda_layers_are_refused_without_trust(tmp_path):
+    import keras
+
+    from kerastl.backbones import load_keras_file
+
+    x = keras.Input((4,))
+    keras.Model(x, keras.layers.Lambda(lambda t: t * 2)(x)).save(tmp_path / "lambda.keras")
+    with pytest.raises(KerastlError, match="--trust"):
+        load_keras_file(tmp_path / "lambda.keras")
