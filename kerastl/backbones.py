@@ -17,6 +17,7 @@ built on it, and every export of that classifier, takes raw pixels too.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import json
@@ -214,12 +215,15 @@ def _load_keras_application(spec, weights, image_size, from_scratch) -> Backbone
     inputs = keras.Input((size, size, 3), name="pixels")
     preprocess = ImagePreprocessing(mode=mode, name="preprocessing")
     try:
-        model = constructor(
-            include_top=False,
-            weights=None if weights == "none" else weights,
-            input_shape=(size, size, 3),
-            input_tensor=preprocess(inputs),
-        )
+        with _keras_downloads_through_cache():
+            model = constructor(
+                include_top=False,
+                weights=None if weights == "none" else weights,
+                input_shape=(size, size, 3),
+                input_tensor=preprocess(inputs),
+            )
+    except KerastlError:
+        raise
     except Exception as error:  # Keras raises bare Exception/ValueError for fetch failures and bad sizes
         raise _keras_application_error(name, weights, size, error) from error
     model = keras.Model(inputs, model.output, name=name.lower())
@@ -232,6 +236,37 @@ def _load_keras_application(spec, weights, image_size, from_scratch) -> Backbone
         feature_width=int(model.output.shape[-1]),
         weights=weights,
     )
+
+
+@contextlib.contextmanager
+def _keras_downloads_through_cache():
+    """Routes `keras.applications` weight downloads through `kerastl.downloads`.
+
+    Keras' `get_file` writes in place and extracts archives itself; ours downloads atomically and resumably
+    into `$KERASTL_CACHE/keras/`, honours `KERASTL_OFFLINE` with a one-line error naming the URL and the path
+    to place the file at, and checks the hash Keras pins for the file (sha256, or md5 for older files).
+    """
+    from keras.src.utils import file_utils
+
+    original = file_utils.get_file
+
+    def get_file(fname=None, origin=None, md5_hash=None, file_hash=None, cache_subdir="datasets", **kwargs):
+        from kerastl.downloads import fetch
+
+        pin = file_hash or md5_hash
+        sha256 = pin if pin and len(pin) == 64 else None
+        path = fetch(origin, sha256=sha256, subdir=f"keras/{cache_subdir}", filename=fname)
+        if pin and not sha256 and not file_utils.validate_file(str(path), pin, algorithm="md5"):
+            path.unlink()
+            raise KerastlError(f"{origin} does not match the md5 Keras pins for it ({pin}); the bad file was "
+                               "deleted: fetch it again")
+        return str(path)
+
+    file_utils.get_file = get_file
+    try:
+        yield
+    finally:
+        file_utils.get_file = original
 
 
 def _keras_application_error(name, weights, size, error) -> KerastlError:

@@ -90,9 +90,17 @@ def _fail(message: str, code: int, debug: bool):
 
 @click.group(cls=KerastlGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.option("--offline", is_flag=True,
+              help="Never download: use cached weights and modules only (same as KERASTL_OFFLINE=1).")
 @click.version_option(package_name="kerastl")
-def main(debug):
-    """Transfer learning with Keras 3: pretrain, fine-tune, evaluate and export image classifiers."""
+def main(debug, offline):
+    """Transfer learning with Keras 3: pretrain, fine-tune, evaluate and export image classifiers.
+
+    Downloads (Keras ImageNet weights, TF-Hub modules) go to $KERASTL_CACHE (default ~/.cache/kerastl),
+    verified and resumable. KERASTL_TRUSTED_HUB_HOSTS=host1,host2 restricts hub: URLs to those hosts.
+    """
+    if offline:
+        os.environ["KERASTL_OFFLINE"] = "1"
 
 
 @main.command()
@@ -305,8 +313,9 @@ def export(model, fmt, quantize, data, max_accuracy_drop, trust, out):
     Both formats take raw pixels (preprocessing is inside). The SavedModel's serving_default signature takes
     uint8 `images` (serving_float: float32 0-255) and returns probabilities, class_index and class_name; labels
     travel as assets/labels.txt. The .tflite file has MediaPipe metadata (labels included); a grayscale
-    model's .tflite takes RGB. Each export is run against Keras and a report is printed and written as JSON
-    beside it (single format: OUT.report.json, OUT's .tflite suffix dropped). Files appear only when complete.
+    model's .tflite takes RGB. Each export is run against Keras; the report is printed and written as JSON
+    (m.tflite: m.report.json; DIR: DIR.report.json; all: OUT/export_report.json). Files appear only when
+    complete and, with --max-accuracy-drop, only when accurate enough.
     """
     _quiet_tensorflow()
     from kerastl.export import ExportRejected, check_options, report_lines

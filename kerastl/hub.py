@@ -48,6 +48,28 @@ _ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
 # Handles
 
 
+TRUSTED_HOSTS_ENV = "KERASTL_TRUSTED_HUB_HOSTS"
+
+
+def _check_trusted_host(url: str) -> None:
+    """Refuses hub URLs whose host is not listed in `$KERASTL_TRUSTED_HUB_HOSTS` (comma-separated host names;
+    a leading `.` admits subdomains) when that variable is set. SavedModels run graph code, so a user or an
+    administrator can pin where modules may come from."""
+    from urllib.parse import urlsplit
+
+    allowed = [h.strip().lower() for h in os.environ.get(TRUSTED_HOSTS_ENV, "").split(",") if h.strip()]
+    if not allowed:
+        return
+    host = (urlsplit(url).hostname or "").lower()
+    for entry in allowed:
+        if host == entry.lstrip(".") or (entry.startswith(".") and host.endswith(entry)):
+            return
+    raise KerastlError(
+        f"hub host {host!r} is not in {TRUSTED_HOSTS_ENV} ({', '.join(allowed)}); add it there if you trust "
+        "its modules, since loading one runs its graph"
+    )
+
+
 def resolve_handle(handle: str | os.PathLike) -> str:
     """Return the local SavedModel directory for a TF-Hub ``handle``.
 
@@ -75,6 +97,7 @@ def resolve_handle(handle: str | os.PathLike) -> str:
                 f"unsupported TF-Hub handle {text!r}; pass a local SavedModel directory or an "
                 "http(s) URL (copy the module to local disk first)"
             )
+        _check_trusted_host(text)
         return str(_download_module(text))
     path = Path(text).expanduser()
     if not path.exists():

@@ -48,22 +48,51 @@ def test_bad_cut_names_close_layers():
         load_backbone("keras:VGG16", weights="none", image_size=32, cut="block4_pol")
 
 
-def test_offline_imagenet_error_names_file_and_place(monkeypatch, tmp_path):
-    from urllib.error import URLError
+def test_offline_imagenet_error_names_file_and_place(tmp_path):
+    """KERASTL_OFFLINE is set for every test (conftest): the weights are not cached, so one line says what to
+    fetch and where to put it."""
+    from kerastl.downloads import cache_dir
 
-    import keras.src.utils.file_utils as file_utils
-
-    def refuse(*args, **kwargs):
-        raise URLError("no network")
-
-    monkeypatch.setattr(file_utils, "urlretrieve", refuse)
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     with pytest.raises(KerastlError) as error:
         load_backbone("keras:MobileNetV2", weights="imagenet", image_size=96)
     message = str(error.value)
     assert "\n" not in message
-    assert "https://" in message and "mobilenet_v2" in message
-    assert "place it at" in message and "models" in message
+    assert "https://storage.googleapis.com/" in message and "mobilenet_v2" in message
+    assert f"put it at {cache_dir()}/keras/models/" in message
+
+
+def test_imagenet_weights_come_from_our_verified_cache(tmp_path, monkeypatch):
+    """A cached weights file is used offline, and checked against the hash Keras pins for it."""
+    import hashlib
+
+    import keras
+
+    from kerastl.downloads import cache_path
+
+    reference = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3))
+    reference.save_weights(tmp_path / "w.weights.h5")
+    # ResNet50 pins an md5 for its no-top file; plant a file under that name with a wrong hash first.
+    from keras.src.applications import resnet
+
+    name = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    target = cache_path(resnet.BASE_WEIGHTS_PATH + name, subdir="keras/models", filename=name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(b"not the weights")
+    with pytest.raises(KerastlError, match="does not match the md5"):
+        load_backbone("keras:ResNet50", weights="imagenet", image_size=32)
+    assert not target.exists()
+    # Real weights in Keras' legacy .h5 layout, pinned by their md5: loaded from the cache, offline.
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+
+    with h5py.File(target, "w") as handle:
+        legacy_h5_format.save_weights_to_hdf5_group(handle, reference)
+    monkeypatch.setitem(resnet.WEIGHTS_HASHES, "resnet50",
+                        (resnet.WEIGHTS_HASHES["resnet50"][0], hashlib.md5(target.read_bytes()).hexdigest()))
+    backbone = load_backbone("keras:ResNet50", weights="imagenet", image_size=32)
+    assert backbone.weights == "imagenet"
+    for ours, theirs in zip(backbone.model.weights, reference.weights):
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
 
 
 @pytest.mark.parametrize("spec, match", [

@@ -360,3 +360,15 @@ def test_resolve_handle_downloads_hub_tarball(feature_vector_dir, tmp_path, monk
     monkeypatch.setenv("KERASTL_OFFLINE", "1")
     with pytest.raises(KerastlError):
         resolve_handle("http://127.0.0.1:9/not-cached")
+
+
+def test_trusted_hub_hosts(monkeypatch):
+    from kerastl.hub import _check_trusted_host
+
+    monkeypatch.setenv("KERASTL_TRUSTED_HUB_HOSTS", "tfhub.dev, .kaggle.com")
+    _check_trusted_host("https://tfhub.dev/google/x/1")
+    _check_trusted_host("https://www.kaggle.com/models/x")
+    with pytest.raises(KerastlError, match="not in KERASTL_TRUSTED_HUB_HOSTS"):
+        resolve_handle("https://evil.example/module.tar.gz")
+    monkeypatch.delenv("KERASTL_TRUSTED_HUB_HOSTS")
+    _check_trusted_host("https://evil.example/module.tar.gz")  # no list: no restriction
