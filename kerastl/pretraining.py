@@ -432,6 +432,18 @@ def _custom_training(model, optimizer, strategy, source, config, epochs, steps_p
         return (strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None),
                 strategy.reduce(tf.distribute.ReduceOp.SUM, accuracy, axis=None))
 
+    statistics = [v for v in model.non_trainable_variables if str(v.dtype).startswith("float")]
+
+    @tf.function
+    def average_statistics():
+        # Each worker updates BatchNorm moving statistics from its own shard of the batch; average them so
+        # that every worker, and the backbone the chief saves, holds the same model.
+        def replica_fn():
+            context = tf.distribute.get_replica_context()
+            return [context.all_reduce(tf.distribute.ReduceOp.MEAN, tf.identity(v.value)) for v in statistics]
+
+        return strategy.run(replica_fn)
+
     writer = tf.summary.create_file_writer(str(log_dir)) if is_chief() else tf.summary.create_noop_writer()
     logs, loss_history = {}, []
     for epoch in range(int(epoch_var.numpy()), epochs):
@@ -447,6 +459,8 @@ def _custom_training(model, optimizer, strategy, source, config, epochs, steps_p
         with writer.as_default():
             for key, value in logs.items():
                 tf.summary.scalar(key, value, step=epoch + 1)
+        for variable, value in zip(statistics, average_statistics()):
+            variable.assign(strategy.experimental_local_results(value)[0])
         epoch_var.assign(epoch + 1)
         manager.save()
     return logs, loss_history
