@@ -298,8 +298,8 @@ def pretrain(source, arch, image_size, channels, classes, epochs, steps, steps_p
               show_default=True, help="TFLite weights: none (float32), float16, dynamic (int8 weights) or int8 "
               "(everything, uint8 input/output; needs --data to calibrate).")
 @click.option("--data", type=click.Path(), default=None,
-              help="Class-per-folder images: exports are checked on the held-out part (seed 0 split, as "
-                   "finetune's) and int8 calibrates on the rest. Default: synthetic images, agreement only.")
+              help="Class-per-folder images: exports are checked on the held-out part (the split recorded in "
+                   "metrics.json, as finetune made it) and int8 calibrates on the rest. Default: synthetic images, agreement only.")
 @click.option("--max-accuracy-drop", type=click.FloatRange(0, 1), default=None, metavar="X",
               help="Fail (exit 1, nothing written) if an export's accuracy is more than X below Keras' "
                    "(a fraction: 0.01 = one point). Needs --data.")

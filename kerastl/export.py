@@ -425,8 +425,29 @@ class VerificationSet:
         return self.images if self.rgb is None else self.rgb
 
 
+def _training_split(model, seed) -> dict:
+    """The split `kerastl finetune` used for `model`, from the metrics.json beside it (or the defaults)."""
+    import json
+
+    settings = {"seed": 0, "validation_fraction": 0.2, "shots": None}
+    if isinstance(model, (str, Path)):
+        path = Path(model)
+        metrics = (path if path.is_dir() else path.parent) / "metrics.json"
+        try:
+            config = json.loads(metrics.read_text()).get("config", {})
+        except (OSError, ValueError, AttributeError):
+            config = {}
+        for key in settings:
+            if config.get(key) is not None:
+                settings[key] = config[key]
+    if seed is not None:
+        settings["seed"] = int(seed)
+    return settings
+
+
 def verification_set(data, labels: list[str], input_shape, *, calibrate: bool = False, seed: int = 0,
-                     max_images: int = MAX_VERIFY_IMAGES) -> VerificationSet:
+                     max_images: int = MAX_VERIFY_IMAGES, validation_fraction: float = 0.2,
+                     shots: int | None = None) -> VerificationSet:
     """The held-out images of `data` (the validation part of `kerastl.data.split` with its default fraction
     and `seed`, as `kerastl finetune` held them out), at most `max_images` of them; with `calibrate`, also up to
     `MAX_CALIBRATION_IMAGES` of its training part. Without `data`, `SYNTHETIC_IMAGES` smooth random images.
@@ -451,7 +472,7 @@ def verification_set(data, labels: list[str], input_shape, *, calibrate: bool = 
         raise KerastlError(
             f"{data} has classes the model was not trained on: {', '.join(unknown[:5])}; the model knows "
             f"{', '.join(labels[:10])}{'...' if len(labels) > 10 else ''}; remove or rename those folders")
-    parts = split(scan, seed=seed)
+    parts = split(scan, validation_fraction=validation_fraction, shots=shots, seed=seed)
     to_model = [labels.index(name) for name in scan.class_names]
     held_out = bool(parts.val_files)
     # Without a validation part (one image per class) the training images are all there is.
@@ -500,7 +521,7 @@ def synthetic_images(n: int, size, *, seed: int = 0):
 
 
 def export(model, *, format: str = "tflite", quantize: str = "none", data=None, max_accuracy_drop=None, out,
-           labels: list[str] | None = None, trust: bool = False, seed: int = 0) -> dict:
+           labels: list[str] | None = None, trust: bool = False, seed: int | None = None) -> dict:
     """Exports a classifier for serving (SavedModel) and/or phones (TFLite), checks it against Keras and returns
     the report.
 
@@ -517,7 +538,8 @@ def export(model, *, format: str = "tflite", quantize: str = "none", data=None, 
             receiving saved_model/, model.tflite and export_report.json.
         labels: class names of a loaded `model` (default: those in labels.txt, or "0".."K-1").
         trust: allow model files that run code (Lambda layers).
-        seed: the split's seed; give the one `finetune` used so that "held out" is true.
+        seed: the split's seed. Default: the seed, validation split and shots recorded in the finetune
+            directory's metrics.json (so that "held out" means what `finetune` held out), else 0.
 
     Returns:
         The report (also written as JSON, see `output_paths`): `keras` and per-format `exports` figures from
@@ -540,7 +562,8 @@ def export(model, *, format: str = "tflite", quantize: str = "none", data=None, 
         require_tflite_dependencies()
     keras_model, labels, source = _load(model, labels, trust)
     input_shape = image_input_shape(keras_model)
-    samples = verification_set(data, labels, input_shape, calibrate=quantize == "int8", seed=seed)
+    samples = verification_set(data, labels, input_shape, calibrate=quantize == "int8",
+                               **_training_split(model, seed))
     reference = keras_model.predict(samples.images, batch_size=64, verbose=0)
 
     report = {

@@ -185,39 +185,63 @@ def _train_head(classifier, data, config, epochs, class_weight, verbose, timing)
 
 
 def _prepare_data(data_dir, backbone, config: FinetuneConfig):
-    from kerastl.data import class_weights, drop_undecodable, image_dataset, scan_folder, split
+    from kerastl.data import class_weights, drop_undecodable, input_spec, make_dataset, scan_folder, split
 
-    scan = drop_undecodable(scan_folder(data_dir))
+    spec = input_spec(backbone.model)
+    scan = drop_undecodable(scan_folder(data_dir, spec.modality))
     parts = split(scan, validation_fraction=config.validation_fraction, shots=config.shots, seed=config.seed)
-    image_size, channels = backbone.input_shape[:2], backbone.input_shape[2]
-    common = dict(image_size=image_size, channels=channels, batch_size=config.batch_size, seed=config.seed)
+    common = dict(batch_size=config.batch_size, seed=config.seed)
     weights = class_weights(parts.train_labels, len(parts.class_names)) if config.balance_classes else None
     has_val = bool(parts.val_files)
     return scan, parts, weights, {
-        "train": image_dataset(parts.train_files, parts.train_labels, shuffle=config.shuffle,
-                               augment=config.augment, **common),
-        "train_plain": image_dataset(parts.train_files, parts.train_labels, **common),
+        "train": make_dataset(spec, parts.train_files, parts.train_labels, shuffle=config.shuffle,
+                              augment=config.augment, **common),
+        "train_plain": make_dataset(spec, parts.train_files, parts.train_labels, **common),
         "train_labels": parts.train_labels,
-        "val": image_dataset(parts.val_files, parts.val_labels, **common) if has_val else None,
+        "val": make_dataset(spec, parts.val_files, parts.val_labels, **common) if has_val else None,
         "val_labels": parts.val_labels,
     }
 
 
 def check_modality(backbone, data_dir) -> None:
-    """The same-input-type rule: stops before any training when the data's type is not the backbone's.
+    """The same-input-type rule: stops before any training when the data's type is not the backbone's, or the
+    backbone's input is not the form kerastl feeds that type (channels other than 1 or 3, another rank).
 
     Raises:
-        KerastlError: one line naming both types and suggesting a backbone of the data's type.
+        KerastlError: one line naming both types (or the input's shape) and suggesting a backbone of the
+            data's type from `saved_models/`.
     """
-    from kerastl.data import detect_modality
+    from kerastl.backbones import suggest_backbone
+    from kerastl.data import detect_modality, input_spec
 
     found = detect_modality(data_dir)
-    if found is not None and found != backbone.modality:
+    try:
+        spec = input_spec(backbone.model)
+    except KerastlError:
+        shape = tuple(backbone.model.input.shape[1:])
+        wanted = found or backbone.modality
         raise KerastlError(
-            f"{data_dir} holds {found} files but {backbone.spec} is an {backbone.modality} backbone; a network "
-            f"pretrained on {backbone.modality} will not transfer to {found}: pick a {found} backbone "
-            "(`kerastl backbones` shows each one's modality)"
+            f"{backbone.spec} takes {backbone.model.input.dtype} inputs of shape {shape}, not the "
+            f"{_INPUT_FORMS.get(wanted, 'image, waveform or string input')} that kerastl feeds "
+            f"{wanted if wanted in _INPUT_FORMS else 'its data'}: {suggest_backbone(wanted)}") from None
+    if backbone.modality in _INPUT_FORMS and backbone.modality != spec.modality:
+        raise KerastlError(
+            f"{backbone.spec} is labelled {_article(backbone.modality)} backbone but takes {_INPUT_FORMS[spec.modality]}; "
+            f"fix its manifest's modality or re-run its pretrain command")
+    if found is not None and found != spec.modality:
+        raise KerastlError(
+            f"{data_dir} holds {found} files but {backbone.spec} is {_article(spec.modality)} backbone; a network "
+            f"pretrained on {spec.modality} will not transfer to {found}: {suggest_backbone(found)}"
         )
+
+
+# What kerastl feeds a backbone of each input type.
+_INPUT_FORMS = {"image": "images of shape (height, width, 1 or 3)", "audio": "mono waveforms of shape (samples,)",
+                "text": "strings of shape ()"}
+
+
+def _article(modality: str) -> str:
+    return f"{'an' if modality[:1] in 'aeiou' else 'a'} {modality}"
 
 
 def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig | None = None,
@@ -226,7 +250,8 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
     """Fine-tunes a pretrained backbone with a new output layer on a class-per-folder directory.
 
     Args:
-        data_dir: class-per-folder images; None uses scikit-learn's bundled handwritten digits.
+        data_dir: class-per-folder images, WAV files or .txt files; None uses scikit-learn's bundled
+            handwritten digits.
         backbone: a spec for `kerastl.backbones.load_backbone`, or a loaded `Backbone`; None uses the default
             pretrained backbone shipped in `saved_models/`.
         out: directory for model.keras, labels.txt, metrics.json and report.png; None writes nothing.
@@ -261,7 +286,13 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
     data_dir = Path(data_dir) if data_dir is not None else digits_folder()
 
     if not isinstance(backbone, Backbone):
-        spec = backbone if backbone is not None else default_backbone_spec()
+        if backbone is None:
+            from kerastl.data import detect_modality
+
+            # The default backbone is the default one of the data's input type.
+            spec = default_backbone_spec(detect_modality(data_dir) or "image")
+        else:
+            spec = backbone
         backbone = load_backbone(spec, weights=weights, cut=cut, image_size=image_size,
                                  from_scratch=config.from_scratch, trust=trust)
     check_modality(backbone, data_dir)
@@ -275,6 +306,7 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
     timing, history = {}, []
     start = time.perf_counter()
     if config.from_scratch:
+        _settle_batchnorm_quickly(classifier.backbone)
         set_backbone_trainable(classifier.backbone, parse_strategy("full"))
         _apply_patterns(classifier, config, set_trainable_by_pattern)
         _compile(classifier.model, config, config.learning_rate)
@@ -325,6 +357,19 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
     model = classifier.model
     files = save_outputs(out, model, parts.class_names, metrics) if out is not None else {}
     return FinetuneResult(model=model, class_names=parts.class_names, metrics=metrics, files=files)
+
+
+def _settle_batchnorm_quickly(model, momentum: float = 0.9) -> None:
+    """From scratch, BatchNormalization statistics start at 0 and 1: a momentum of 0.99–0.999 (the Keras
+    applications use 0.999) leaves them far from the data after the few hundred steps of a small run, and the
+    model then predicts one class at inference. 0.9 lets them settle, so the baseline is a fair one."""
+    import keras
+
+    from kerastl.layers import walk_layers
+
+    for layer in walk_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = min(float(layer.momentum), momentum)
 
 
 def _apply_patterns(classifier, config, set_trainable_by_pattern):
