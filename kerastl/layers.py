@@ -96,26 +96,33 @@ class InferenceBatchNormalization(keras.layers.BatchNormalization):
         return super().call(inputs, training=False, mask=mask)
 
 
+def _clone_replacing(model: keras.Model, replace) -> keras.Model:
+    """Clones `model` (recursively) where `replace(layer)` returns a new layer, copying the old one's weights
+    and trainability into it; layers for which it returns None are kept as they are (shared)."""
+    replaced = []
+
+    def clone(layer):
+        new = replace(layer)
+        if new is None:
+            return layer  # keeps its identity and weights
+        replaced.append((layer, new))
+        return new
+
+    result = keras.models.clone_model(model, clone_function=clone, recursive=True)
+    for old, new in replaced:
+        new.set_weights(old.get_weights())
+        new.trainable = old.trainable
+    return result
+
+
 def _swap_batchnorm(model: keras.Model, to_inference: bool) -> keras.Model:
     source = keras.layers.BatchNormalization if to_inference else InferenceBatchNormalization
     target = InferenceBatchNormalization if to_inference else keras.layers.BatchNormalization
-    swapped = []
-
-    def clone(layer):
-        # Exact type check: `InferenceBatchNormalization` is itself a BatchNormalization.
-        if type(layer) is source:
-            new = target.from_config(layer.get_config())
-            swapped.append((layer, new))
-            return new
-        return layer  # every other layer keeps its identity and weights
-
+    # Exact type checks: `InferenceBatchNormalization` is itself a BatchNormalization.
     if not any(type(layer) is source for layer in _walk(model)):
         return model
-    clone_ = keras.models.clone_model(model, clone_function=clone, recursive=True)
-    for old, new in swapped:
-        new.set_weights(old.get_weights())
-        new.trainable = old.trainable
-    return clone_
+    return _clone_replacing(
+        model, lambda layer: target.from_config(layer.get_config()) if type(layer) is source else None)
 
 
 def freeze_batchnorm_statistics(model: keras.Model) -> keras.Model:
@@ -141,20 +148,13 @@ def to_float32(model: keras.Model) -> keras.Model:
     """
     if all(layer.dtype_policy.name == "float32" for layer in _walk(model)):
         return model
-    originals = []
 
-    def clone(layer):
+    def as_float32(layer):
         config = layer.get_config()
         config["dtype"] = "float32"
-        new = layer.__class__.from_config(config)
-        originals.append((layer, new))
-        return new
+        return layer.__class__.from_config(config)
 
-    clone_ = keras.models.clone_model(model, clone_function=clone, recursive=True)
-    for old, new in originals:
-        new.set_weights(old.get_weights())
-        new.trainable = old.trainable
-    return clone_
+    return _clone_replacing(model, as_float32)
 
 
 def _walk(model):
