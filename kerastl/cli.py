@@ -7,7 +7,9 @@ code 2 for bad usage, 1 for a runtime problem, never a traceback unless `--debug
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import os
 import sys
 import traceback
@@ -19,6 +21,26 @@ from kerastl.errors import KerastlError, UsageError
 STRATEGY_HELP = "head (Option 1: train only the new layer), full (Option 2: then every layer), top:N, or auto"
 
 
+class _NonEmptyPath(click.Path):
+    """click.Path refusing "", which Python reads as the current directory: `--out "$DIR"` with DIR unset would
+    otherwise write into it."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and value == "":
+            self.fail("empty path; give a file or directory name", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+class _NumberRange(click.FloatRange):
+    """click.FloatRange refusing nan, which passes its bounds check (every comparison with nan is false)."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if math.isnan(number):
+            self.fail(f"{value!r} is not a number.", param, ctx)
+        return number
+
+
 def _quiet_tensorflow() -> None:
     """Keeps TensorFlow's start-up chatter out of the user's terminal.
 
@@ -26,7 +48,7 @@ def _quiet_tensorflow() -> None:
     stderr is silenced at the file-descriptor level while TensorFlow imports and initialises its devices.
     `--debug` keeps everything.
     """
-    if "--debug" in sys.argv[1:]:
+    if _debug_requested(sys.argv[1:]):
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import logging
@@ -49,16 +71,30 @@ def _quiet_tensorflow() -> None:
     warnings.filterwarnings("ignore", category=UserWarning, module=r"keras(\..*)?")
 
 
+def _debug_requested(argv) -> bool:
+    """Whether the group's --debug flag is given. The group's options are all flags and come before the command,
+    so only that leading run counts: a later "--debug" is another option's value (`--out --debug`) or an
+    unknown option, and must not turn tracebacks on."""
+    return "--debug" in itertools.takewhile(lambda arg: arg.startswith("-"), argv)
+
+
+# click >= 8.2 raises this for a group run without arguments; older versions print the help themselves.
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 class KerastlGroup(click.Group):
     """Turns every exception into one line and an exit code (2: usage, 1: runtime, 130: interrupted)."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        debug = "--debug" in (sys.argv[1:] if args is None else list(args))
+        debug = _debug_requested(sys.argv[1:] if args is None else list(args))
         try:
             result = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
                                   standalone_mode=False, **extra)
         except click.exceptions.Exit as done:
             sys.exit(done.exit_code)
+        except _NO_ARGS_IS_HELP as error:  # bare `kerastl`: the help, as click shows it, not squeezed into a line
+            error.show()
+            sys.exit(error.exit_code)
         except click.UsageError as error:
             command = f" {error.ctx.command_path}" if error.ctx is not None else ""
             hint = f" (see `{command.strip() or 'kerastl'} --help`)"
@@ -104,8 +140,9 @@ def main(debug, offline):
 
 
 @main.command()
-@click.option("--data", type=click.Path(file_okay=False), default=None,
-              help="Class-per-folder image directory. Default: scikit-learn's bundled handwritten digits.")
+@click.option("--data", type=_NonEmptyPath(file_okay=False), default=None,
+              help="Class-per-folder images, WAV files or .txt files. Default: scikit-learn's bundled "
+                   "handwritten digits.")
 @click.option("--backbone", default=None, metavar="SPEC",
               help="keras:<Name>, hub:<url-or-dir>, a .keras file, a SavedModel dir or saved_models/NAME. "
                    "Default: the shipped pretrained backbone.")
@@ -117,7 +154,7 @@ def main(debug, offline):
 @click.option("--head-epochs", type=click.IntRange(min=0), default=None,
               help="Epochs of the head phase before full/top:N fine-tuning. Default: --epochs.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True, max=10), default=1e-3,
+@click.option("--learning-rate", type=_NumberRange(min=0, min_open=True, max=10), default=1e-3,
               show_default=True, help="Head learning rate; full/top:N fine-tuning uses a tenth of it.")
 @click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True,
               help="adam, or sgd with momentum 0.9.")
@@ -126,12 +163,15 @@ def main(debug, offline):
 @click.option("--augment", is_flag=True, help="Random shifts, rotations, zooms and contrast (slower: the "
               "backbone then runs every epoch).")
 @click.option("--from-scratch", is_flag=True, help="Same architecture with random weights: the no-transfer baseline.")
-@click.option("--validation-split", type=click.FloatRange(0, 1, max_open=True), default=0.2, show_default=True)
+@click.option("--validation-split", type=_NumberRange(0, 1, max_open=True), default=0.2, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--deterministic", is_flag=True,
+              help="TensorFlow op determinism: with --seed, a run resumed after a crash ends with the weights of "
+                   "an uninterrupted one (a killed run resumes from its last epoch either way).")
 @click.option("--trust", is_flag=True, help="Allow model files that run code (Lambda layers). See SECURITY.md.")
-@click.option("--out", required=True, type=click.Path(), help="Output directory.")
+@click.option("--out", required=True, type=_NonEmptyPath(), help="Output directory.")
 def finetune(data, backbone, weights, cut, strategy, shots, epochs, head_epochs, batch_size, learning_rate,
-             optimizer, image_size, augment, from_scratch, validation_split, seed, trust, out):
+             optimizer, image_size, augment, from_scratch, validation_split, seed, deterministic, trust, out):
     """Fine-tune a pretrained backbone with a new output layer on your classes.
 
     Writes OUT/model.keras, OUT/labels.txt, OUT/metrics.json and OUT/report.png.
@@ -143,7 +183,7 @@ def finetune(data, backbone, weights, cut, strategy, shots, epochs, head_epochs,
     config = FinetuneConfig(strategy=strategy, epochs=epochs, head_epochs=head_epochs, batch_size=batch_size,
                             learning_rate=learning_rate, optimizer=optimizer, augment=augment,
                             from_scratch=from_scratch, shots=shots, validation_fraction=validation_split,
-                            seed=seed)
+                            seed=seed, deterministic=deterministic)
     config.validate()
     if data is None:
         click.echo("No --data: using scikit-learn's bundled handwritten digits (1,797 images, 10 classes).")
@@ -158,12 +198,12 @@ def _print_finetune_summary(result):
     click.echo(f"backbone  {m['backbone']['spec']}  ({m['backbone']['weights']} weights, "
                f"{m['backbone']['feature_width']} features)")
     click.echo(f"strategy  {m['strategy']}" + (f"  [auto: {m['auto_rule']}]" if m.get("auto_rule") else ""))
-    click.echo(f"trained on {m['train_examples']} images; evaluated on {m['n']} held-out images")
+    click.echo(f"trained on {m['train_examples']} examples; evaluated on {m['n']} held-out examples")
     if m["accuracy"] is not None:
         click.echo(f"accuracy  {m['accuracy']:.2%}")
         _print_per_class(m["per_class"])
     if m["skipped"]:
-        click.echo(f"skipped {len(m['skipped'])} files that failed to decode (listed in metrics.json), e.g. "
+        click.echo(f"skipped {len(m['skipped'])} files (each listed with the reason in metrics.json), e.g. "
                    f"{m['skipped'][0]['path']}: {m['skipped'][0]['reason']}")
     for key, path in result.files.items():
         click.echo(f"{key:<8}  {path}")
@@ -178,10 +218,10 @@ def _print_per_class(per_class: dict):
 
 
 @main.command()
-@click.argument("model", type=click.Path())
-@click.option("--data", required=True, type=click.Path(), help="Class-per-folder image directory.")
+@click.argument("model", type=_NonEmptyPath())
+@click.option("--data", required=True, type=_NonEmptyPath(), help="Class-per-folder images, WAV or .txt files.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help='Print {"accuracy", "n", "per_class"} as JSON.')
+@click.option("--json", "as_json", is_flag=True, help='Print {"accuracy", "n", "per_class", "skipped"} as JSON.')
 @click.option("--trust", is_flag=True, help="Allow model files that run code. See SECURITY.md.")
 def evaluate(model, data, batch_size, as_json, trust):
     """Evaluate MODEL (a finetune output directory or a .keras file) on a class-per-folder directory."""
@@ -191,20 +231,23 @@ def evaluate(model, data, batch_size, as_json, trust):
     metrics = run(model, data, batch_size=batch_size, trust=trust)
     if as_json:
         click.echo(json.dumps({"accuracy": metrics["accuracy"], "n": metrics["n"],
-                               "per_class": metrics["per_class"]}, ensure_ascii=False))
+                               "per_class": metrics["per_class"], "skipped": metrics["skipped"]},
+                              ensure_ascii=False))
         return
-    click.echo(f"accuracy  {metrics['accuracy']:.2%}  on {metrics['n']} images")
+    click.echo(f"accuracy  {metrics['accuracy']:.2%}  on {metrics['n']} examples")
     _print_per_class(metrics["per_class"])
     if metrics["skipped"]:
-        click.echo(f"skipped {len(metrics['skipped'])} undecodable files, e.g. {metrics['skipped'][0]['path']}")
+        click.echo(f"skipped {len(metrics['skipped'])} files (--json lists them), e.g. "
+                   f"{metrics['skipped'][0]['path']}: {metrics['skipped'][0]['reason']}")
 
 
 @main.command()
-@click.argument("model", type=click.Path())
-@click.argument("files", nargs=-1, required=True, type=click.Path())
+@click.argument("model", type=_NonEmptyPath())
+@click.argument("files", nargs=-1, required=True, type=_NonEmptyPath())
 @click.option("--trust", is_flag=True, help="Allow model files that run code. See SECURITY.md.")
 def predict(model, files, trust):
-    """Classify image FILES: one line per file with path, label and probability."""
+    """Classify FILES (images, WAV or .txt, as the model takes): one line per file with path, label and
+    probability."""
     _quiet_tensorflow()
     from kerastl.evaluation import predict as run
 
@@ -236,9 +279,11 @@ def backbones():
 
 
 @main.command()
-@click.option("--data", "source", required=True, metavar="SOURCE",
-              help="A class-per-folder directory, tfds:NAME[:SPLIT], or synthetic:NAME (glyphs, fractals).")
-@click.option("--arch", required=True, help="A keras.applications name (e.g. MobileNetV2) or smallnet-s|m|l.")
+@click.option("--data", "source", required=True, metavar="SOURCE", type=_NonEmptyPath(),
+              help="A class-per-folder directory (images, WAV or .txt files), tfds:NAME[:SPLIT], synthetic:NAME "
+                   "(images: glyphs, fractals; audio: pseudowords) or corpus:python-docs (text).")
+@click.option("--arch", required=True, help="A keras.applications name (e.g. MobileNetV2) or smallnet-s|m|l; "
+              "smallnet-s|m|l for audio (on the log-mel spectrogram); textcnn-s|m for text.")
 @click.option("--image-size", type=click.IntRange(8, 1024), default=28, show_default=True)
 @click.option("--channels", type=click.Choice(["1", "3"]), default=None,
               help="Input channels. Default: 1 for synthetic sources, 3 otherwise.")
@@ -249,7 +294,7 @@ def backbones():
 @click.option("--steps-per-epoch", type=click.IntRange(min=1), default=500, show_default=True,
               help="Steps per epoch of an endless source.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
-@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True, max=10), default=2e-3,
+@click.option("--learning-rate", type=_NumberRange(min=0, min_open=True, max=10), default=2e-3,
               show_default=True)
 @click.option("--precision", type=click.Choice(["auto", "float32", "mixed"]), default="auto", show_default=True,
               help="auto measures float32 against mixed (float16 on GPU, bfloat16 on CPU) and XLA on/off.")
@@ -260,11 +305,19 @@ def backbones():
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--description", default="", help="Free text for the manifest.")
 @click.option("--default", "is_default", is_flag=True, help="Mark as `kerastl finetune`'s default backbone.")
-@click.option("--logdir", type=click.Path(), default=None, help="TensorBoard logs. Default: beside --out.")
-@click.option("--out", required=True, type=click.Path(), help="Output directory, e.g. saved_models/NAME.")
+@click.option("--logdir", type=_NonEmptyPath(), default=None, help="TensorBoard logs. Default: beside --out.")
+@click.option("--sample-rate", type=click.IntRange(8000, 96000), default=16000, show_default=True,
+              help="Audio: the backbone's sample rate (mono waveforms).")
+@click.option("--clip-seconds", type=_NumberRange(0.25, 30), default=1.0, show_default=True,
+              help="Audio: the clip length the backbone takes.")
+@click.option("--sequence-length", type=click.IntRange(4, 4096), default=64, show_default=True,
+              help="Text: tokens per text (longer texts are truncated).")
+@click.option("--vocabulary-size", type=click.IntRange(100, 1_000_000), default=16000, show_default=True,
+              help="Text: the most frequent tokens of the training texts kept in the vocabulary.")
+@click.option("--out", required=True, type=_NonEmptyPath(), help="Output directory, e.g. saved_models/NAME.")
 def pretrain(source, arch, image_size, channels, classes, epochs, steps, steps_per_epoch, batch_size,
              learning_rate, precision, xla, distribution, validation_steps, seed, description, is_default,
-             logdir, out):
+             logdir, sample_rate, clip_seconds, sequence_length, vocabulary_size, out):
     """Supervised pre-training of a backbone (Step 1), written with a manifest to OUT."""
     _quiet_tensorflow()
     from kerastl.pretraining import PretrainConfig
@@ -275,7 +328,9 @@ def pretrain(source, arch, image_size, channels, classes, epochs, steps, steps_p
                             steps=steps, steps_per_epoch=steps_per_epoch, batch_size=batch_size,
                             learning_rate=learning_rate, precision=precision, jit_compile=xla,
                             distribution=distribution, validation_steps=validation_steps, seed=seed,
-                            description=description, default=is_default)
+                            description=description, default=is_default, sample_rate=sample_rate,
+                            clip_seconds=clip_seconds, sequence_length=sequence_length,
+                            vocabulary_size=vocabulary_size)
     result = run(config, out, verbose=1 if sys.stdout.isatty() else 2, log_dir=logdir)
     manifest = result.manifest
     click.echo("")
@@ -291,20 +346,20 @@ def pretrain(source, arch, image_size, channels, classes, epochs, steps, steps_p
 
 
 @main.command()
-@click.argument("model", type=click.Path())
+@click.argument("model", type=_NonEmptyPath())
 @click.option("--format", "fmt", required=True, type=click.Choice(["saved_model", "tflite", "all"]),
               help="saved_model (TF Serving), tflite (LiteRT/MediaPipe, phones) or all.")
 @click.option("--quantize", type=click.Choice(["none", "float16", "dynamic", "int8"]), default="none",
               show_default=True, help="TFLite weights: none (float32), float16, dynamic (int8 weights) or int8 "
               "(everything, uint8 input/output; needs --data to calibrate).")
-@click.option("--data", type=click.Path(), default=None,
+@click.option("--data", type=_NonEmptyPath(), default=None,
               help="Class-per-folder images: exports are checked on the held-out part (the split recorded in "
                    "metrics.json, as finetune made it) and int8 calibrates on the rest. Default: synthetic images, agreement only.")
-@click.option("--max-accuracy-drop", type=click.FloatRange(0, 1), default=None, metavar="X",
+@click.option("--max-accuracy-drop", type=_NumberRange(0, 1), default=None, metavar="X",
               help="Fail (exit 1, nothing written) if an export's accuracy is more than X below Keras' "
                    "(a fraction: 0.01 = one point). Needs --data.")
 @click.option("--trust", is_flag=True, help="Allow model files that run code. See SECURITY.md.")
-@click.option("--out", required=True, type=click.Path(),
+@click.option("--out", required=True, type=_NonEmptyPath(),
               help="tflite: the .tflite file; saved_model: the SavedModel directory; all: a directory receiving "
                    "saved_model/, model.tflite and export_report.json.")
 def export(model, fmt, quantize, data, max_accuracy_drop, trust, out):

@@ -1,9 +1,14 @@
-"""Labelled data: class-per-folder image directories, stratified seeded splits, few-shot sampling, tf.data.
+"""Labelled data: class-per-folder directories, stratified seeded splits, few-shot sampling, tf.data.
+
+Images are decoded here; audio (`kerastl.audio`) and text (`kerastl.text`) files by their modules. `InputSpec`
+and the functions after it (`input_spec`, `make_dataset`, `load_inputs`, `decode_error`) dispatch on the
+modality, so that fine-tuning, evaluation and export treat the three alike.
 
 A data directory holds one subfolder per class; the folder names are the class names (sorted, so the order
-is reproducible). Hidden files and folders are ignored, as are files of other types (counted in the report).
-Images that fail to decode are skipped and listed; an empty class folder, or fewer than two classes, stop
-the run with one line.
+is reproducible). Hidden files and folders are ignored, as are files of other types; files that fail to
+decode or exceed a size limit (`MAX_IMAGE_PIXELS`, ...) are skipped. All of them are listed with the reason
+(`FolderScan.skipped`, the report's `skipped`). An empty class folder, fewer than two classes, or a class
+with no readable file stop the run with one line.
 """
 
 from __future__ import annotations
@@ -11,6 +16,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
+import re
+import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,6 +32,19 @@ MODALITY_EXTENSIONS = {"image": IMAGE_EXTENSIONS, "audio": AUDIO_EXTENSIONS, "te
 # Decoded, resized training sets up to this size are cached in memory by tf.data after the first epoch.
 MEMORY_CACHE_BYTES = 2 << 30
 
+# Limits on what one file may cost to read; files beyond them are skipped with the reason. Decoding allocates
+# the full decoded size whatever the file's size, so a few kilobytes can claim gigabytes (a decompression bomb):
+# the limits are checked on the header (Pillow reads an image's size without decoding it), before any decoder.
+# 64 megapixels is 192 MB as RGB uint8, beyond any camera photo a training set comes from.
+MAX_IMAGE_PIXELS = 64_000_000
+# A WAV file is resampled whole before it is cropped to the clip: 10 minutes bounds that memory. A rate below
+# 1 kHz is a damaged header, and resampling it up to the model's rate multiplies the samples (16,000 times
+# for a header claiming 1 Hz).
+MAX_AUDIO_SECONDS = 600
+MIN_AUDIO_SAMPLE_RATE = 1000
+# Texts are read whole and kept in memory; the tokenizer keeps only the first few hundred tokens anyway.
+MAX_TEXT_BYTES = 8 << 20
+
 
 @dataclasses.dataclass
 class FolderScan:
@@ -33,8 +54,10 @@ class FolderScan:
         root: the directory.
         class_names: subfolder names, sorted.
         files: per class, the sorted file paths of the scanned modality.
-        ignored: files skipped because they are hidden or of another type.
-        skipped: `(path, reason)` for files that failed to decode (filled by `drop_undecodable`).
+        ignored: files left out because they are hidden, of another type or not regular files.
+        skipped: `(path, reason)` for every file left out: those in `ignored` and hidden folders (by
+            `scan_folder`), then those that failed to decode or exceed a size limit (by `drop_undecodable`).
+        modality: the type of file scanned (image, audio or text).
     """
 
     root: Path
@@ -42,6 +65,7 @@ class FolderScan:
     files: list
     ignored: list = dataclasses.field(default_factory=list)
     skipped: list = dataclasses.field(default_factory=list)
+    modality: str = "image"
 
     @property
     def counts(self) -> dict:
@@ -75,12 +99,17 @@ def detect_modality(root) -> str | None:
     return best if counts[best] else None
 
 
-def scan_folder(root, modality: str = "image") -> FolderScan:
+def scan_folder(root, modality: str = "image", *, min_classes: int = 2) -> FolderScan:
     """Lists the classes and files of a class-per-folder directory.
 
+    Files that are hidden, of another type, not regular files (pipes, devices, broken links) or whose names
+    are not UTF-8 are left out and listed in `skipped` with the reason, as are files beside the class folders
+    and hidden folders (not read).
+
     Raises:
-        KerastlError: the directory does not exist or is not a directory, has fewer than two class folders,
-            or a class folder has no file of the modality.
+        KerastlError: the directory does not exist or is not a directory, has fewer than `min_classes` class
+            folders, a class folder's name is not UTF-8 or holds a control character (labels.txt has one name
+            per line), or a class folder has no file of the modality.
     """
     root = Path(root)
     if not root.exists():
@@ -90,33 +119,78 @@ def scan_folder(root, modality: str = "image") -> FolderScan:
     extensions = MODALITY_EXTENSIONS[modality]
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     stray = [p for p in root.iterdir() if p.is_file()]
-    if len(class_dirs) < 2:
+    if len(class_dirs) < min_classes:
         found = f"only '{class_dirs[0].name}'" if class_dirs else "none"
         raise KerastlError(
-            f"{root} needs one subfolder per class and at least 2 classes (found {found}); "
+            f"{root} needs one subfolder per class and at least {min_classes} "
+            f"class{'es' if min_classes > 1 else ''} (found {found}); "
             "put each class's files in its own subfolder"
         )
+    for class_dir in class_dirs:
+        problem = _name_problem(class_dir.name)
+        if problem:
+            raise KerastlError(f"class folder name {class_dir.name!r} in {printable_path(root)} {problem}; "
+                               "rename the folder (its name becomes a line of labels.txt)")
     files, ignored = [], list(stray)
+    skipped = [(printable_path(p), "not in a class folder") for p in stray]
+    skipped += [(printable_path(p), "hidden folder (not read)") for p in sorted(root.iterdir())
+                if p.is_dir() and p.name.startswith(".")]
     for class_dir in class_dirs:
         kept = []
         for dirpath, dirnames, names in os.walk(class_dir):
+            skipped += [(printable_path(Path(dirpath) / d), "hidden folder (not read)") for d in sorted(dirnames)
+                        if d.startswith(".")]
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             for name in sorted(names):
                 path = Path(dirpath) / name
-                if not name.startswith(".") and path.suffix.lower() in extensions:
+                reason = _leave_out_reason(path, extensions)
+                if reason is None:
                     kept.append(path)
                 else:
                     ignored.append(path)
+                    skipped.append((printable_path(path), reason))
         if not kept:
             raise KerastlError(
                 f"class folder '{class_dir.name}' in {root} has no {modality} files "
                 f"({', '.join(extensions)}); add some or remove the folder"
             )
         files.append(kept)
-    return FolderScan(root=root, class_names=[d.name for d in class_dirs], files=files, ignored=ignored)
+    return FolderScan(root=root, class_names=[d.name for d in class_dirs], files=files, ignored=ignored,
+                      skipped=skipped, modality=modality)
+
+
+def printable_path(path) -> str:
+    """`path` as a str that can be written as UTF-8: bytes of a non-UTF-8 name appear as `\\xff` escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _name_problem(name: str) -> str | None:
+    import unicodedata
+
+    if printable_path(name) != name:
+        return "is not valid UTF-8"
+    if any(unicodedata.category(c) == "Cc" for c in name):
+        return "holds a control character (a line break or tab)"
+    return None
+
+
+def _leave_out_reason(path: Path, extensions) -> str | None:
+    """Why a file in a class folder is not read, or None."""
+    if path.name.startswith("."):
+        return "hidden file"
+    if path.suffix.lower() not in extensions:
+        return f"not a {'/'.join(e.lstrip('.') for e in extensions)} file"
+    if not path.is_file():  # a FIFO or device would block or never end; a broken link has nothing to read
+        return "not a regular file (a pipe, device or broken link)"
+    if printable_path(path) != str(path):
+        return "file name is not valid UTF-8; rename it"
+    return None
 
 
 def _decode_error(path: Path) -> str | None:
+    too_large = _image_size_error(path)
+    if too_large:
+        return too_large
     import tensorflow as tf
 
     try:
@@ -126,28 +200,112 @@ def _decode_error(path: Path) -> str | None:
             return "empty image"
     except Exception as error:  # TF raises InvalidArgumentError and friends with multi-line messages
         text = str(error).strip().splitlines()
-        return (text[-1] if text else type(error).__name__)[:200]
+        reason = text[-1] if text else ""
+        # "{{function_node __wrapped__DecodeImage_device_/job:...}} Invalid PNG. [Op:DecodeImage] name:"
+        reason = re.sub(r"^\{\{.*?\}\}\s*|\s*\[Op:\w+\].*$", "", reason).strip()
+        return (reason or type(error).__name__)[:200]
+    return None
+
+
+# warnings.catch_warnings changes process-wide state and drop_undecodable reads headers from several threads.
+_PILLOW_LOCK = threading.Lock()
+
+
+def _image_size_error(path: Path) -> str | None:
+    """Why the image at `path` is too large to decode (over `MAX_IMAGE_PIXELS` by its header), or None.
+
+    Only the header is read. Files Pillow cannot identify are left to the decoder, which names the problem.
+    Pillow's own decompression-bomb check warns above `PIL.Image.MAX_IMAGE_PIXELS` (silenced here: the size
+    is checked below) and raises above twice that (reported as the same reason).
+    """
+    from PIL import Image
+
+    limit = f"over the {MAX_IMAGE_PIXELS / 1e6:g}-megapixel limit (kerastl.data.MAX_IMAGE_PIXELS); downscale it"
+    with _PILLOW_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(path) as image:
+                width, height = image.size
+        except Image.DecompressionBombError as error:
+            found = re.search(r"\((\d+) pixels\)", str(error))
+            if found and int(found.group(1)) > MAX_IMAGE_PIXELS:
+                return f"image of {int(found.group(1)) / 1e6:.3g} megapixels, {limit}"
+            return f"refused by Pillow: {error}"[:200]  # PIL.Image.MAX_IMAGE_PIXELS was set below ours
+        except Exception:  # not an image Pillow knows, or a damaged header
+            return None
+    if width * height > MAX_IMAGE_PIXELS:
+        return f"image of {width}x{height} = {width * height / 1e6:.3g} megapixels, {limit}"
+    return None
+
+
+def decode_error(path, modality: str = "image") -> str | None:
+    """Why `path` cannot be read as a file of `modality`, or None (see the limits at the top of the module)."""
+    if modality == "audio":
+        from kerastl.audio import decode_error as audio_error
+
+        return _wav_header_error(Path(path)) or audio_error(path)
+    if modality == "text":
+        from kerastl.text import decode_error as text_error
+
+        size = Path(path).stat().st_size if Path(path).is_file() else 0
+        if size > MAX_TEXT_BYTES:
+            return f"text of {size / 2**20:.0f} MiB, over the {MAX_TEXT_BYTES >> 20} MiB limit " \
+                   "(kerastl.data.MAX_TEXT_BYTES); split it"
+        return text_error(path)
+    return _decode_error(Path(path))
+
+
+def _wav_header_error(path: Path) -> str | None:
+    """Why the WAV file at `path` would cost too much to read (a sample rate below `MIN_AUDIO_SAMPLE_RATE`, or
+    longer than `MAX_AUDIO_SECONDS`), from its header and size, or None. Headers this cannot parse are left to
+    the WAV reader, which names the problem."""
+    import struct
+
+    try:
+        with open(path, "rb") as file:
+            head = file.read(1 << 16)
+        size = path.stat().st_size
+    except OSError:
+        return None
+    if head[:4] not in (b"RIFF", b"RIFX", b"RF64") or head[8:12] != b"WAVE":
+        return None
+    endian = ">" if head[:4] == b"RIFX" else "<"
+    at = 12
+    while at + 8 <= len(head):  # walk the chunks to "fmt "
+        chunk, length = head[at:at + 4], struct.unpack(endian + "I", head[at + 4:at + 8])[0]
+        if chunk == b"fmt " and at + 24 <= len(head):
+            channels, rate = struct.unpack(endian + "HI", head[at + 10:at + 16])
+            block = struct.unpack(endian + "H", head[at + 20:at + 22])[0] or max(1, channels)
+            if rate < MIN_AUDIO_SAMPLE_RATE:
+                return f"sample rate of {rate} Hz, below {MIN_AUDIO_SAMPLE_RATE} Hz: a damaged header"
+            seconds = size / (block * rate)  # an upper bound: the file holds at most size / block frames
+            if seconds > MAX_AUDIO_SECONDS:
+                return (f"audio of up to {seconds:.0f} s, over the {MAX_AUDIO_SECONDS} s limit "
+                        "(kerastl.data.MAX_AUDIO_SECONDS); cut it into clips")
+            return None
+        at += 8 + length + (length & 1)
     return None
 
 
 def drop_undecodable(scan: FolderScan, workers: int | None = None) -> FolderScan:
-    """Decodes every image once and removes those that fail, recording them in `scan.skipped`.
+    """Decodes every file once and removes those that fail, recording them in `scan.skipped`.
 
     Raises:
-        KerastlError: a class is left with no decodable image.
+        KerastlError: a class is left with no decodable file.
     """
     flat = [path for paths in scan.files for path in paths]
     with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 2) * 2)) as pool:
-        errors = dict(zip(flat, pool.map(_decode_error, flat)))
+        errors = dict(zip(flat, pool.map(lambda p: decode_error(p, scan.modality), flat)))
     files = []
     for name, paths in zip(scan.class_names, scan.files):
         good = [p for p in paths if errors[p] is None]
         if not good:
-            raise KerastlError(f"no image in class folder '{name}' could be decoded (e.g. {paths[0]}: "
+            raise KerastlError(f"no {scan.modality} file in class folder '{name}' could be decoded (e.g. {paths[0]}: "
                                f"{errors[paths[0]]}); replace the files")
         files.append(good)
-    skipped = [(str(p), reason) for p, reason in errors.items() if reason is not None]
-    return dataclasses.replace(scan, files=files, skipped=scan.skipped + skipped)
+    # Damaged files first: they are what the user may want to fix; hidden and other files follow.
+    skipped = [(printable_path(p), reason) for p, reason in errors.items() if reason is not None]
+    return dataclasses.replace(scan, files=files, skipped=skipped + scan.skipped)
 
 
 def split(scan: FolderScan, *, validation_fraction: float = 0.2, shots: int | None = None,
@@ -279,8 +437,9 @@ def digits_folder(dest=None) -> Path:
     from kerastl.downloads import cache_dir
 
     dest = Path(dest) if dest else cache_dir() / "datasets" / "sklearn-digits"
-    marker = dest / ".complete"
-    if marker.is_file():
+    # The set is written elsewhere and renamed into place whole, so a `dest` that exists is complete (and a
+    # marker file inside it would only show up as a stray file in every report).
+    if dest.is_dir():
         return dest
     digits = load_digits()
     tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
@@ -289,7 +448,6 @@ def digits_folder(dest=None) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         pixels = np.clip(np.round(image * (255.0 / 16.0)), 0, 255).astype("uint8")
         Image.fromarray(pixels).save(folder / f"{index:04d}.png")
-    (tmp / ".complete").write_text("scikit-learn load_digits\n")
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.replace(tmp, dest)  # atomic: a concurrent or killed writer never leaves a half set under `dest`
@@ -297,6 +455,80 @@ def digits_folder(dest=None) -> Path:
         import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)
-        if not marker.is_file():
+        if not dest.is_dir():  # another process may have won the race; that is fine
             raise
     return dest
+
+
+# ------------------------------------------------------------------------------------ dispatch by modality
+
+
+@dataclasses.dataclass(frozen=True)
+class InputSpec:
+    """What a model takes, for reading files into it.
+
+    Attributes:
+        modality: image, audio or text.
+        shape: the input shape without the batch: (H, W, C) pixels, (samples,) waveforms, () strings.
+        sample_rate: audio only, the waveform's sample rate.
+    """
+
+    modality: str
+    shape: tuple
+    sample_rate: int | None = None
+
+
+def input_spec(model) -> InputSpec:
+    """The `InputSpec` of a Keras model (a backbone or a classifier) from its input: strings are text; one
+    float axis is a waveform (its rate from the model's `LogMelSpectrogram` or `Waveform` layer); three
+    axes with 1 or 3 channels are images.
+
+    Raises:
+        KerastlError: an input of none of these forms (one line naming its shape and dtype).
+    """
+    if len(model.inputs) != 1:
+        raise KerastlError(f"the model has {len(model.inputs)} inputs; kerastl reads files into models with one")
+    shape = tuple(None if d is None else int(d) for d in model.input.shape[1:])
+    dtype = str(model.input.dtype)
+    if "string" in dtype:
+        return InputSpec("text", shape)
+    if len(shape) == 1 and shape[0] is not None:
+        from kerastl.audio import DEFAULT_SAMPLE_RATE, sample_rate_of
+
+        return InputSpec("audio", shape, sample_rate_of(model) or DEFAULT_SAMPLE_RATE)
+    if len(shape) == 3 and shape[2] in (1, 3) and None not in shape:
+        return InputSpec("image", shape)
+    raise KerastlError(f"the model takes {dtype} inputs of shape {shape}: neither images (H, W, 1 or 3), raw "
+                       "waveforms (samples,) nor strings, so kerastl cannot read files into it")
+
+
+def make_dataset(spec: InputSpec, files, labels, *, batch_size: int, shuffle: bool = False,
+                 augment: bool = False, seed: int = 0):
+    """The tf.data pipeline of `files` for a model taking `spec`: batches of `(inputs, label)`."""
+    if spec.modality == "audio":
+        from kerastl.audio import waveform_dataset
+
+        return waveform_dataset(files, labels, sample_rate=spec.sample_rate, num_samples=spec.shape[0],
+                                batch_size=batch_size, shuffle=shuffle, augment=augment, seed=seed)
+    if spec.modality == "text":
+        from kerastl.text import text_dataset
+
+        if augment:
+            raise UsageError("--augment applies to images and audio; text is used as it is: drop --augment")
+        return text_dataset(files, labels, batch_size=batch_size, shuffle=shuffle, seed=seed)
+    return image_dataset(files, labels, image_size=spec.shape[:2], channels=spec.shape[2], batch_size=batch_size,
+                         shuffle=shuffle, augment=augment, seed=seed)
+
+
+def load_inputs(spec: InputSpec, files, *, batch_size: int = 64):
+    """`files` read for a model taking `spec`, in order: a float32 array of pixels or waveforms, or a numpy
+    array of strings."""
+    if spec.modality == "audio":
+        from kerastl.audio import load_waveforms
+
+        return load_waveforms(files, sample_rate=spec.sample_rate, num_samples=spec.shape[0])
+    if spec.modality == "text":
+        from kerastl.text import load_texts
+
+        return load_texts(files)
+    return load_images(files, image_size=spec.shape[:2], channels=spec.shape[2], batch_size=batch_size)

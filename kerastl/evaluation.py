@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 
 from kerastl.errors import KerastlError
@@ -73,11 +74,22 @@ def load_classifier(path, *, trust: bool = False):
     return model, labels
 
 
-def _input_spec(model):
-    shape = tuple(int(d) for d in model.input.shape[1:])
-    if len(shape) != 3:
-        raise KerastlError(f"this model takes inputs of shape {shape}, not images; use the matching data type")
-    return shape[:2], shape[2]
+def _require_class_scores(model, path) -> None:
+    """Raises KerastlError unless `model` outputs one score per class, (batch, classes): a backbone's feature map
+    would otherwise be read as hundreds of "classes"."""
+    shape = tuple(model.output.shape)
+    if len(shape) != 2:
+        raise KerastlError(f"{path} outputs shape {shape}, not class scores (batch, classes): it is a backbone or "
+                           "another kind of model; give a `kerastl finetune` output")
+
+
+def _check_data_type(spec, data_dir) -> None:
+    from kerastl.data import detect_modality
+
+    found = detect_modality(data_dir)
+    if found is not None and found != spec.modality:
+        raise KerastlError(f"{data_dir} holds {found} files but the model takes {spec.modality} input; evaluate it "
+                           f"on a folder of {spec.modality} files")
 
 
 def evaluate(model_path, data_dir, *, batch_size: int = 64, trust: bool = False) -> dict:
@@ -93,46 +105,58 @@ def evaluate(model_path, data_dir, *, batch_size: int = 64, trust: bool = False)
     """
     import numpy as np
 
-    from kerastl.data import drop_undecodable, load_images, scan_folder
+    from kerastl.data import drop_undecodable, input_spec, load_inputs, scan_folder
 
     model, labels = load_classifier(model_path, trust=trust)
-    image_size, channels = _input_spec(model)
-    scan = drop_undecodable(scan_folder(data_dir))
-    unknown = [name for name in scan.class_names if name not in labels]
+    _require_class_scores(model, model_path)
+    spec = input_spec(model)
+    _check_data_type(spec, data_dir)
+    # One class folder is enough here: scoring a model on some of its classes is a fair question.
+    scan = drop_undecodable(scan_folder(data_dir, spec.modality, min_classes=1))
+    # Names match up to Unicode normalisation: macOS stores file names decomposed (NFD), Linux as typed (NFC),
+    # so a model trained on one may be evaluated on a folder copied through the other.
+    index = {unicodedata.normalize("NFC", label): i for i, label in enumerate(labels)}
+    known = [index.get(unicodedata.normalize("NFC", name)) for name in scan.class_names]
+    unknown = [name for name, i in zip(scan.class_names, known) if i is None]
     if unknown:
         raise KerastlError(
             f"{data_dir} has classes the model was not trained on: {', '.join(unknown[:5])}; the model knows "
             f"{', '.join(labels[:10])}{'...' if len(labels) > 10 else ''}; remove or rename those folders"
         )
     files = [p for paths in scan.files for p in paths]
-    y_true = [labels.index(name) for name, paths in zip(scan.class_names, scan.files) for _ in paths]
-    images = load_images(files, image_size=image_size, channels=channels, batch_size=batch_size)
-    probabilities = model.predict(images, batch_size=batch_size, verbose=0)
+    y_true = [i for i, paths in zip(known, scan.files) for _ in paths]
+    inputs = load_inputs(spec, files, batch_size=batch_size)
+    probabilities = model.predict(inputs, batch_size=batch_size, verbose=0)
     metrics = classification_metrics(np.asarray(y_true), probabilities, labels)
     # Report only the classes present in the folder.
-    metrics["per_class"] = {name: metrics["per_class"][name] for name in scan.class_names}
+    metrics["per_class"] = {labels[i]: metrics["per_class"][labels[i]] for i in known}
     metrics["skipped"] = [{"path": p, "reason": r} for p, r in scan.skipped]
     return metrics
 
 
 def predict(model_path, files, *, batch_size: int = 64, trust: bool = False) -> list[tuple[str, str, float]]:
-    """Classifies image files. Returns `(path, label, probability)` per file, in order.
+    """Classifies image, WAV or text files (the model's input type). Returns `(path, label, probability)` per
+    file, in order.
 
     Raises:
         KerastlError: a file is missing or cannot be decoded (named, with the reason).
     """
-    from kerastl.data import _decode_error, load_images
+    from kerastl.data import MODALITY_EXTENSIONS, decode_error, input_spec, load_inputs
 
     model, labels = load_classifier(model_path, trust=trust)
-    image_size, channels = _input_spec(model)
+    _require_class_scores(model, model_path)
+    spec = input_spec(model)
     files = [Path(f) for f in files]
     for path in files:
         if not path.is_file():
-            raise KerastlError(f"file not found: {path}")
-        error = _decode_error(path)
+            raise KerastlError(f"{'not a file' if path.exists() else 'file not found'}: {path}")
+        error = decode_error(path, spec.modality)
         if error:
-            raise KerastlError(f"cannot decode {path} as an image ({error}); give jpg, png, bmp or gif files")
-    images = load_images(files, image_size=image_size, channels=channels, batch_size=batch_size)
-    probabilities = model.predict(images, batch_size=batch_size, verbose=0)
+            kinds = ", ".join(ext.lstrip(".") for ext in MODALITY_EXTENSIONS[spec.modality])
+            article = "an" if spec.modality[0] in "aeiou" else "a"
+            raise KerastlError(f"cannot decode {path} as {article} {spec.modality} file ({error}); the model "
+                               f"takes {kinds} files")
+    inputs = load_inputs(spec, files, batch_size=batch_size)
+    probabilities = model.predict(inputs, batch_size=batch_size, verbose=0)
     best = probabilities.argmax(axis=-1)
     return [(str(path), labels[i], float(probabilities[row, i])) for row, (path, i) in enumerate(zip(files, best))]

@@ -50,6 +50,10 @@ class FinetuneConfig:
         seed: seeds the split, the initialisation, shuffling, dropout and augmentation.
         cache_features: Option 1's cached-feature speed-up; False forces the plain frozen `fit`.
         shuffle: shuffle training batches each epoch.
+        validate_each_epoch: evaluate the validation split after every epoch (for the curves in report.png);
+            the final metrics are computed either way.
+        deterministic: TensorFlow op determinism; with a fixed `seed`, a run resumed after a kill ends with the
+            weights an uninterrupted run ends with (see `kerastl.checkpointing`).
         balance_classes: class weights when classes are imbalanced.
         trainable_layers / frozen_layers: layer-name glob patterns applied after the strategy (API only).
     """
@@ -71,6 +75,8 @@ class FinetuneConfig:
     seed: int = 0
     cache_features: bool = True
     shuffle: bool = True
+    validate_each_epoch: bool = True
+    deterministic: bool = False
     balance_classes: bool = True
     trainable_layers: list | None = None
     frozen_layers: list | None = None
@@ -138,9 +144,37 @@ def _history_rows(history, phase: str) -> list[dict]:
     return rows
 
 
+def _fit(model, training, *, epochs: int, phase: str, config: FinetuneConfig, out, validation, class_weight,
+         verbose):
+    """`model.fit` over `training = (inputs, labels, augment)` held in memory, or a tf.data.Dataset.
+
+    In-memory examples are batched by `checkpointing.epoch_batches`, so each epoch's order and augmentation
+    depend only on (seed, epoch); every random layer's seed state is reset from (seed, epoch) too. With `out`,
+    the phase is backed up each epoch into `out` and a re-run resumes it from there.
+    """
+    import keras
+
+    from kerastl.checkpointing import backup_dir, completed_epochs, epoch_batches, epoch_seeds_callback
+
+    callbacks = [epoch_seeds_callback(model, config.seed)]
+    first = 0
+    if out is not None:
+        directory = backup_dir(out, phase)
+        first = min(completed_epochs(directory), epochs)
+        callbacks.append(keras.callbacks.BackupAndRestore(str(directory), delete_checkpoint=False))
+    steps = None
+    if isinstance(training, tuple):
+        inputs, labels, augment = training
+        steps = -(-len(labels) // config.batch_size)
+        training = epoch_batches(inputs, labels, batch_size=config.batch_size, seed=config.seed,
+                                 first_epoch=first, epochs=epochs, shuffle=config.shuffle, augment=augment)
+    return model.fit(training, epochs=epochs, initial_epoch=first, steps_per_epoch=steps, shuffle=False,
+                     validation_data=validation, class_weight=class_weight, callbacks=callbacks, verbose=verbose)
+
+
 def train_head_on_features(classifier, train_features, train_labels, *, config: FinetuneConfig, epochs: int,
-                           validation=None, class_weight=None, verbose="auto"):
-    """Option 1's fast path: trains the head (dropout + new Dense) on cached pooled features.
+                           validation=None, class_weight=None, verbose="auto", out=None):
+    """Option 1's fast path: trains the head (standardisation, dropout, new Dense) on cached pooled features.
 
     The head's layers are shared with `classifier.model`, so afterwards the full model carries the trained head.
     Returns the Keras History.
@@ -148,38 +182,42 @@ def train_head_on_features(classifier, train_features, train_labels, *, config: 
     import numpy as np
 
     _compile(classifier.head_model, config, config.learning_rate)
-    return classifier.head_model.fit(
-        np.asarray(train_features), np.asarray(train_labels),
-        batch_size=config.batch_size, epochs=epochs, shuffle=config.shuffle,
-        validation_data=validation, class_weight=class_weight, verbose=verbose,
-    )
+    training = (np.asarray(train_features), np.asarray(train_labels), None)
+    return _fit(classifier.head_model, training, epochs=epochs, phase="head", config=config, out=out,
+                validation=validation, class_weight=class_weight, verbose=verbose)
 
 
-def _train_head(classifier, data, config, epochs, class_weight, verbose, timing):
-    """Trains the head with the backbone frozen: on cached features, or with a plain `fit` under augmentation."""
+def _train_head(classifier, data, config, epochs, class_weight, verbose, timing, out=None):
+    """Trains the head with the backbone frozen: on cached features, or with a plain `fit` under augmentation.
+
+    Either way the frozen backbone's features of the (unaugmented) training images are computed once first,
+    to standardise them (`Classifier.adapt`); the cached path then trains on them directly.
+    """
     import numpy as np
 
     from kerastl.freezing import Strategy, set_backbone_trainable
 
     set_backbone_trainable(classifier.backbone, Strategy("head"))
+    start = time.perf_counter()
+    train_x = classifier.feature_model.predict(data["train_plain"], verbose=0)
+    classifier.adapt(train_x)
+    cached = config.cache_features and not config.augment
+    validation = data["val"] if config.validate_each_epoch else None
+    if cached and validation is not None:
+        validation = (classifier.feature_model.predict(data["val"], verbose=0), np.asarray(data["val_labels"]))
+    timing["feature_cache_seconds" if cached else "feature_statistics_seconds"] = round(
+        time.perf_counter() - start, 3)
     if epochs <= 0:
         return None
-    if config.cache_features and not config.augment:
-        start = time.perf_counter()
-        train_x = classifier.feature_model.predict(data["train_plain"], verbose=0)
-        validation = None
-        if data["val"] is not None:
-            validation = (classifier.feature_model.predict(data["val"], verbose=0), np.asarray(data["val_labels"]))
-        timing["feature_cache_seconds"] = round(time.perf_counter() - start, 3)
-        start = time.perf_counter()
-        history = train_head_on_features(classifier, train_x, data["train_labels"], config=config, epochs=epochs,
-                                         validation=validation, class_weight=class_weight, verbose=verbose)
-        timing["head_train_seconds"] = round(time.perf_counter() - start, 3)
-        return history
     start = time.perf_counter()
-    _compile(classifier.model, config, config.learning_rate)
-    history = classifier.model.fit(data["train"], epochs=epochs, validation_data=data["val"], shuffle=False,
-                                   class_weight=class_weight, verbose=verbose)
+    if cached:
+        history = train_head_on_features(classifier, train_x, data["train_labels"], config=config, epochs=epochs,
+                                         validation=validation, class_weight=class_weight, verbose=verbose,
+                                         out=out)
+    else:
+        _compile(classifier.model, config, config.learning_rate)
+        history = _fit(classifier.model, data["training"], epochs=epochs, phase="head", config=config, out=out,
+                       validation=validation, class_weight=class_weight, verbose=verbose)
     timing["head_train_seconds"] = round(time.perf_counter() - start, 3)
     return history
 
@@ -194,13 +232,29 @@ def _prepare_data(data_dir, backbone, config: FinetuneConfig):
     weights = class_weights(parts.train_labels, len(parts.class_names)) if config.balance_classes else None
     has_val = bool(parts.val_files)
     return scan, parts, weights, {
-        "train": make_dataset(spec, parts.train_files, parts.train_labels, shuffle=config.shuffle,
-                              augment=config.augment, **common),
         "train_plain": make_dataset(spec, parts.train_files, parts.train_labels, **common),
+        "training": _training_examples(spec, parts, config, make_dataset, common),
         "train_labels": parts.train_labels,
         "val": make_dataset(spec, parts.val_files, parts.val_labels, **common) if has_val else None,
         "val_labels": parts.val_labels,
     }
+
+
+def _training_examples(spec, parts, config, make_dataset, common):
+    """The training set for `_fit`: decoded into memory as `(inputs, labels, augment)` when it fits (and its
+    augmentation, if any, is the stateless image one), else the streaming tf.data pipeline."""
+    import numpy as np
+
+    from kerastl.checkpointing import augment_images
+    from kerastl.data import MEMORY_CACHE_BYTES, load_inputs
+
+    size = int(np.prod([d or 1 for d in spec.shape])) * 4 * len(parts.train_files)
+    in_memory = size <= MEMORY_CACHE_BYTES and (not config.augment or spec.modality == "image")
+    if not in_memory:
+        return make_dataset(spec, parts.train_files, parts.train_labels, shuffle=config.shuffle,
+                            augment=config.augment, **common)
+    inputs = load_inputs(spec, parts.train_files)
+    return inputs, np.asarray(parts.train_labels, "int32"), augment_images if config.augment else None
 
 
 def check_modality(backbone, data_dir) -> None:
@@ -283,6 +337,10 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
         raise KerastlError(f"--out {out} is a file; give a directory path")  # before any training
     requested = parse_strategy(config.strategy)
     keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        from kerastl.checkpointing import enable_determinism
+
+        enable_determinism(config.seed)
     data_dir = Path(data_dir) if data_dir is not None else digits_folder()
 
     if not isinstance(backbone, Backbone):
@@ -304,27 +362,28 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
     classifier = build_classifier(backbone_model, len(parts.class_names), pooling=config.pooling,
                                   dropout=config.dropout, seed=config.seed)
     timing, history = {}, []
+    validation = data["val"] if config.validate_each_epoch else None
     start = time.perf_counter()
     if config.from_scratch:
         _settle_batchnorm_quickly(classifier.backbone)
         set_backbone_trainable(classifier.backbone, parse_strategy("full"))
         _apply_patterns(classifier, config, set_trainable_by_pattern)
         _compile(classifier.model, config, config.learning_rate)
-        fit = classifier.model.fit(data["train"], epochs=config.epochs, validation_data=data["val"], shuffle=False,
-                                   class_weight=weights_by_class, verbose=verbose)
+        fit = _fit(classifier.model, data["training"], epochs=config.epochs, phase="from-scratch", config=config,
+                   out=out, validation=validation, class_weight=weights_by_class, verbose=verbose)
         history += _history_rows(fit, "from-scratch")
     else:
         head_epochs = config.epochs if strategy.kind == "head" else (
             config.epochs if config.head_epochs is None else config.head_epochs)
-        fit = _train_head(classifier, data, config, head_epochs, weights_by_class, verbose, timing)
+        fit = _train_head(classifier, data, config, head_epochs, weights_by_class, verbose, timing, out=out)
         history += _history_rows(fit, "head")
         if strategy.kind in ("full", "top"):
             set_backbone_trainable(classifier.backbone, strategy)
             _apply_patterns(classifier, config, set_trainable_by_pattern)
             # Recompile: `trainable` changes take effect only at compile time.
             _compile(classifier.model, config, config.learning_rate * config.fine_tune_factor)
-            fit = classifier.model.fit(data["train"], epochs=config.epochs, validation_data=data["val"], shuffle=False,
-                                       class_weight=weights_by_class, verbose=verbose)
+            fit = _fit(classifier.model, data["training"], epochs=config.epochs, phase=str(strategy).replace(":", "-"),
+                       config=config, out=out, validation=validation, class_weight=weights_by_class, verbose=verbose)
             history += _history_rows(fit, str(strategy))
         elif config.trainable_layers or config.frozen_layers:
             raise UsageError("layer patterns apply to full and top:N fine-tuning; the head strategy trains "
@@ -355,7 +414,12 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
         "config": dataclasses.asdict(config),
     })
     model = classifier.model
-    files = save_outputs(out, model, parts.class_names, metrics) if out is not None else {}
+    files = {}
+    if out is not None:
+        from kerastl.checkpointing import clear_backups
+
+        files = save_outputs(out, model, parts.class_names, metrics)
+        clear_backups(out)  # only once every output is in place
     return FinetuneResult(model=model, class_names=parts.class_names, metrics=metrics, files=files)
 
 

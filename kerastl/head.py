@@ -1,4 +1,4 @@
-"""The new output layer: pooling → dropout → `Dense(num_classes, name="predictions")`.
+"""The new output layer: pooling → feature standardisation → dropout → `Dense(num_classes, name="predictions")`.
 
 As in keras-hub, the backbone knows nothing about the task; the head is added on top of it. The head's layers
 are plain objects shared by two models:
@@ -8,6 +8,12 @@ are plain objects shared by two models:
   frozen backbone runs once instead of every epoch (see `kerastl.finetuning`).
 
 Training either one trains the same weights.
+
+The standardisation is a fixed `Normalization` of the pooled features, adapted once on the training
+features (`Classifier.adapt`); it is not trained. Linear probes standardise features for the same reason
+(scikit-learn's StandardScaler before LogisticRegression): pretrained features come in very different scales,
+and a single Dense layer trained for a few hundred steps learns far better on standardised ones. Until it is
+adapted it is the identity.
 """
 
 from __future__ import annotations
@@ -38,6 +44,17 @@ class Classifier:
     @property
     def predictions(self):
         return self.model.get_layer("predictions")
+
+    def adapt(self, features) -> None:
+        """Sets the feature standardisation from pooled training features (N, width)."""
+        import numpy as np
+
+        features = np.asarray(features, dtype="float64")
+        norm = self.model.get_layer("feature_norm")
+        # Assigned rather than `Normalization.adapt()`, which builds a tf.data pipeline for an in-memory array.
+        norm.adapt_mean.assign(features.mean(axis=0).reshape(norm.adapt_mean.shape).astype("float32"))
+        norm.adapt_variance.assign(features.var(axis=0).reshape(norm.adapt_variance.shape).astype("float32"))
+        norm.finalize_state()  # models compiled after this use the new statistics
 
 
 def build_classifier(backbone_model, num_classes: int, *, pooling: str = "avg", dropout: float = 0.2,
@@ -75,6 +92,8 @@ def build_classifier(backbone_model, num_classes: int, *, pooling: str = "avg", 
     else:
         raise UsageError(f"backbone output must be a feature map or a vector. Received: shape "
                          f"{tuple(backbone_model.output.shape)}")
+    # Adaptable statistics, built as mean 0 and variance 1: the identity until `Classifier.adapt`.
+    norm = keras.layers.Normalization(axis=-1, name="feature_norm")
     drop = keras.layers.Dropout(float(dropout), seed=seed, name="dropout")
     dense = keras.layers.Dense(
         int(num_classes),
@@ -93,8 +112,8 @@ def build_classifier(backbone_model, num_classes: int, *, pooling: str = "avg", 
     if pool is not None:
         features = pool(features)
     feature_model = keras.Model(inputs, features, name="features")
-    model = keras.Model(inputs, dense(drop(features)), name="classifier")
+    model = keras.Model(inputs, dense(drop(norm(features))), name="classifier")
 
     head_inputs = keras.Input((int(features.shape[-1]),), name="pooled_features")
-    head_model = keras.Model(head_inputs, dense(drop(head_inputs)), name="head")
+    head_model = keras.Model(head_inputs, dense(drop(norm(head_inputs))), name="head")
     return Classifier(model=model, backbone=backbone_model, feature_model=feature_model, head_model=head_model)

@@ -151,3 +151,44 @@ def test_sgd_with_momentum(image_folder, tiny_backbone_path):
     result = _run(image_folder, tiny_backbone_path, "full", optimizer="sgd")
     assert result.metrics["config"]["optimizer"] == "sgd"
     assert np.isfinite(result.metrics["history"][-1]["loss"])
+
+
+@pytest.mark.slow
+def test_kill_during_finetune_resumes_to_the_same_weights(tmp_path, image_folder, tiny_backbone_path):
+    """kill -9 in the middle of Option 2's second phase, the same command again: it resumes from the last epoch
+    backup and, in deterministic mode, ends with exactly the weights of an uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import keras
+
+    def command(out):
+        return [sys.executable, "-m", "kerastl.cli", "finetune", "--data", str(image_folder), "--backbone",
+                str(tiny_backbone_path), "--strategy", "full", "--head-epochs", "2", "--epochs", "4",
+                "--batch-size", "4", "--augment", "--seed", "7", "--deterministic", "--out", str(out)]
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    reference = subprocess.run(command(tmp_path / "uninterrupted"), capture_output=True, text=True, env=env)
+    assert reference.returncode == 0, reference.stdout + reference.stderr
+
+    out = tmp_path / "interrupted"
+    first = subprocess.Popen(command(out), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    seen = []
+    for line in first.stdout:
+        seen.append(line)
+        if line.startswith("Epoch 3/4"):  # full-phase epochs 1 and 2 are backed up
+            first.send_signal(signal.SIGKILL)
+            break
+    first.wait(timeout=60)
+    assert first.returncode == -signal.SIGKILL, "".join(seen)
+    assert not (out / "model.keras").exists()  # nothing half-written
+    second = subprocess.run(command(out), capture_output=True, text=True, env=env)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "Epoch 1/4" not in second.stdout and "Epoch 3/4" in second.stdout, second.stdout
+    assert not (out / ".kerastl-backup").exists()
+    a = keras.saving.load_model(tmp_path / "uninterrupted" / "model.keras")
+    b = keras.saving.load_model(out / "model.keras")
+    for wa, wb in zip(a.weights, b.weights):
+        np.testing.assert_array_equal(wa.numpy(), wb.numpy(), err_msg=wa.path)

@@ -32,7 +32,8 @@ def run_one(method: str, shots: int, seed: int, spec: str, data, args) -> float:
     from kerastl.finetuning import FinetuneConfig, finetune
 
     epochs = budget(shots, 10, args.batch_size, args.steps)
-    common = dict(shots=shots, seed=seed, batch_size=args.batch_size, learning_rate=args.learning_rate)
+    common = dict(shots=shots, seed=seed, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                  validate_each_epoch=False)
     if method == "scratch":
         # The same architecture and the same total number of epochs as Option 2's two phases.
         config = FinetuneConfig(strategy="full", from_scratch=True, epochs=2 * epochs, **common)
@@ -53,6 +54,8 @@ def main():
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--steps", type=int, default=300, help="Optimizer steps per training phase.")
     parser.add_argument("--json", default=None, help="Also write the raw numbers to this file.")
+    parser.add_argument("--from-json", default=None,
+                        help="Print the table from numbers an earlier run wrote with --json (no training).")
     args = parser.parse_args()
 
     from kerastl.backbones import default_backbone_spec
@@ -60,15 +63,24 @@ def main():
     from kerastl.freezing import AUTO_FULL_MIN_PER_CLASS, Strategy, resolve_auto
 
     spec = args.backbone or default_backbone_spec()
-    data = digits_folder()
     results = {}
-    start = time.perf_counter()
+    if args.from_json:
+        with open(args.from_json) as handle:
+            saved = json.load(handle)
+        spec = saved.pop("_backbone", spec)
+        results = {(int(k.split("/")[0]), k.split("/")[1]): v for k, v in saved.items()}
+        args.shots = sorted({s for s, _ in results})
+        args.seeds = len(next(iter(results.values())))
+    else:
+        data = digits_folder()
+        start = time.perf_counter()
+        for shots in args.shots:
+            for method in ("scratch", "head", "full"):
+                scores = [run_one(method, shots, seed, spec, data, args) for seed in range(args.seeds)]
+                results[(shots, method)] = scores
+                print(f"  shots={shots:<3} {method:<8} {statistics.mean(scores):.4f} ± "
+                      f"{statistics.pstdev(scores):.4f} ({time.perf_counter() - start:.0f} s)", flush=True)
     for shots in args.shots:
-        for method in ("scratch", "head", "full"):
-            scores = [run_one(method, shots, seed, spec, data, args) for seed in range(args.seeds)]
-            results[(shots, method)] = scores
-            print(f"  shots={shots:<3} {method:<8} {statistics.mean(scores):.4f} ± {statistics.pstdev(scores):.4f} "
-                  f"({time.perf_counter() - start:.0f} s)", flush=True)
         results[(shots, "auto")] = results[(shots, resolve_auto(Strategy("auto"), shots).kind)]
 
     def cell(scores):
@@ -90,7 +102,8 @@ def main():
     print(f"auto rule: full from {AUTO_FULL_MIN_PER_CLASS} labelled images per class, head below.")
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump({f"{s}/{m}": v for (s, m), v in results.items()}, handle, indent=1)
+            raw = {f"{s}/{m}": v for (s, m), v in results.items() if m != "auto"}
+            json.dump({"_backbone": spec, **raw}, handle, indent=1)
 
 
 if __name__ == "__main__":
