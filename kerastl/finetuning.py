@@ -124,12 +124,23 @@ def make_optimizer(name: str, learning_rate: float, momentum: float = 0.9):
     raise UsageError(f"--optimizer must be one of {OPTIMIZERS}. Received: {name}")
 
 
-def _compile(model, config: FinetuneConfig, learning_rate: float) -> None:
+def _compile(model, config: FinetuneConfig, learning_rate: float, steps_per_execution: int = 1) -> None:
     model.compile(
         optimizer=make_optimizer(config.optimizer, learning_rate, config.momentum),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
+        steps_per_execution=steps_per_execution,
     )
+
+
+def compile_head(classifier, config: FinetuneConfig, examples: int) -> None:
+    """Compiles the head for training on cached features.
+
+    The head is one small Dense layer, so a step costs less than Keras' per-step dispatch: running a whole
+    epoch's steps per call (`steps_per_execution`) removes that overhead without changing the steps taken.
+    """
+    steps = max(1, -(-int(examples) // config.batch_size))
+    _compile(classifier.head_model, config, config.learning_rate, steps_per_execution=steps)
 
 
 def _history_rows(history, phase: str) -> list[dict]:
@@ -181,7 +192,7 @@ def train_head_on_features(classifier, train_features, train_labels, *, config: 
     """
     import numpy as np
 
-    _compile(classifier.head_model, config, config.learning_rate)
+    compile_head(classifier, config, len(train_labels))
     training = (np.asarray(train_features), np.asarray(train_labels), None)
     return _fit(classifier.head_model, training, epochs=epochs, phase="head", config=config, out=out,
                 validation=validation, class_weight=class_weight, verbose=verbose)

@@ -40,7 +40,8 @@ def run(spec: str | None, image_size: int | None, epochs: int, batch_size: int) 
 
     from kerastl.backbones import default_backbone_spec, load_backbone
     from kerastl.data import digits_folder, drop_undecodable, image_dataset, scan_folder, split
-    from kerastl.finetuning import FinetuneConfig, _compile
+    from kerastl.checkpointing import epoch_batches
+    from kerastl.finetuning import FinetuneConfig, _compile, compile_head
     from kerastl.freezing import Strategy, prepare_backbone, set_backbone_trainable
     from kerastl.head import build_classifier
 
@@ -66,23 +67,33 @@ def run(spec: str | None, image_size: int | None, epochs: int, batch_size: int) 
     for _ in val:
         pass
 
+    y_train = np.asarray(parts.train_labels, "int32")
+    steps = -(-len(y_train) // batch_size)
+
+    def batches(x):  # the batches finetune trains on: same order, epoch after epoch
+        return epoch_batches(x, y_train, batch_size=batch_size, seed=0, first_epoch=0, epochs=epochs, shuffle=False)
+
     rows = []
     classifier = fresh()
+    images = np.concatenate([x.numpy() for x, _ in train])
+    start = time.perf_counter()
+    features = classifier.feature_model.predict(train, verbose=0)
+    cache_seconds = time.perf_counter() - start
+    classifier.adapt(features)  # both paths standardise the pooled features, as finetune does
     _compile(classifier.model, config, config.learning_rate)
     timer = _epoch_timer()
-    classifier.model.fit(train, epochs=epochs, shuffle=False, verbose=0, callbacks=[timer])
+    classifier.model.fit(batches(images), epochs=epochs, steps_per_epoch=steps, shuffle=False, verbose=0,
+                         callbacks=[timer])
     plain_acc = float((classifier.model.predict(val, verbose=0).argmax(-1) == y_val).mean())
     rows.append({"path": "plain frozen fit", "first": timer.times[0], "epoch": statistics.median(timer.times[1:]),
                  "cache": 0.0, "accuracy": plain_acc})
 
     classifier = fresh()
-    start = time.perf_counter()
-    features = classifier.feature_model.predict(train, verbose=0)
-    cache_seconds = time.perf_counter() - start
-    _compile(classifier.head_model, config, config.learning_rate)
+    classifier.adapt(features)
+    compile_head(classifier, config, len(y_train))
     timer = _epoch_timer()
-    classifier.head_model.fit(features, np.asarray(parts.train_labels), batch_size=batch_size, epochs=epochs,
-                              shuffle=False, verbose=0, callbacks=[timer])
+    classifier.head_model.fit(batches(features), epochs=epochs, steps_per_epoch=steps, shuffle=False, verbose=0,
+                              callbacks=[timer])
     cached_acc = float((classifier.model.predict(val, verbose=0).argmax(-1) == y_val).mean())
     rows.append({"path": "cached features", "first": timer.times[0], "epoch": statistics.median(timer.times[1:]),
                  "cache": cache_seconds, "accuracy": cached_acc})
