@@ -122,10 +122,15 @@ def test_auto_rule():
     assert resolve_auto(parse_strategy("top:2"), 1).kind == "top"
 
 
-def test_auto_resolves_from_examples_per_class(image_folder, tiny_backbone_path):
+def test_auto_resolves_from_examples_per_class(image_folder, tiny_backbone_path, monkeypatch):
+    import kerastl.freezing
+
+    monkeypatch.setattr(kerastl.freezing, "AUTO_FULL_MIN_PER_CLASS", 4)
     result = _run(image_folder, tiny_backbone_path, "auto", shots=3)
     assert result.metrics["strategy"] == "head"
     assert "3 training examples" in result.metrics["auto_rule"]
+    result = _run(image_folder, tiny_backbone_path, "auto", shots=4)
+    assert result.metrics["strategy"] == "full"
 
 
 def test_cached_features_give_the_same_model_as_the_slow_path(image_folder, tiny_backbone_path):

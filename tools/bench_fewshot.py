@@ -97,7 +97,7 @@ def main():
         best = max(statistics.mean(results[(shots, m)]) for m in ("head", "full"))
         gain = 100 * (best - statistics.mean(results[(shots, "scratch")]))
         print(f"| {shots} | {cell(results[(shots, 'scratch')])} | {cell(results[(shots, 'head')])} | "
-              f"{cell(results[(shots, 'full')])} | {cell(results[(shots, 'auto')])} (→ {picked}) | +{gain:.1f} |")
+              f"{cell(results[(shots, 'full')])} | {cell(results[(shots, 'auto')])} (→ {picked}) | {gain:+.1f} |")
     print()
     print(f"auto rule: full from {AUTO_FULL_MIN_PER_CLASS} labelled images per class, head below.")
     if args.json:
