@@ -33,7 +33,26 @@ _LAZY = {
     "digits_folder": "kerastl.data",
 }
 
-__all__ = ["KerastlError", "UsageError", "__version__", *_LAZY]
+__all__ = [
+    "Backbone",
+    "Classifier",
+    "FinetuneConfig",
+    "FinetuneResult",
+    "KerastlError",
+    "PretrainConfig",
+    "UsageError",
+    "__version__",
+    "build_classifier",
+    "digits_folder",
+    "evaluate",
+    "finetune",
+    "load_backbone",
+    "load_classifier",
+    "parse_strategy",
+    "predict",
+    "pretrain",
+    "set_trainable_by_pattern",
+]
 
 
 def __getattr__(name):

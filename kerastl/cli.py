@@ -107,7 +107,7 @@ class KerastlGroup(click.Group):
             _fail("interrupted; outputs already in place are untouched", 130, debug)
         except click.ClickException as error:
             _fail(error.format_message(), error.exit_code, debug)
-        except Exception as error:  # anything unforeseen still gets one line
+        except Exception as error:  # noqa: BLE001  (anything unforeseen still gets one line)
             text = str(error).strip().splitlines()
             detail = text[-1] if text else ""
             _fail(f"unexpected {type(error).__name__}: {detail[:300]} (rerun with --debug for the traceback)",
@@ -281,7 +281,8 @@ def backbones():
 @main.command()
 @click.option("--data", "source", required=True, metavar="SOURCE", type=_NonEmptyPath(),
               help="A class-per-folder directory (images, WAV or .txt files), tfds:NAME[:SPLIT], synthetic:NAME "
-                   "(images: glyphs, fractals; audio: pseudowords) or corpus:python-docs (text).")
+                   "(images: glyphs, fractals; audio: pseudowords) or corpus:NAME (text: python-docs, "
+                   "python-docs-files, python-docs-wide).")
 @click.option("--arch", required=True, help="A keras.applications name (e.g. MobileNetV2) or smallnet-s|m|l; "
               "smallnet-s|m|l for audio (on the log-mel spectrogram); textcnn-s|m for text.")
 @click.option("--image-size", type=click.IntRange(8, 1024), default=28, show_default=True)

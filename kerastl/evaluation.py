@@ -33,7 +33,7 @@ def classification_metrics(y_true, probabilities, class_names) -> dict:
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
         per_class[name] = {"precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4),
                            "support": support}
-    n = int(len(y_true))
+    n = len(y_true)
     return {
         "accuracy": round(float((y_true == y_pred).mean()), 6) if n else None,
         "n": n,

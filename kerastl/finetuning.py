@@ -165,7 +165,12 @@ def _fit(model, training, *, epochs: int, phase: str, config: FinetuneConfig, ou
     """
     import keras
 
-    from kerastl.checkpointing import backup_dir, completed_epochs, epoch_batches, epoch_seeds_callback
+    from kerastl.checkpointing import (
+        backup_dir,
+        completed_epochs,
+        epoch_batches,
+        epoch_seeds_callback,
+    )
 
     callbacks = [epoch_seeds_callback(model, config.seed)]
     first = 0
@@ -234,7 +239,14 @@ def _train_head(classifier, data, config, epochs, class_weight, verbose, timing,
 
 
 def _prepare_data(data_dir, backbone, config: FinetuneConfig):
-    from kerastl.data import class_weights, drop_undecodable, input_spec, make_dataset, scan_folder, split
+    from kerastl.data import (
+        class_weights,
+        drop_undecodable,
+        input_spec,
+        make_dataset,
+        scan_folder,
+        split,
+    )
 
     spec = input_spec(backbone.model)
     scan = drop_undecodable(scan_folder(data_dir, spec.modality))
@@ -338,8 +350,13 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
     from kerastl.backbones import Backbone, default_backbone_spec, load_backbone
     from kerastl.data import digits_folder
     from kerastl.evaluation import classification_metrics
-    from kerastl.freezing import (parse_strategy, prepare_backbone, resolve_auto, set_backbone_trainable,
-                                  set_trainable_by_pattern)
+    from kerastl.freezing import (
+        parse_strategy,
+        prepare_backbone,
+        resolve_auto,
+        set_backbone_trainable,
+        set_trainable_by_pattern,
+    )
     from kerastl.head import build_classifier
 
     config = config or FinetuneConfig()

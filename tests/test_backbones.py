@@ -6,8 +6,12 @@ import json
 import numpy as np
 import pytest
 
-from kerastl.backbones import (KERAS_PREPROCESSING, keras_application_names, list_saved_backbones,
-                               load_backbone)
+from kerastl.backbones import (
+    KERAS_PREPROCESSING,
+    keras_application_names,
+    list_saved_backbones,
+    load_backbone,
+)
 from kerastl.errors import KerastlError, UsageError
 from kerastl.layers import ImagePreprocessing
 

@@ -83,7 +83,7 @@ def _fails(parse):
     def check(text):
         try:
             parse(text)
-        except Exception:
+        except Exception:  # noqa: BLE001  (any refusal by the parser counts as invalid)
             return True
         return False
     return check

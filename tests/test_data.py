@@ -4,8 +4,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kerastl.data import (class_weights, detect_modality, digits_folder, drop_undecodable, image_dataset,
-                          scan_folder, split)
+from kerastl.data import (
+    class_weights,
+    detect_modality,
+    digits_folder,
+    drop_undecodable,
+    image_dataset,
+    scan_folder,
+    split,
+)
 from kerastl.errors import KerastlError, UsageError
 
 from .conftest import make_image_folder
