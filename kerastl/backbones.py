@@ -130,21 +130,43 @@ def list_saved_backbones() -> list[dict]:
     return found
 
 
-def default_backbone_spec() -> str:
-    """The backbone `kerastl finetune` uses when none is given: the image backbone in `saved_models/` whose
-    manifest is marked `"default": true` (else the first image backbone).
+def default_backbone_spec(modality: str = "image") -> str:
+    """The backbone `kerastl finetune` uses when none is given: the backbone of `modality` in `saved_models/`
+    whose manifest is marked `"default": true` (else the first of that modality).
 
     Raises:
-        KerastlError: no image backbone is shipped in `saved_models/`.
+        KerastlError: no backbone of that modality is shipped in `saved_models/`.
     """
-    images = [m for m in list_saved_backbones() if m.get("modality") == "image"]
+    images = [m for m in list_saved_backbones() if m.get("modality") == modality]
     if not images:
+        example = {"image": "keras:MobileNetV2"}.get(modality, "hub:<dir>")
         raise KerastlError(
-            f"no pretrained image backbone found in {saved_models_dir()}; pass --backbone SPEC "
-            "(e.g. keras:MobileNetV2) or run `kerastl pretrain` first"
+            f"no pretrained {modality} backbone found in {saved_models_dir()}; pass --backbone SPEC "
+            f"(e.g. {example}) or run `kerastl pretrain` first"
         )
     images.sort(key=lambda m: not m.get("default", False))
     return images[0]["path"]
+
+
+# How to make a backbone of each input type when saved_models/ has none (kerastl's built-in sources).
+_PRETRAIN_HINTS = {
+    "image": "kerastl pretrain --data synthetic:glyphs --arch smallnet-s --out saved_models/NAME",
+    "audio": "kerastl pretrain --data synthetic:pseudowords --arch smallnet-s --out saved_models/NAME",
+    "text": "kerastl pretrain --data corpus:python-docs-wide --arch textcnn-s --out saved_models/NAME",
+}
+
+
+def suggest_backbone(modality: str) -> str:
+    """A short instruction naming a backbone of `modality`: the default one in `saved_models/` if there is
+    one, else how to pretrain one."""
+    try:
+        path = default_backbone_spec(modality)
+    except KerastlError:
+        hint = _PRETRAIN_HINTS.get(modality)
+        return (f"pretrain {modality} backbone with `{hint}`" if hint else
+                "pick a backbone of the data's type (`kerastl backbones` shows each one's modality)")
+    name = Path(path).name
+    return f"use a {modality} backbone such as --backbone saved_models/{name} (`kerastl backbones` lists them)"
 
 
 def load_backbone(
@@ -296,11 +318,22 @@ def _load_savedmodel(spec, handle, image_size, from_scratch) -> Backbone:
             f"--from-scratch needs an architecture to re-initialise; {spec} is an opaque SavedModel. "
             "Use a keras: or .keras backbone for the from-scratch baseline"
         )
+    hub = HubLayer(handle, trainable=True, name="hub")
+    # The module's input tells its type: strings are text, one float axis (after the batch) a waveform.
+    kind = _hub_input_kind(hub)
+    if kind == "text":
+        from kerastl.text import hub_backbone
+
+        return hub_backbone(spec, hub)
+    if kind == "audio":
+        from kerastl.audio import hub_backbone
+
+        return hub_backbone(spec, hub)
     size = int(image_size or DEFAULT_IMAGE_SIZE)
     inputs = keras.Input((size, size, 3), name="pixels")
     # TF-Hub's image convention: float pixels in [0, 1].
     preprocess = ImagePreprocessing(mode="scale", scale=1.0 / 255.0, name="preprocessing")
-    features = HubLayer(handle, trainable=True, name="hub")(preprocess(inputs))
+    features = hub(preprocess(inputs))
     model = keras.Model(inputs, features, name="hub_backbone")
     return Backbone(
         model=model,
@@ -311,6 +344,27 @@ def _load_savedmodel(spec, handle, image_size, from_scratch) -> Backbone:
         feature_width=int(features.shape[-1]),
         weights="pretrained",
     )
+
+
+def _hub_input_kind(hub) -> str:
+    """text (a string input), audio (a float input of rank 2, batch and samples, or of rank 1, one waveform as
+    YAMNet takes) or image (anything else, which the image path then checks by calling the module)."""
+    from kerastl.hub import _first_input_spec
+
+    input_spec = None
+    fn = getattr(hub, "_fn", None)
+    if fn is not None and getattr(hub, "_input_names", None) is None:
+        input_spec = _first_input_spec(fn)
+    elif fn is not None:
+        specs = list(fn.structured_input_signature[1].values())
+        input_spec = specs[0] if len(specs) == 1 else None
+    if input_spec is None:
+        return "image"
+    if input_spec.dtype == "string":
+        return "text"
+    if input_spec.shape.rank in (1, 2) and input_spec.dtype.is_floating:
+        return "audio"
+    return "image"
 
 
 def resolve_path(spec: str) -> Path | None:
@@ -395,7 +449,9 @@ def load_keras_file(path, *, trust: bool = False):
     """
     import keras
 
-    import kerastl.layers  # noqa: F401  (registers kerastl's serializable layers)
+    import kerastl.audio  # noqa: F401  (registers kerastl's serializable layers, as the two below)
+    import kerastl.layers  # noqa: F401
+    import kerastl.text  # noqa: F401
 
     path = Path(path)
     if not path.is_file():
@@ -455,9 +511,18 @@ def _from_keras_model(spec, model, manifest, from_scratch) -> Backbone:
         modality = manifest["modality"]
         preprocessing = manifest.get("preprocessing", {})
     else:
-        modality = "image" if len(input_shape) == 3 else "unknown"
-        pre = [layer for layer in walk_layers(model) if isinstance(layer, ImagePreprocessing)]
-        preprocessing = pre[0].to_record() if pre else {"mode": "none"}
+        modality = _modality_of(model)
+        if modality == "audio":
+            from kerastl.audio import preprocessing_record
+
+            preprocessing = preprocessing_record(model)
+        elif modality == "text":
+            from kerastl.text import preprocessing_record
+
+            preprocessing = preprocessing_record(model)
+        else:
+            pre = [layer for layer in walk_layers(model) if isinstance(layer, ImagePreprocessing)]
+            preprocessing = pre[0].to_record() if pre else {"mode": "none"}
     return Backbone(
         model=model,
         spec=spec,
@@ -467,6 +532,16 @@ def _from_keras_model(spec, model, manifest, from_scratch) -> Backbone:
         feature_width=int(model.output.shape[-1]),
         weights="none" if from_scratch else "pretrained",
     )
+
+
+def _modality_of(model) -> str:
+    """image, audio or text from a model's input (`kerastl.data.input_spec`), else "unknown"."""
+    from kerastl.data import input_spec
+
+    try:
+        return input_spec(model).modality
+    except KerastlError:
+        return "unknown"
 
 
 def cut_backbone(backbone: Backbone, layer_name: str) -> Backbone:

@@ -65,6 +65,14 @@ def describe_target(target: str, *, image_size=None, trust: bool = False) -> lis
             f"total params {total:,}, trainable {trainable:,}"]
 
 
+def _input_text(spec: dict) -> str:
+    """A manifest's input in a few characters: 28x28x1, 16000 @ 16000 Hz, string."""
+    if spec.get("dtype") == "string":
+        return "string"
+    shape = "x".join(str(d) for d in spec.get("shape", []))
+    return f"{shape} @ {spec['sample_rate']} Hz" if spec.get("sample_rate") else shape
+
+
 def describe_backbones() -> list[str]:
     """Our `saved_models/` backbones (with modality, input and pretraining source), then Keras applications."""
     from kerastl.backbones import KERAS_PREPROCESSING, _keras_module, keras_application_names, list_saved_backbones
@@ -74,7 +82,7 @@ def describe_backbones() -> list[str]:
     rows = []
     for m in saved:
         pre = m.get("pretraining", {})
-        rows.append((m["path"], m.get("modality", "?"), "x".join(str(d) for d in m["input"]["shape"]),
+        rows.append((m["path"], m.get("modality", "?"), _input_text(m["input"]),
                      str(m.get("feature_width", "?")), f"{pre.get('source', '?')} ({pre.get('classes', '?')} classes)",
                      "default" if m.get("default") else ""))
     if rows:
@@ -91,5 +99,6 @@ def describe_backbones() -> list[str]:
             keras_application_names()]
     lines += ["  " + r for r in format_table(rows, ("spec", "modality", "preprocessing"))]
     lines.append("")
-    lines.append("TF-Hub TF2 SavedModels: hub:<url-or-local-dir> (image feature vectors or classifiers).")
+    lines.append("TF-Hub TF2 SavedModels: hub:<url-or-local-dir>: image feature vectors or classifiers, audio "
+                 "modules taking (batch, samples) waveforms at 16 kHz, text embeddings taking strings.")
     return lines

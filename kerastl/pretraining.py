@@ -7,7 +7,9 @@ and `kerastl backbones` understand.
 Sources:
 - a class-per-folder image directory;
 - `tfds:NAME[:SPLIT]`, a TFDS builder's prepared data (offline: one line says what to download and where);
-- `synthetic:NAME`, generated inside the tf.data graph (`kerastl.synthetic`), unlimited images per class.
+- `synthetic:NAME`, generated inside the tf.data graph (`kerastl.synthetic`), unlimited images per class;
+- audio and text: `synthetic:pseudowords`, `corpus:python-docs`, folders of WAV or .txt files and TFDS audio
+  sets (`kerastl.pretraining_modalities`, which also builds their models; the training here is shared).
 
 Distribution:
 - `auto` (the default tf.distribute strategy, one device) and `mirrored` (several GPUs) train with Keras
@@ -59,6 +61,8 @@ class PretrainConfig:
         dropout: dropout before the pre-training classifier.
         description: free text for the manifest.
         default: mark the backbone as `kerastl finetune`'s default in its manifest.
+        sample_rate, clip_seconds: audio sources: the waveform the backbone takes (mono).
+        sequence_length, vocabulary_size: text sources: tokens per text and the vocabulary's size.
     """
 
     source: str
@@ -79,6 +83,10 @@ class PretrainConfig:
     dropout: float = 0.1
     description: str = ""
     default: bool = False
+    sample_rate: int = 16000
+    clip_seconds: float = 1.0
+    sequence_length: int = 64
+    vocabulary_size: int = 16000
 
     def validate(self) -> None:
         """Raises UsageError naming the first invalid value."""
@@ -93,6 +101,12 @@ class PretrainConfig:
             ("--precision", self.precision, self.precision in PRECISIONS, f"one of {PRECISIONS}"),
             ("--strategy", self.distribution, self.distribution in DISTRIBUTIONS, f"one of {DISTRIBUTIONS}"),
             ("--channels", self.channels, self.channels in (None, 1, 3), "1 or 3"),
+            ("--sample-rate", self.sample_rate, 8000 <= int(self.sample_rate) <= 96000, "between 8000 and 96000"),
+            ("--clip-seconds", self.clip_seconds, 0.25 <= float(self.clip_seconds) <= 30, "between 0.25 and 30"),
+            ("--sequence-length", self.sequence_length, 4 <= int(self.sequence_length) <= 4096,
+             "between 4 and 4096"),
+            ("--vocabulary-size", self.vocabulary_size, 100 <= int(self.vocabulary_size) <= 1_000_000,
+             "between 100 and 1000000"),
         ]
         for name, value, ok, expected in checks:
             if not ok:
@@ -116,6 +130,8 @@ class Source:
     num_classes: int
     description: str
     finite_steps: int | None  # steps in one pass over a finite source
+    modality: str = "image"
+    texts: list | None = None  # text sources: the training texts, from which the vocabulary is built
 
 
 def load_source(config: PretrainConfig, channels: int, global_batch: int) -> Source:
@@ -127,14 +143,27 @@ def load_source(config: PretrainConfig, channels: int, global_batch: int) -> Sou
         KerastlError: the folder or TFDS data cannot be read (one line says what to fetch and where).
     """
     source = config.source
+    if source.startswith(("synthetic:", "corpus:", "tfds:")) or (
+            Path(source).is_dir() and _folder_modality(source) != "image"):
+        from kerastl.pretraining_modalities import other_source
+
+        found = other_source(config, global_batch)
+        if found is not None:
+            return found
     if source.startswith("synthetic:"):
         return _synthetic_source(config, source[len("synthetic:"):], channels, global_batch)
     if source.startswith("tfds:"):
         return _tfds_source(config, source[len("tfds:"):], channels, global_batch)
     if Path(source).is_dir():
         return _folder_source(config, Path(source), channels, global_batch)
-    raise UsageError(f"--data must be a class-per-folder directory, tfds:NAME[:SPLIT] or synthetic:NAME. "
-                     f"Received: {source}")
+    raise UsageError(f"--data must be a class-per-folder directory, tfds:NAME[:SPLIT], synthetic:NAME or "
+                     f"corpus:NAME. Received: {source}")
+
+
+def _folder_modality(root) -> str:
+    from kerastl.data import detect_modality
+
+    return detect_modality(root) or "image"
 
 
 def _synthetic_source(config, name, channels, global_batch) -> Source:
@@ -260,7 +289,8 @@ def build_pretraining_model(arch: str, input_shape, num_classes: int, *, mean, s
 
 
 def count_flops(model) -> int:
-    """Forward FLOPs per example (2 × multiply-accumulates) of the Conv2D, DepthwiseConv2D and Dense layers."""
+    """Forward FLOPs per example (2 × multiply-accumulates) of the Conv1D, Conv2D, DepthwiseConv2D and Dense
+    layers, and of layers that report their own (`forward_flops()`)."""
     import keras
 
     from kerastl.layers import walk_layers
@@ -285,8 +315,13 @@ def count_flops(model) -> int:
             kh, kw = layer.kernel_size
             cin = layer.input.shape[-1] // layer.groups
             total += 2 * kh * kw * cin * math.prod(out_shape[1:])
+        elif isinstance(layer, keras.layers.Conv1D):
+            cin = layer.input.shape[-1] // layer.groups
+            total += 2 * layer.kernel_size[0] * cin * math.prod(out_shape[1:])
         elif isinstance(layer, keras.layers.Dense):
             total += 2 * layer.input.shape[-1] * layer.units
+        elif hasattr(layer, "forward_flops"):  # layers of fixed maths, e.g. kerastl.audio.LogMelSpectrogram
+            total += int(layer.forward_flops())
     return int(total)
 
 
@@ -534,16 +569,27 @@ def pretrain(config: PretrainConfig, out, *, command: str | None = None, verbose
     strategy = make_distribution(config.distribution)
     global_batch = int(config.batch_size)
     source = load_source(config, channels, global_batch)
-    input_shape = (int(config.image_size), int(config.image_size), channels)
-    mean, std = _estimate_statistics(source.train, channels)
+    if source.modality == "image":
+        input_shape = (int(config.image_size), int(config.image_size), channels)
+        mean, std = _estimate_statistics(source.train, channels)
+        input_record = {"shape": list(input_shape), "dtype": "float32", "range": [0, 255],
+                        "layout": "channels_last", "color": "grayscale" if channels == 1 else "rgb"}
+        preprocessing = {"mode": "scale", "scale": 1.0 / 255.0, "mean": mean, "std": std}
+
+        def make_model():
+            return build_pretraining_model(config.arch, input_shape, source.num_classes, mean=mean, std=std,
+                                           dropout=config.dropout, seed=config.seed)
+    else:
+        from kerastl.pretraining_modalities import other_model_factory
+
+        input_shape, input_record, preprocessing, make_model = other_model_factory(config, source)
     steps_per_epoch = int(config.steps_per_epoch)
     if source.finite_steps is not None and config.steps is None:
         steps_per_epoch = min(steps_per_epoch, source.finite_steps)
     epochs = config.total_epochs()
 
     def build():
-        model, _ = build_pretraining_model(config.arch, input_shape, source.num_classes, mean=mean, std=std,
-                                           dropout=config.dropout, seed=config.seed)
+        model, _ = make_model()
         return model
 
     multiworker = config.distribution == "multiworker"
@@ -558,8 +604,7 @@ def pretrain(config: PretrainConfig, out, *, command: str | None = None, verbose
     try:
         with strategy.scope():
             keras.utils.set_random_seed(config.seed)
-            model, backbone = build_pretraining_model(config.arch, input_shape, source.num_classes, mean=mean,
-                                                      std=std, dropout=config.dropout, seed=config.seed)
+            model, backbone = make_model()
             schedule = keras.optimizers.schedules.CosineDecay(
                 0.0, decay_steps=max(1, epochs * steps_per_epoch - min(200, steps_per_epoch)),
                 warmup_target=float(config.learning_rate), warmup_steps=min(200, steps_per_epoch))
@@ -599,12 +644,11 @@ def pretrain(config: PretrainConfig, out, *, command: str | None = None, verbose
     manifest = {
         "format_version": 1,
         "name": out.name,
-        "modality": "image",
+        "modality": source.modality,
         "description": config.description or f"{config.arch} pretrained on {source.description}",
         "default": bool(config.default),
-        "input": {"shape": list(input_shape), "dtype": "float32", "range": [0, 255],
-                  "layout": "channels_last", "color": "grayscale" if channels == 1 else "rgb"},
-        "preprocessing": {"mode": "scale", "scale": 1.0 / 255.0, "mean": mean, "std": std},
+        "input": input_record,
+        "preprocessing": preprocessing,
         "feature_width": int(backbone.output.shape[-1]),
         "arch": config.arch,
         "pretraining": {

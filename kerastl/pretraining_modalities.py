@@ -1,0 +1,242 @@
+"""Step 1 for audio and text: their pre-training sources and models (`kerastl.pretraining` runs the training).
+
+Sources:
+- audio: `synthetic:pseudowords` (`kerastl.synthetic_audio`, generated in the tf.data graph), a class-per-folder
+  directory of WAV files, or `tfds:NAME[:SPLIT]` of a prepared TFDS audio set (`audio` and `label` features,
+  e.g. speech_commands);
+- text: `corpus:python-docs` (`kerastl.corpora`, text that ships with Python) or a class-per-folder directory
+  of `.txt` files.
+
+Models: the backbone (`kerastl.audio.build_audio_backbone`, `kerastl.text.build_text_backbone`) with a
+pre-training classifier on top (pooling, dropout, `Dense(name="predictions")`), as for images. The audio front
+end's standardisation is measured on the source; the text vocabulary is built from the training texts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kerastl.errors import KerastlError
+
+
+def other_source(config, global_batch: int):
+    """The `kerastl.pretraining.Source` of an audio or text `config.source`, or None for an image source.
+
+    Raises:
+        UsageError: an unknown corpus.
+        KerastlError: the folder cannot be read.
+    """
+    from kerastl.synthetic_audio import SOURCES
+
+    spec = config.source
+    if spec.startswith("synthetic:"):
+        name = spec[len("synthetic:"):]
+        return _synthetic_audio(config, name, global_batch) if name in SOURCES else None
+    if spec.startswith("tfds:"):
+        return _tfds_audio(config, spec[len("tfds:"):], global_batch)
+    if spec.startswith("corpus:"):
+        from kerastl.corpora import corpus_examples
+
+        texts, labels, classes, description = corpus_examples(spec[len("corpus:"):])
+        by_class = [[t for t, y in zip(texts, labels) if y == i] for i in range(len(classes))]
+        return _text_source(config, classes, by_class, description, global_batch)
+    from kerastl.data import detect_modality, drop_undecodable, scan_folder
+
+    modality = detect_modality(spec)
+    if modality not in ("audio", "text"):
+        return None
+    scan = drop_undecodable(scan_folder(spec, modality))
+    description = f"folder {spec} ({len(scan.class_names)} classes)"
+    if modality == "text":
+        from kerastl.text import load_texts
+
+        by_class = [list(load_texts(files)) for files in scan.files]
+        return _text_source(config, scan.class_names, by_class, description, global_batch)
+    return _audio_folder(config, scan, description, global_batch)
+
+
+def _num_samples(config) -> int:
+    return int(round(int(config.sample_rate) * float(config.clip_seconds)))
+
+
+def _synthetic_audio(config, name, global_batch):
+    import tensorflow as tf
+
+    from kerastl.pretraining import Source
+    from kerastl.synthetic_audio import synthetic_audio_dataset
+
+    common = dict(num_classes=int(config.classes), sample_rate=int(config.sample_rate),
+                  num_samples=_num_samples(config), seed=int(config.seed))
+    train = synthetic_audio_dataset(name, split="train", **common).batch(global_batch, drop_remainder=True)
+    val = (synthetic_audio_dataset(name, split="validation", **common)
+           .take(int(config.validation_steps) * global_batch).batch(global_batch).cache())
+    return Source(train.prefetch(tf.data.AUTOTUNE), val.prefetch(tf.data.AUTOTUNE), int(config.classes),
+                  f"synthetic:{name} ({config.classes} classes, generated in the tf.data graph)", None,
+                  modality="audio")
+
+
+def _tfds_audio(config, spec, global_batch):
+    """A TFDS audio classification set (an `audio` and a `label` feature, e.g. speech_commands), or None when
+    the builder has no audio feature (the image path then handles it, or says what to prepare)."""
+    import os
+
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    from kerastl.errors import UsageError
+    from kerastl.pretraining import Source
+
+    name, _, split_name = spec.partition(":")
+    split_name = split_name or "train"
+    try:
+        builder = tfds.builder(name, data_dir=os.environ.get("TFDS_DATA_DIR") or None)
+        features = builder.info.features
+    except Exception:  # unknown or unprepared: kerastl.pretraining's image path reports it in one line
+        return None
+    if "audio" not in features or "label" not in features:
+        return None
+    if not (Path(builder.data_dir) / "dataset_info.json").is_file():
+        return None
+    rate = int(getattr(features["audio"], "sample_rate", 0) or 0)
+    if rate and rate != int(config.sample_rate):
+        raise UsageError(f"tfds:{name} is sampled at {rate} Hz; pass --sample-rate {rate}")
+    num_samples = _num_samples(config)
+    info = builder.info
+    scale = 32768.0 if features["audio"].dtype == tf.int16 else 1.0
+
+    def convert(example):
+        wave = tf.cast(example["audio"], tf.float32) / scale
+        if wave.shape.rank == 2:  # (samples, channels): mixed down to mono
+            wave = tf.reduce_mean(wave, axis=-1)
+        length = tf.shape(wave)[0]
+        start = tf.maximum(length - num_samples, 0) // 2  # centre crop, as kerastl.audio.fit_length
+        wave = wave[start:start + num_samples]
+        pad = num_samples - tf.shape(wave)[0]
+        wave = tf.pad(wave, [[pad // 2, pad - pad // 2]])
+        return tf.ensure_shape(tf.clip_by_value(wave, -1.0, 1.0), [num_samples]), tf.cast(example["label"], tf.int32)
+
+    def pipeline(split, training):
+        data = builder.as_dataset(split=split, shuffle_files=training,
+                                  read_config=tfds.ReadConfig(shuffle_seed=config.seed))
+        data = data.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
+        if training:
+            data = data.shuffle(10_000, seed=config.seed).repeat()
+        return data.batch(global_batch, drop_remainder=training).prefetch(tf.data.AUTOTUNE)
+
+    num_classes = int(features["label"].num_classes)
+    val_split = next((s for s in ("validation", "test") if s in info.splits and s != split_name), None)
+    return Source(pipeline(split_name, True),
+                  pipeline(val_split, False).take(int(config.validation_steps)) if val_split else None,
+                  num_classes, f"tfds:{name}:{split_name} ({num_classes} classes, audio at {rate or '?'} Hz)",
+                  max(1, info.splits[split_name].num_examples // global_batch), modality="audio")
+
+
+def _split_lists(class_names, by_class, seed):
+    from kerastl.data import FolderScan, split
+
+    # `split` shuffles and partitions per class; the items need not be paths.
+    scan = FolderScan(root=Path("."), class_names=list(class_names), files=[list(items) for items in by_class])
+    return split(scan, validation_fraction=0.05, seed=seed)
+
+
+def _audio_folder(config, scan, description, global_batch):
+    import numpy as np
+    import tensorflow as tf
+
+    from kerastl.audio import load_waveforms
+    from kerastl.pretraining import Source
+
+    parts = _split_lists(scan.class_names, scan.files, config.seed)
+    options = dict(sample_rate=int(config.sample_rate), num_samples=_num_samples(config))
+    train_x, val_x = load_waveforms(parts.train_files, **options), load_waveforms(parts.val_files, **options)
+    train = (tf.data.Dataset.from_tensor_slices((train_x, np.asarray(parts.train_labels, "int32")))
+             .shuffle(len(train_x), seed=config.seed).repeat().batch(global_batch, drop_remainder=True))
+    val = tf.data.Dataset.from_tensor_slices((val_x, np.asarray(parts.val_labels, "int32"))).batch(global_batch)
+    return Source(train.prefetch(tf.data.AUTOTUNE), val.prefetch(tf.data.AUTOTUNE), len(scan.class_names),
+                  description, max(1, len(train_x) // global_batch), modality="audio")
+
+
+def _text_source(config, class_names, by_class, description, global_batch):
+    import numpy as np
+    import tensorflow as tf
+
+    from kerastl.pretraining import Source
+
+    parts = _split_lists(class_names, by_class, config.seed)
+    if len(parts.train_files) < global_batch:
+        raise KerastlError(f"{config.source} has {len(parts.train_files)} training texts, fewer than one batch of "
+                           f"{global_batch}; lower --batch-size or add texts")
+    train = (tf.data.Dataset.from_tensor_slices((tf.constant(parts.train_files, tf.string),
+                                                 np.asarray(parts.train_labels, "int32")))
+             .shuffle(len(parts.train_files), seed=config.seed).repeat().batch(global_batch, drop_remainder=True))
+    val = None
+    if parts.val_files:
+        val = tf.data.Dataset.from_tensor_slices((tf.constant(parts.val_files, tf.string),
+                                                  np.asarray(parts.val_labels, "int32"))).batch(global_batch)
+    return Source(train.prefetch(tf.data.AUTOTUNE), val, len(class_names), description,
+                  max(1, len(parts.train_files) // global_batch), modality="text", texts=list(parts.train_files))
+
+
+def other_model_factory(config, source):
+    """For an audio or text `source`: `(input_shape, input_record, preprocessing, make_model)`, where
+    `make_model()` returns `(pretraining_model, backbone)` as `kerastl.pretraining.build_pretraining_model`.
+
+    Text trains in float32: `keras.mixed_precision` would give the tokenizer a float dtype on saving.
+
+    Raises:
+        UsageError: an architecture of another modality.
+    """
+    if source.modality == "audio":
+        return _audio_factory(config, source)
+    return _text_factory(config, source)
+
+
+def _classifier(backbone, num_classes, dropout, seed, name):
+    import keras
+
+    x = backbone.output
+    if len(x.shape) == 4:
+        x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    x = keras.layers.Dropout(dropout, seed=seed, name="dropout")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
+    return keras.Model(backbone.input, outputs, name=f"pretrain_{name}")
+
+
+def _audio_factory(config, source):
+    import numpy as np
+
+    from kerastl.audio import build_audio_backbone, logmel_statistics
+
+    num_samples = _num_samples(config)
+    sample = np.concatenate([x.numpy() for x, _ in source.train.take(4)])
+    mean, std = logmel_statistics(sample, sample_rate=int(config.sample_rate))
+    options = dict(sample_rate=int(config.sample_rate), num_samples=num_samples, mean=mean, std=std)
+
+    def make_model():
+        backbone = build_audio_backbone(config.arch, **options)
+        return _classifier(backbone, source.num_classes, config.dropout, config.seed, backbone.name), backbone
+
+    record = build_audio_backbone(config.arch, **options).get_layer("log_mel").to_record()
+    input_record = {"shape": [num_samples], "dtype": "float32", "range": [-1, 1], "layout": "waveform",
+                    "channels": "mono", "sample_rate": int(config.sample_rate),
+                    "clip_seconds": float(config.clip_seconds)}
+    return (num_samples,), input_record, record, make_model
+
+
+def _text_factory(config, source):
+    from kerastl.text import SPLIT, STANDARDIZE, build_text_backbone, build_vocabulary
+
+    config.precision = "float32"
+    vocabulary = build_vocabulary(source.texts, vocabulary_size=int(config.vocabulary_size),
+                                  sequence_length=int(config.sequence_length))
+
+    def make_model():
+        backbone = build_text_backbone(config.arch, vocabulary, sequence_length=int(config.sequence_length))
+        return _classifier(backbone, source.num_classes, config.dropout, config.seed, backbone.name), backbone
+
+    input_record = {"shape": [], "dtype": "string", "encoding": "utf-8", "layout": "text",
+                    "sequence_length": int(config.sequence_length)}
+    preprocessing = {"mode": "text_vectorization", "standardize": STANDARDIZE, "split": SPLIT,
+                     "sequence_length": int(config.sequence_length), "vocabulary_size": len(vocabulary) + 2,
+                     "vocabulary_source": "the training texts of the pre-training source"}
+    return (), input_record, preprocessing, make_model

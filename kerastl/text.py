@@ -1,0 +1,245 @@
+"""Text input: `.txt` files in, raw strings through the model, the tokenizer and its vocabulary baked into it.
+
+A text backbone takes raw strings, a batch of shape (batch,), as image backbones take raw pixels. Its first
+layer is a `keras.layers.TextVectorization` (named "tokenizer") holding the vocabulary of its pre-training
+corpus, so the vocabulary travels inside `backbone.keras`, every fine-tuned `model.keras` and every exported
+SavedModel, which therefore takes raw strings too.
+
+TFLite has no builtin kernels for string splitting and lookup, so a text classifier cannot become a .tflite
+file that takes strings. `tokenized_model(model)` gives what can be converted instead: the same classifier
+from token ids (int64, (batch, sequence_length)), plus the vocabulary and the tokenizer settings, so that an
+app tokenises (lowercase, strip punctuation, split on whitespace, look up, pad or truncate) before calling
+it. tests/test_text.py checks that the two agree.
+
+The `textcnn-*` encoders: embedding → two 1-D convolutions (the second dilated); the backbone outputs the
+average over the real tokens (`MaskedAveragePooling1D`, so padding does not dilute short texts) of both the word
+vectors and the convolution features, concatenated.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+from keras import ops
+
+from kerastl.errors import KerastlError, UsageError
+
+DEFAULT_SEQUENCE_LENGTH = 64
+DEFAULT_VOCABULARY_SIZE = 16000
+STANDARDIZE = "lower_and_strip_punctuation"
+SPLIT = "whitespace"
+# name -> (embedding width, convolution width)
+TEXT_ARCHS = {"textcnn-s": (64, 128), "textcnn-m": (96, 192)}
+
+
+@keras.saving.register_keras_serializable(package="kerastl")
+class MaskedAveragePooling1D(keras.layers.Layer):
+    """Average of `features` (batch, steps, width) over the steps whose token id (batch, steps) is not 0
+    (padding). A text of only padding gives zeros."""
+
+    def call(self, inputs):
+        features, ids = inputs
+        mask = ops.cast(ops.not_equal(ids, 0), features.dtype)[..., None]
+        total = ops.sum(features * mask, axis=1)
+        return total / ops.maximum(ops.sum(mask, axis=1), 1.0)
+
+    def compute_output_shape(self, input_shape):
+        features_shape = input_shape[0]
+        return (features_shape[0], features_shape[2])
+
+
+def read_text(path) -> str:
+    """The contents of a UTF-8 text file (a BOM is dropped).
+
+    Raises:
+        KerastlError: the file cannot be read, is not UTF-8, or holds only whitespace.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise KerastlError(f"{path} is not UTF-8 text (byte {error.start}); re-save it as UTF-8") from None
+    except OSError as error:
+        raise KerastlError(f"cannot read {path}: {error.strerror}") from None
+    if not text.strip():
+        raise KerastlError(f"{path} is empty")
+    return text
+
+
+def decode_error(path) -> str | None:
+    """Why `path` cannot be read as text, or None."""
+    try:
+        read_text(path)
+    except KerastlError as error:
+        return str(error)[:200]
+    return None
+
+
+def load_texts(files) -> np.ndarray:
+    """Reads `files` into a numpy array of Python strings (object dtype), in order."""
+    texts = np.empty(len(files), dtype=object)  # np.asarray would make a fixed-width str array
+    texts[:] = [read_text(f) for f in files]
+    return texts
+
+
+def text_dataset(files, labels, *, batch_size: int, shuffle: bool = False, seed: int = 0, texts=None):
+    """The tf.data pipeline: read once → shuffle (training) → batch → prefetch. Yields `(strings, label)`.
+
+    `texts` may be given instead of reading `files` (the strings themselves)."""
+    import tensorflow as tf
+
+    texts = load_texts(files) if texts is None else np.asarray(list(texts), dtype=object)
+    dataset = tf.data.Dataset.from_tensor_slices((tf.constant(list(texts), tf.string) if len(texts)
+                                                  else tf.zeros((0,), tf.string),
+                                                  np.asarray(list(labels), "int32")))
+    if shuffle:
+        dataset = dataset.shuffle(max(len(texts), 1), seed=seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+# ---------------------------------------------------------------------------------------------- tokenizer
+
+
+def make_tokenizer(vocabulary=None, *, vocabulary_size: int = DEFAULT_VOCABULARY_SIZE,
+                   sequence_length: int = DEFAULT_SEQUENCE_LENGTH):
+    """The `TextVectorization` layer of kerastl's text backbones: lowercase, strip punctuation, split on
+    whitespace, look up (0 = padding, 1 = out of vocabulary), pad or truncate to `sequence_length`."""
+    return keras.layers.TextVectorization(
+        max_tokens=int(vocabulary_size), standardize=STANDARDIZE, split=SPLIT, output_mode="int",
+        output_sequence_length=int(sequence_length), vocabulary=vocabulary, name="tokenizer")
+
+
+def build_vocabulary(texts, *, vocabulary_size: int = DEFAULT_VOCABULARY_SIZE,
+                     sequence_length: int = DEFAULT_SEQUENCE_LENGTH) -> list[str]:
+    """The `vocabulary_size - 2` most frequent tokens of `texts` (without the padding and OOV entries, which
+    `TextVectorization` adds), most frequent first."""
+    import tensorflow as tf
+
+    tokenizer = make_tokenizer(vocabulary_size=vocabulary_size, sequence_length=sequence_length)
+    tokenizer.adapt(tf.data.Dataset.from_tensor_slices(tf.constant(list(texts), tf.string)).batch(512))
+    return [str(token) for token in tokenizer.get_vocabulary()[2:]]
+
+
+def tokenizer_of(model):
+    """The first `TextVectorization` layer of `model` (descending into nested models), or None."""
+    from kerastl.layers import walk_layers
+
+    for layer in walk_layers(model):
+        if isinstance(layer, keras.layers.TextVectorization):
+            return layer
+    return None
+
+
+def preprocessing_record(model) -> dict:
+    """The tokenizer record that manifests carry (the vocabulary itself stays in the model)."""
+    tokenizer = tokenizer_of(model)
+    if tokenizer is None:
+        return {"mode": "none"}
+    config = tokenizer.get_config()
+    return {"mode": "text_vectorization", "standardize": config.get("standardize"), "split": config.get("split"),
+            "sequence_length": config.get("output_sequence_length"),
+            "vocabulary_size": int(tokenizer.vocabulary_size())}
+
+
+# ----------------------------------------------------------------------------------------------- backbones
+
+
+def build_text_backbone(arch: str, vocabulary, *, sequence_length: int = DEFAULT_SEQUENCE_LENGTH):
+    """Raw strings (batch,) → tokenizer → `arch` encoder → a feature vector (batch, width).
+
+    Raises:
+        UsageError: an unknown architecture or an empty vocabulary.
+    """
+    if arch not in TEXT_ARCHS:
+        raise UsageError(f"unknown text --arch '{arch}'; use one of {', '.join(TEXT_ARCHS)}")
+    if not vocabulary:
+        raise UsageError("the text backbone needs a vocabulary; the pre-training corpus gave none")
+    embed, width = TEXT_ARCHS[arch]
+    tokenizer = make_tokenizer(list(vocabulary), vocabulary_size=len(vocabulary) + 2,
+                               sequence_length=sequence_length)
+    inputs = keras.Input((), dtype="string", name="texts")
+    ids = tokenizer(inputs)
+    embedded = keras.layers.Embedding(len(vocabulary) + 2, embed, name="embedding")(ids)
+    x = keras.layers.Conv1D(width, 3, padding="same", activation="relu", name="conv1")(embedded)
+    x = keras.layers.Conv1D(width, 3, padding="same", dilation_rate=2, activation="relu", name="conv2")(x)
+    # The mean word vector beside the mean phrase features: a new output layer on frozen features can then
+    # weigh words it never saw in its few examples by their pretrained neighbours.
+    features = keras.layers.Concatenate(name="features")([
+        MaskedAveragePooling1D(name="mean_words")([embedded, ids]),
+        MaskedAveragePooling1D(name="mean_phrases")([x, ids])])
+    return keras.Model(inputs, features, name=f"text_{arch.replace('-', '_')}")
+
+
+def hub_backbone(spec: str, hub_layer):
+    """A TF-Hub text embedding module (raw strings (batch,) → (batch, width) or (batch, steps, width)) as a
+    `Backbone`; the module tokenises inside itself.
+
+    Raises:
+        KerastlError: the module does not return a vector or a sequence of vectors per string.
+    """
+    from kerastl.backbones import Backbone
+
+    inputs = keras.Input((), dtype="string", name="texts")
+    features = hub_layer(inputs)
+    if len(features.shape) not in (2, 3):
+        raise KerastlError(f"{spec} returns outputs of shape {tuple(features.shape)} for strings; a text backbone "
+                           "must return (batch, features) or (batch, steps, features)")
+    model = keras.Model(inputs, features, name="hub_text_backbone")
+    return Backbone(model=model, spec=spec, modality="text", input_shape=(), preprocessing={"mode": "hub_module"},
+                    feature_width=int(features.shape[-1]), weights="pretrained")
+
+
+# ------------------------------------------------------------------------------------------------- export
+
+
+def serving_signature(model):
+    """The input a SavedModel of a text classifier takes: `texts`, tf.string of shape (batch,). For
+    `kerastl.export`."""
+    import tensorflow as tf
+
+    return tf.TensorSpec((None,), tf.string, name="texts")
+
+
+def tokenized_model(model):
+    """What a text classifier becomes for TFLite: `(ids_model, vocabulary, tokenizer)`.
+
+    `ids_model` is `model` minus its tokenizer, from token ids (int64, (batch, sequence_length)) to the same
+    outputs, sharing its layers and weights; `vocabulary` is the token list (index i is id i: "" is padding,
+    "[UNK]" out of vocabulary); `tokenizer` is the record of how to turn a string into ids
+    (`preprocessing_record`). `tokenize(model, texts)` does it in Python for checking.
+
+    Raises:
+        KerastlError: the model has no `TextVectorization` layer, or is not the chain that
+            `kerastl.head.build_classifier` makes (backbone, then pooling/dropout/output layers).
+    """
+    from kerastl.layers import walk_layers
+
+    tokenizer = tokenizer_of(model)
+    if tokenizer is None:
+        raise KerastlError(f"{model.name} has no TextVectorization layer; only models that tokenise inside can be "
+                           "split into a token-id model and a vocabulary")
+    sequence_length = int(tokenizer.get_config()["output_sequence_length"] or 0)
+    if not sequence_length:
+        raise KerastlError("the tokenizer has no fixed output_sequence_length; TFLite needs a fixed input length")
+    owner = next((layer for layer in walk_layers(model) if isinstance(layer, keras.Model)
+                  and tokenizer in layer.layers), model)
+    ids = keras.Input((sequence_length,), dtype="int64", name="token_ids")
+    # The owner's graph from the tokenizer's output onwards, applied to the new input.
+    tail = keras.Model(tokenizer.output, owner.output, name=f"{owner.name}_from_ids")
+    x = tail(ids)
+    if owner is not model:
+        after = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+        if not after or after[0] is not owner:
+            raise KerastlError("the text model is not a backbone followed by a chain of layers; rebuild it with "
+                               "kerastl.head.build_classifier")
+        for layer in after[1:]:
+            x = layer(x)
+    vocabulary = [str(token) for token in tokenizer.get_vocabulary()]
+    return keras.Model(ids, x, name=f"{model.name}_from_ids"), vocabulary, preprocessing_record(model)
+
+
+def tokenize(model, texts) -> np.ndarray:
+    """Token ids (int64, (len(texts), sequence_length)) of `texts` by the model's own tokenizer."""
+    tokenizer = tokenizer_of(model)
+    return np.asarray(tokenizer(np.asarray(list(texts), dtype=object))).astype("int64")

@@ -1,0 +1,338 @@
+"""Text end to end: reading .txt files, the built-in corpus, pretrain → finetune (head, full) → evaluate →
+predict → SavedModel (raw strings) and TFLite (token ids + vocabulary) round trips, TF-Hub text modules, and
+the same-input-type errors as one line."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from kerastl.cli import main
+from kerastl.errors import KerastlError
+
+TOPICS = {
+    "weather": ["rain", "sunny", "cloud", "storm", "wind", "forecast", "snow", "cold", "warm", "thunder"],
+    "sport": ["goal", "match", "team", "score", "coach", "league", "player", "ball", "win", "referee"],
+    "cooking": ["oven", "recipe", "flour", "bake", "salt", "pan", "sauce", "boil", "onion", "butter"],
+}
+FILLER = ["the", "a", "today", "was", "very", "and", "we", "saw", "some", "it", "is", "for", "our", "with"]
+
+
+def make_text_folder(root, per_class=10, seed=0):
+    """Short sentences mixing a topic's words with filler, one .txt file each."""
+    rng = np.random.default_rng(seed)
+    for topic, vocabulary in TOPICS.items():
+        (root / topic).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            words = list(rng.choice(vocabulary, 3)) + list(rng.choice(FILLER, 5))
+            rng.shuffle(words)
+            (root / topic / f"{i:02d}.txt").write_text(" ".join(words).capitalize() + ".\n", encoding="utf-8")
+    return root
+
+
+def _one_line_error(result, code, *needles):
+    assert result.exit_code == code, result.output
+    last = [line for line in result.output.splitlines() if line.strip()][-1]
+    assert last.startswith("Error: ") and "Traceback" not in result.output, result.output
+    for needle in needles:
+        assert needle in last, last
+    return last
+
+
+@pytest.fixture(scope="module")
+def texts(tmp_path_factory):
+    return make_text_folder(tmp_path_factory.mktemp("texts"))
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """A tiny text backbone made by `kerastl pretrain` on a folder of other topics' sentences."""
+    corpus = tmp_path_factory.mktemp("corpus")
+    rng = np.random.default_rng(1)
+    for topic in ("music", "travel", "garden"):
+        (corpus / topic).mkdir()
+        for i in range(20):
+            words = [f"{topic}{j}" for j in rng.integers(0, 5, 3)] + list(rng.choice(FILLER + TOPICS["sport"], 5))
+            (corpus / topic / f"{i}.txt").write_text(" ".join(words))
+    out = tmp_path_factory.mktemp("saved") / "docs-tiny"
+    result = CliRunner().invoke(main, [
+        "pretrain", "--data", str(corpus), "--arch", "textcnn-s", "--epochs", "1", "--steps-per-epoch", "3",
+        "--batch-size", "16", "--validation-steps", "1", "--precision", "float32", "--no-xla",
+        "--sequence-length", "16", "--vocabulary-size", "200", "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ pieces
+
+
+def test_read_text_errors(tmp_path):
+    from kerastl.text import read_text
+
+    (tmp_path / "ok.txt").write_bytes("\ufeffcafé au lait\n".encode("utf-8"))
+    assert read_text(tmp_path / "ok.txt") == "café au lait\n"
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    with pytest.raises(KerastlError, match="not UTF-8"):
+        read_text(tmp_path / "latin1.txt")
+    (tmp_path / "empty.txt").write_text("  \n")
+    with pytest.raises(KerastlError, match="is empty"):
+        read_text(tmp_path / "empty.txt")
+
+
+def test_undecodable_text_is_skipped_and_listed(tmp_path):
+    from kerastl.data import drop_undecodable, scan_folder
+
+    root = make_text_folder(tmp_path / "t", per_class=2)
+    (root / "sport" / "bad.txt").write_bytes(b"\xff\xfe\xfa")
+    scan = drop_undecodable(scan_folder(root, "text"))
+    assert [p for p, _ in scan.skipped] == [str(root / "sport" / "bad.txt")]
+    assert scan.counts == {"cooking": 2, "sport": 2, "weather": 2}
+
+
+def test_python_docs_corpus_is_labelled_by_module():
+    from kerastl.corpora import corpus_examples
+
+    texts, labels, classes, description = corpus_examples("python-docs")
+    assert len(classes) >= 30 and len(texts) == len(labels) > 5000
+    assert {"asyncio", "email", "tarfile"} <= set(classes)
+    assert all(len(t.split()) >= 5 and ">>>" not in t for t in texts[:500])
+    assert "standard library" in description
+    # Fixed order: the same call gives the same examples.
+    assert corpus_examples("python-docs")[0][:50] == texts[:50]
+
+
+@pytest.mark.slow
+def test_file_and_wide_corpora():
+    from kerastl.corpora import corpus_examples
+
+    # The stdlib paragraphs by source file: finer topics, more classes.
+    _, _, files, _ = corpus_examples("python-docs-files")
+    assert len(files) > 84 and "email/message" in files
+    _, _, classes, description = corpus_examples("python-docs-wide")
+    assert any(c.startswith("tensorflow/") for c in classes) and "asyncio" in classes
+    benchmark = ("numpy", "scipy", "matplotlib", "PIL", "click", "sklearn")
+    assert not [c for c in classes if c.split("/")[0] in benchmark]
+    assert "tensorflow" in description
+
+
+def test_masked_average_ignores_padding():
+    from kerastl.text import MaskedAveragePooling1D
+
+    features = np.arange(12, dtype="float32").reshape(1, 4, 3)
+    ids = np.array([[5, 9, 0, 0]])
+    np.testing.assert_allclose(np.asarray(MaskedAveragePooling1D()([features, ids])), [[1.5, 2.5, 3.5]])
+    np.testing.assert_allclose(np.asarray(MaskedAveragePooling1D()([features, np.zeros((1, 4))])), [[0, 0, 0]])
+
+
+# ------------------------------------------------------------------------------------------- end to end
+
+
+def test_pretrained_text_backbone_manifest(pretrained):
+    from kerastl.backbones import load_backbone
+
+    manifest = json.loads((pretrained / "manifest.json").read_text())
+    assert manifest["modality"] == "text"
+    assert manifest["input"]["dtype"] == "string" and manifest["input"]["shape"] == []
+    assert manifest["preprocessing"]["mode"] == "text_vectorization"
+    assert manifest["preprocessing"]["sequence_length"] == 16
+    backbone = load_backbone(str(pretrained))
+    assert backbone.modality == "text" and backbone.input_shape == ()
+    # The vocabulary travels in the model: it tokenises words of the pre-training corpus.
+    tokenizer = backbone.model.get_layer("tokenizer")
+    assert "music0" in tokenizer.get_vocabulary()
+    assert manifest["preprocessing"]["vocabulary_size"] == tokenizer.vocabulary_size()
+
+
+@pytest.mark.parametrize("strategy", ["head", "full"])
+def test_finetune_evaluate_predict_on_texts(strategy, pretrained, texts, tmp_path):
+    out = tmp_path / strategy
+    runner = CliRunner()
+    result = runner.invoke(main, ["finetune", "--data", str(texts), "--backbone", str(pretrained), "--strategy",
+                                  strategy, "--epochs", "2", "--head-epochs", "1", "--batch-size", "8",
+                                  "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["strategy"] == strategy and metrics["backbone"]["modality"] == "text"
+    phases = [row["phase"] for row in metrics["history"]]
+    assert phases == (["head", "head"] if strategy == "head" else ["head", "full", "full"])
+    result = runner.invoke(main, ["evaluate", str(out), "--data", str(texts), "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["n"] == 30
+    sample = min((texts / "sport").iterdir())
+    result = runner.invoke(main, ["predict", str(out), str(sample)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert result.output.split("\t")[1] in TOPICS
+
+
+def test_full_strategy_trains_the_embedding(pretrained, texts):
+    from kerastl.backbones import load_backbone
+    from kerastl.finetuning import FinetuneConfig, finetune
+
+    before = load_backbone(str(pretrained)).model.get_layer("embedding").embeddings.numpy()
+    head = finetune(texts, str(pretrained), config=FinetuneConfig(strategy="head", epochs=1, batch_size=8),
+                    verbose=0)
+    full = finetune(texts, str(pretrained), config=FinetuneConfig(strategy="full", epochs=1, head_epochs=1,
+                                                                  batch_size=8, learning_rate=1e-2), verbose=0)
+    embedding = lambda result: result.model.get_layer("backbone").get_layer("embedding").embeddings.numpy()
+    np.testing.assert_array_equal(embedding(head), before)
+    assert not np.allclose(embedding(full), before)
+
+
+def test_export_round_trips(pretrained, texts, tmp_path):
+    """The SavedModel takes raw strings; the TFLite file takes token ids and comes with the vocabulary."""
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    from kerastl import text
+    from kerastl.evaluation import load_classifier
+    from kerastl.finetuning import FinetuneConfig, finetune
+
+    finetune(texts, str(pretrained), out=tmp_path / "run", config=FinetuneConfig(strategy="head", epochs=1),
+             verbose=0)
+    model, _ = load_classifier(tmp_path / "run")
+    samples = text.load_texts(sorted(texts.glob("*/*.txt"))[::5]).tolist() + ["unseen words only", ""]
+    reference = model.predict(np.asarray(samples, dtype=object), verbose=0)
+
+    model.export(str(tmp_path / "saved_model"), format="tf_saved_model", verbose=False,
+                 input_signature=[text.serving_signature(model)])
+    served = tf.saved_model.load(str(tmp_path / "saved_model"))
+    np.testing.assert_allclose(served.serve(tf.constant(samples)).numpy(), reference, atol=1e-5)
+    np.testing.assert_allclose(served.serve(tf.constant(samples[:1])).numpy(), reference[:1], atol=1e-5)
+
+    ids_model, vocabulary, tokenizer = text.tokenized_model(model)
+    assert vocabulary[:2] == ["", "[UNK]"] and tokenizer["sequence_length"] == 16
+    ids = text.tokenize(model, samples)
+    assert ids.shape == (len(samples), 16) and ids.dtype == np.int64
+    np.testing.assert_allclose(ids_model.predict(ids, verbose=0), reference, atol=1e-5)
+    path = tmp_path / "model.tflite"
+    ids_model.export(str(path), format="litert", verbose=False,
+                     input_signature=[tf.TensorSpec((1, 16), tf.int64, name="token_ids")],
+                     target_spec={"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]})
+    interpreter = Interpreter(str(path))
+    interpreter.allocate_tensors()
+    (inp,), (outp,) = interpreter.get_input_details(), interpreter.get_output_details()
+    lite = []
+    for row in ids:
+        interpreter.set_tensor(inp["index"], row[None].astype(inp["dtype"]))
+        interpreter.invoke()
+        lite.append(interpreter.get_tensor(outp["index"])[0])
+    np.testing.assert_allclose(np.stack(lite), reference, atol=1e-4)
+
+
+def test_the_whole_text_model_does_not_convert_to_builtin_tflite(pretrained, texts, tmp_path):
+    """Why `tokenized_model` exists: string ops have no builtin TFLite kernels."""
+    import keras
+    import tensorflow as tf
+
+    from kerastl.backbones import load_backbone
+
+    model = load_backbone(str(pretrained)).model
+    with pytest.raises(Exception):  # noqa: B017 (the converter's error types are internal to TensorFlow)
+        model.export(str(tmp_path / "m.tflite"), format="litert", verbose=False,
+                     input_signature=[tf.TensorSpec((1,), tf.string)],
+                     target_spec={"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]})
+    assert isinstance(model.get_layer("tokenizer"), keras.layers.TextVectorization)
+
+
+# ---------------------------------------------------------------------------------------------- TF-Hub
+
+
+@pytest.fixture(scope="module")
+def hub_text_module(tmp_path_factory):
+    """A TF-Hub-style text embedding: raw strings (batch,) → the mean of word vectors, with its own
+    vocabulary table, saved with tf.saved_model.save."""
+    import tensorflow as tf
+
+    words = sorted({w for vocabulary in TOPICS.values() for w in vocabulary})
+
+    class TextEmbedding(tf.Module):
+        def __init__(self):
+            super().__init__()
+            initializer = tf.lookup.KeyValueTensorInitializer(tf.constant(words),
+                                                              tf.range(1, len(words) + 1, dtype=tf.int64))
+            self.table = tf.lookup.StaticHashTable(initializer, default_value=0)
+            self.embeddings = tf.Variable(tf.random.stateless_normal((len(words) + 1, 6), seed=(1, 2)))
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+        def __call__(self, texts):
+            tokens = tf.strings.split(tf.strings.lower(tf.strings.regex_replace(texts, r"[^\w\s]", "")))
+            vectors = tf.ragged.map_flat_values(tf.nn.embedding_lookup, self.embeddings,
+                                                tf.ragged.map_flat_values(self.table.lookup, tokens))
+            return tf.reduce_mean(vectors, axis=1)
+
+    path = tmp_path_factory.mktemp("hub") / "text_embedding"
+    tf.saved_model.save(TextEmbedding(), str(path))
+    return path
+
+
+def test_hub_text_module_is_a_text_backbone(hub_text_module, texts):
+    from kerastl.backbones import load_backbone
+    from kerastl.finetuning import FinetuneConfig, finetune
+
+    backbone = load_backbone(f"hub:{hub_text_module}")
+    assert backbone.modality == "text" and backbone.input_shape == () and backbone.feature_width == 6
+    result = finetune(texts, backbone, config=FinetuneConfig(strategy="full", epochs=1, head_epochs=1,
+                                                             batch_size=8), verbose=0)
+    assert result.metrics["backbone"]["modality"] == "text" and result.metrics["n"] > 0
+
+
+# --------------------------------------------------------------------------------- same input type rule
+
+
+@pytest.fixture()
+def saved_models(tmp_path, monkeypatch):
+    root = tmp_path / "saved_models"
+    for name, modality in (("glyphs-x", "image"), ("pseudowords-x", "audio"), ("docs-x", "text")):
+        (root / name).mkdir(parents=True)
+        (root / name / "manifest.json").write_text(json.dumps({"modality": modality, "input": {"shape": []}}))
+    monkeypatch.setenv("KERASTL_SAVED_MODELS", str(root))
+    return root
+
+
+def _finetune(data, backbone, out):
+    return CliRunner().invoke(main, ["finetune", "--data", str(data), "--backbone", str(backbone), "--epochs", "1",
+                                     "--out", str(out)], catch_exceptions=False)
+
+
+def test_text_backbone_on_wav_folder(pretrained, saved_models, tmp_path):
+    for word in ("yes", "no"):
+        (tmp_path / "wavs" / word).mkdir(parents=True)
+        (tmp_path / "wavs" / word / "a.wav").write_bytes(b"RIFF....WAVE")
+    _one_line_error(_finetune(tmp_path / "wavs", pretrained, tmp_path / "out"), 1, "holds audio files",
+                    "a text backbone", "saved_models/pseudowords-x")
+    assert not (tmp_path / "out").exists()
+
+
+def test_image_backbone_on_text_folder(texts, tiny_backbone_path, saved_models, tmp_path):
+    _one_line_error(_finetune(texts, tiny_backbone_path, tmp_path / "out"), 1, "holds text files",
+                    "an image backbone", "saved_models/docs-x")
+
+
+def test_text_backbone_on_images(pretrained, image_folder, saved_models, tmp_path):
+    _one_line_error(_finetune(image_folder, pretrained, tmp_path / "out"), 1, "holds image files",
+                    "a text backbone", "saved_models/glyphs-x")
+
+
+def test_channel_mismatch_is_one_line(image_folder, saved_models, tmp_path):
+    """An image backbone taking 4 channels cannot be fed kerastl's 1- or 3-channel images."""
+    import keras
+
+    inputs = keras.Input((16, 16, 4))
+    path = tmp_path / "rgba.keras"
+    keras.Model(inputs, keras.layers.Conv2D(4, 3)(inputs)).save(path)
+    _one_line_error(_finetune(image_folder, path, tmp_path / "out"), 1, "shape (16, 16, 4)",
+                    "(height, width, 1 or 3)", "saved_models/glyphs-x")
+
+
+def test_finetune_without_backbone_picks_the_default_of_the_data_type(texts, saved_models, tmp_path):
+    # saved_models/docs-x has a manifest but no weights: the default text backbone was chosen (not the image one).
+    _one_line_error(CliRunner().invoke(main, ["finetune", "--data", str(texts), "--out", str(tmp_path / "o")],
+                                       catch_exceptions=False), 1, "docs-x has a manifest but no backbone.keras")
+
+
+def test_backbones_listing_shows_text(pretrained, monkeypatch):
+    monkeypatch.setenv("KERASTL_SAVED_MODELS", str(pretrained.parent))
+    result = CliRunner().invoke(main, ["backbones"], catch_exceptions=False)
+    row = next(line for line in result.output.splitlines() if "docs-tiny" in line)
+    assert "text" in row and "string" in row
