@@ -211,7 +211,7 @@ def read_wav(path, sample_rate: int, num_samples: int) -> np.ndarray:
     Channels are averaged (stereo is mixed down). Integer PCM is scaled by its full range, float WAV kept.
 
     Raises:
-        KerastlError: the file is not a readable WAV file, or holds no samples.
+        KerastlError: the file is not a readable WAV file, holds no samples, or holds NaN/infinite samples.
     """
     import warnings
 
@@ -230,6 +230,9 @@ def read_wav(path, sample_rate: int, num_samples: int) -> np.ndarray:
         data = data.mean(axis=1)
     if data.size == 0:
         raise KerastlError(f"{path} holds no audio samples")
+    if not np.all(np.isfinite(data)):
+        # A float WAV can hold NaN or infinity; one such sample turns the whole training loss into NaN.
+        raise KerastlError(f"{path} holds NaN or infinite samples; re-export the recording")
     if rate != sample_rate:
         common = math.gcd(int(rate), int(sample_rate))
         data = signal.resample_poly(data, sample_rate // common, int(rate) // common).astype("float32")

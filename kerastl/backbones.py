@@ -5,6 +5,8 @@ One function, `load_backbone(spec)`, resolves every kind of backbone. A spec nam
 - `keras:<Name>`: a `keras.applications` constructor (MobileNetV2, EfficientNetB0, ResNet50, VGG16, ...) built
   with `include_top=False`; weights are `imagenet` (through Keras' cache), `none`, or a local weights file.
 - `hub:<url-or-dir>`: a TF-Hub TF2 SavedModel (feature vector or classifier) wrapped by `kerastl.hub.HubLayer`.
+- `url:<https-url>[#sha256=<hex>]`: one of our released backbones, an archive of a `saved_models/NAME`
+  directory, downloaded and verified through `kerastl.downloads`.
 - a path: a `.keras` file, a SavedModel directory, or one of our pretrained backbones in `saved_models/`
   (a directory with a `manifest.json`).
 
@@ -208,6 +210,8 @@ def load_backbone(
             )
         if spec.startswith("hub:"):
             backbone = _load_savedmodel(spec, spec[len("hub:") :], image_size, from_scratch)
+        elif spec.startswith("url:"):
+            backbone = _load_manifest_dir(spec, fetch_released(spec[len("url:") :]), from_scratch, trust)
         else:
             backbone = _load_path(spec, image_size, from_scratch, trust)
     if cut:
@@ -399,6 +403,35 @@ def _load_path(spec, image_size, from_scratch, trust) -> Backbone:
         f"{spec} is not a backbone: expected a .keras file, a SavedModel directory (saved_model.pb) or a "
         f"directory with {MANIFEST}"
     )
+
+
+def fetch_released(url: str) -> Path:
+    """Downloads a released backbone: a .tar.gz (or .zip) of a `saved_models/NAME` directory, pinned by a
+    `#sha256=<hex>` fragment when the publisher gives one. Returns the directory holding `manifest.json`.
+
+    The archive goes through `kerastl.downloads` (cache, atomic and resumable, verified, safe extraction,
+    `--offline`); the weights inside are then checked against the manifest's own sha256 on load.
+
+    Raises:
+        UsageError: the fragment is not `sha256=` and 64 hex digits.
+        KerastlError: the download fails or is refused, or the archive holds no backbone manifest.
+    """
+    from kerastl.downloads import fetch_and_extract
+
+    url, _, fragment = url.partition("#")
+    pin = None
+    if fragment:
+        match = re.fullmatch(r"sha256=([0-9a-fA-F]{64})", fragment)
+        if not match:
+            raise UsageError(f"a url: backbone pins its archive as #sha256=<64 hex digits>. Received: #{fragment}")
+        pin = match.group(1).lower()
+    root = fetch_and_extract(url, sha256=pin, subdir="backbones")
+    candidates = [root] + sorted(p for p in root.iterdir() if p.is_dir())
+    for candidate in candidates:
+        if (candidate / MANIFEST).is_file():
+            return candidate
+    raise KerastlError(f"{url} holds no {MANIFEST}; a released backbone is an archive of a saved_models/NAME "
+                       "directory")
 
 
 def _load_manifest_dir(spec, path: Path, from_scratch, trust) -> Backbone:

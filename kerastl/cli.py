@@ -306,6 +306,9 @@ def backbones():
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--description", default="", help="Free text for the manifest.")
 @click.option("--default", "is_default", is_flag=True, help="Mark as `kerastl finetune`'s default backbone.")
+@click.option("--deterministic", is_flag=True,
+              help="TensorFlow op determinism and no timed precision/XLA choice: a run resumed after a crash "
+                   "ends with the weights of an uninterrupted one.")
 @click.option("--logdir", type=_NonEmptyPath(), default=None, help="TensorBoard logs. Default: beside --out.")
 @click.option("--sample-rate", type=click.IntRange(8000, 96000), default=16000, show_default=True,
               help="Audio: the backbone's sample rate (mono waveforms).")
@@ -318,7 +321,7 @@ def backbones():
 @click.option("--out", required=True, type=_NonEmptyPath(), help="Output directory, e.g. saved_models/NAME.")
 def pretrain(source, arch, image_size, channels, classes, epochs, steps, steps_per_epoch, batch_size,
              learning_rate, precision, xla, distribution, validation_steps, seed, description, is_default,
-             logdir, sample_rate, clip_seconds, sequence_length, vocabulary_size, out):
+             deterministic, logdir, sample_rate, clip_seconds, sequence_length, vocabulary_size, out):
     """Supervised pre-training of a backbone (Step 1), written with a manifest to OUT."""
     _quiet_tensorflow()
     from kerastl.pretraining import PretrainConfig
@@ -329,7 +332,8 @@ def pretrain(source, arch, image_size, channels, classes, epochs, steps, steps_p
                             steps=steps, steps_per_epoch=steps_per_epoch, batch_size=batch_size,
                             learning_rate=learning_rate, precision=precision, jit_compile=xla,
                             distribution=distribution, validation_steps=validation_steps, seed=seed,
-                            description=description, default=is_default, sample_rate=sample_rate,
+                            description=description, default=is_default, deterministic=deterministic,
+                            sample_rate=sample_rate,
                             clip_seconds=clip_seconds, sequence_length=sequence_length,
                             vocabulary_size=vocabulary_size)
     result = run(config, out, verbose=1 if sys.stdout.isatty() else 2, log_dir=logdir)

@@ -61,6 +61,8 @@ class PretrainConfig:
         dropout: dropout before the pre-training classifier.
         description: free text for the manifest.
         default: mark the backbone as `kerastl finetune`'s default in its manifest.
+        deterministic: TensorFlow op determinism and no timing-based choice of precision or XLA; with the
+            same command, a run resumed after a kill ends with the weights of an uninterrupted run.
         sample_rate, clip_seconds: audio sources: the waveform the backbone takes (mono).
         sequence_length, vocabulary_size: text sources: tokens per text and the vocabulary's size.
     """
@@ -83,6 +85,7 @@ class PretrainConfig:
     dropout: float = 0.1
     description: str = ""
     default: bool = False
+    deterministic: bool = False
     sample_rate: int = 16000
     clip_seconds: float = 1.0
     sequence_length: int = 64
@@ -442,7 +445,6 @@ def _custom_training(model, optimizer, strategy, source, config, epochs, steps_p
     import tensorflow as tf
 
     loss_fn = keras.losses.SparseCategoricalCrossentropy(reduction="none")
-    train_iter = iter(strategy.experimental_distribute_dataset(source.train))
     epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var)
     # Every worker writes a checkpoint (collective ops need all of them); only the chief's is kept.
@@ -450,6 +452,9 @@ def _custom_training(model, optimizer, strategy, source, config, epochs, steps_p
     manager = tf.train.CheckpointManager(checkpoint, str(directory), max_to_keep=1)
     if manager.latest_checkpoint:
         checkpoint.restore(manager.latest_checkpoint)
+    # Continue the data stream where the restored epoch left it.
+    train_iter = iter(strategy.experimental_distribute_dataset(
+        source.train.skip(int(epoch_var.numpy()) * steps_per_epoch)))
 
     @tf.function
     def train_step(iterator):
@@ -593,8 +598,13 @@ def pretrain(config: PretrainConfig, out, *, command: str | None = None, verbose
         return model
 
     multiworker = config.distribution == "multiworker"
-    if multiworker:
-        # Collective ops across workers must see the same program on every worker: no timing-based choice.
+    if config.deterministic:
+        from kerastl.checkpointing import enable_determinism
+
+        enable_determinism(config.seed)
+    if multiworker or config.deterministic:
+        # Collective ops across workers must see the same program on every worker, and a deterministic run
+        # the same program on every run: no timing-based choice.
         execution = {"policy": "float32" if config.precision == "auto" else (
             mixed_policy() if config.precision == "mixed" else "float32"),
             "jit_compile": bool(config.jit_compile), "measurements": []}
@@ -621,10 +631,16 @@ def pretrain(config: PretrainConfig, out, *, command: str | None = None, verbose
             with strategy.scope():
                 model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"],
                               jit_compile=execution["jit_compile"])
+            from kerastl.checkpointing import completed_epochs, epoch_seeds_callback
+
+            # A resumed run continues the data stream where the backup left it (the stream is a function of
+            # the seed and the batch index), and every random layer's seed is reset from (seed, epoch).
+            done = min(completed_epochs(backup_dir), epochs)
             callbacks = [keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=True),
-                         keras.callbacks.TensorBoard(str(log_dir))]
-            history = model.fit(source.train, epochs=epochs, steps_per_epoch=steps_per_epoch, shuffle=False,
-                                validation_data=source.validation, callbacks=callbacks, verbose=verbose)
+                         keras.callbacks.TensorBoard(str(log_dir)), epoch_seeds_callback(model, config.seed)]
+            history = model.fit(source.train.skip(done * steps_per_epoch), epochs=epochs, initial_epoch=done,
+                                steps_per_epoch=steps_per_epoch, shuffle=False, validation_data=source.validation,
+                                callbacks=callbacks, verbose=verbose)
             logs = {key: values[-1] for key, values in history.history.items()} if history.history else {}
             # After a resume, fit's history holds only the epochs run since; the backup kept the rest.
             loss_history = [round(float(v), 5) for v in history.history.get("loss", [])]

@@ -236,3 +236,36 @@ def test_lambda_layers_are_refused_without_trust(tmp_path):
     keras.Model(x, keras.layers.Lambda(lambda t: t * 2)(x)).save(tmp_path / "lambda.keras")
     with pytest.raises(KerastlError, match="--trust"):
         load_keras_file(tmp_path / "lambda.keras")
+
+
+def test_released_backbone_downloads_verified_from_a_local_server(tmp_path, tiny_backbone_path, monkeypatch):
+    """url: specs fetch a released saved_models/NAME archive through kerastl.downloads (127.0.0.1 server)."""
+    import functools
+    import hashlib
+    import http.server
+    import tarfile
+    import threading
+
+    folder = _manifest_dir(tmp_path, tiny_backbone_path)
+    served = tmp_path / "www"
+    served.mkdir()
+    with tarfile.open(served / "tiny.tar.gz", "w:gz") as archive:
+        archive.add(folder, arcname="tiny-pretrained")
+    sha = hashlib.sha256((served / "tiny.tar.gz").read_bytes()).hexdigest()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/tiny.tar.gz"
+    try:
+        monkeypatch.setenv("KERASTL_OFFLINE", "0")
+        with pytest.raises(KerastlError, match="sha256|hash"):
+            load_backbone(f"url:{url}#sha256={'0' * 64}")
+        backbone = load_backbone(f"url:{url}#sha256={sha}")
+        assert backbone.input_shape == (16, 16, 3) and backbone.manifest["name"] == "tiny-pretrained"
+        monkeypatch.setenv("KERASTL_OFFLINE", "1")  # served from the cache from now on
+        assert load_backbone(f"url:{url}#sha256={sha}").feature_width == 16
+        with pytest.raises(UsageError, match="sha256="):
+            load_backbone(f"url:{url}#md5=abc")
+    finally:
+        server.shutdown()

@@ -402,11 +402,11 @@ def test_damaged_wav_files_are_skipped_and_listed(tmp_path):
     assert metrics["train_examples"] + metrics["n"] == 10 + 5
 
 
-@pytest.mark.xfail(strict=True, reason="kerastl/audio.py read_wav keeps NaN/inf samples of float WAVs; training "
-                   "on them makes the loss NaN. read_wav should refuse non-finite samples (audio.py's owner)")
 def test_float_wav_with_nan_samples_is_skipped(tmp_path):
     _wav(tmp_path / "nan.wav", 8000, np.full(2000, np.nan, np.float32))
-    assert kdata.decode_error(tmp_path / "nan.wav", "audio") is not None
+    _wav(tmp_path / "inf.wav", 8000, np.concatenate([np.zeros(1999, np.float32), [np.inf]]).astype(np.float32))
+    assert "NaN or infinite" in kdata.decode_error(tmp_path / "nan.wav", "audio")
+    assert "NaN or infinite" in kdata.decode_error(tmp_path / "inf.wav", "audio")
 
 
 def test_damaged_text_files_are_skipped_and_listed(tmp_path):

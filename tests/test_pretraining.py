@@ -123,13 +123,22 @@ def _cli(*args, env=None, **kwargs):
 
 @pytest.mark.slow
 def test_resume_after_kill(tmp_path):
-    """kill -9 mid-run, then the same command again: it continues from its last epoch backup."""
-    out = tmp_path / "saved" / "resume"
-    command = _cli("pretrain", "--data", "synthetic:glyphs", "--arch", "smallnet-s", "--image-size", 16,
-                   "--classes", 10, "--epochs", 6, "--steps-per-epoch", 40, "--batch-size", 16,
-                   "--precision", "float32", "--no-xla", "--validation-steps", 1, "--out", out)
+    """kill -9 mid-run, then the same command again: it continues from its last epoch backup and, in
+    deterministic mode, ends with exactly the weights of an uninterrupted run."""
+    def command(out):
+        return _cli("pretrain", "--data", "synthetic:glyphs", "--arch", "smallnet-s", "--image-size", 16,
+                    "--classes", 10, "--epochs", 6, "--steps-per-epoch", 40, "--batch-size", 16,
+                    "--precision", "float32", "--no-xla", "--validation-steps", 1, "--deterministic", "--out", out)
+
+    def digest(stdout):
+        return next(line.split()[-1] for line in stdout.splitlines() if line.startswith("weights digest"))
+
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    reference = subprocess.run(command(tmp_path / "saved" / "uninterrupted"), capture_output=True, text=True,
+                               env=env, timeout=600, check=False)
+    assert reference.returncode == 0, reference.stdout + reference.stderr
+    out = tmp_path / "saved" / "resume"
+    first = subprocess.Popen(command(out), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     seen = []
     for line in first.stdout:
         seen.append(line)
@@ -139,12 +148,13 @@ def test_resume_after_kill(tmp_path):
     first.wait(timeout=60)
     assert first.returncode == -signal.SIGKILL, "".join(seen)
     assert not out.exists()
-    second = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, check=False)
+    second = subprocess.run(command(out), capture_output=True, text=True, env=env, timeout=600, check=False)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "Epoch 1/6" not in second.stdout and "Epoch 3/6" in second.stdout, second.stdout
     manifest = _check_manifest(out, "synthetic:glyphs")
     assert manifest["pretraining"]["epochs"] == 6
     assert not (out.parent / ".resume.backup").exists()
+    assert digest(second.stdout) == digest(reference.stdout)
 
 
 def _free_ports(n):
