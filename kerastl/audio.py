@@ -222,7 +222,7 @@ def read_wav(path, sample_rate: int, num_samples: int) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # scipy warns about unknown chunks (LIST, etc.), which it skips
             rate, data = wavfile.read(str(path))
-    except Exception as error:  # ValueError, EOFError, struct.error for damaged or non-WAV files
+    except Exception as error:  # noqa: BLE001  (ValueError, EOFError, struct.error: damaged or non-WAV files)
         raise KerastlError(f"cannot read {path} as WAV: {str(error).strip().splitlines()[0][:150] or 'unknown'}"
                            ) from None
     data = _to_float(np.asarray(data))
@@ -386,7 +386,7 @@ def hub_backbone(spec: str, hub_layer, *, sample_rate: int = DEFAULT_SAMPLE_RATE
     from kerastl.backbones import Backbone
     from kerastl.hub import _first_input_spec
 
-    num_samples = int(round(sample_rate * clip_seconds))
+    num_samples = round(sample_rate * clip_seconds)
     inputs = keras.Input((num_samples,), name="waveforms")
     marker = Waveform(sample_rate, name="waveform")
     module_input = _first_input_spec(hub_layer._fn) if hub_layer._input_names is None else None

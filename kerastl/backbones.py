@@ -482,8 +482,8 @@ def load_keras_file(path, *, trust: bool = False):
     """
     import keras
 
-    import kerastl.audio  # noqa: F401  (registers kerastl's serializable layers, as the two below)
-    import kerastl.layers  # noqa: F401
+    import kerastl.audio
+    import kerastl.layers
     import kerastl.text  # noqa: F401
 
     path = Path(path)
@@ -501,7 +501,7 @@ def load_keras_file(path, *, trust: bool = False):
         )
     try:
         return keras.saving.load_model(path, safe_mode=not trust, compile=False)
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001  (Keras raises many types for bad files; each becomes one line)
         message = str(error)
         if "safe_mode" in message or "Lambda" in message:
             raise KerastlError(

@@ -33,7 +33,7 @@ def layer_table(model) -> list[tuple[str, str, str, int, bool]]:
 
 def format_table(rows, header) -> list[str]:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda r: "  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip()  # noqa: E731
+    line = lambda r: "  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip()
     return [line(header), line(["-" * w for w in widths]), *[line(r) for r in rows]]
 
 
@@ -75,7 +75,12 @@ def _input_text(spec: dict) -> str:
 
 def describe_backbones() -> list[str]:
     """Our `saved_models/` backbones (with modality, input and pretraining source), then Keras applications."""
-    from kerastl.backbones import KERAS_PREPROCESSING, _keras_module, keras_application_names, list_saved_backbones
+    from kerastl.backbones import (
+        KERAS_PREPROCESSING,
+        _keras_module,
+        keras_application_names,
+        list_saved_backbones,
+    )
 
     lines = ["Pretrained backbones in saved_models/ (use the path as --backbone):"]
     saved = list_saved_backbones()

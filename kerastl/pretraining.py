@@ -266,7 +266,7 @@ def build_pretraining_model(arch: str, input_shape, num_classes: int, *, mean, s
     from kerastl.layers import ImagePreprocessing
     from kerastl.smallnets import SMALLNETS, smallnet_features
 
-    name = arch[len("keras:"):] if arch.startswith("keras:") else arch
+    name = arch.removeprefix("keras:")
     inputs = keras.Input(tuple(input_shape), name="pixels")
     preprocess = ImagePreprocessing(mode="scale", scale=1.0 / 255.0, mean=mean, std=std, name="preprocessing")
     x = preprocess(inputs)
@@ -562,7 +562,6 @@ def pretrain(config: PretrainConfig, out, *, command: str | None = None, verbose
         KerastlError: the source or cluster configuration cannot be used.
     """
     import keras
-    import tensorflow as tf
 
     config.validate()
     out = Path(out)
