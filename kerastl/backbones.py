@@ -396,7 +396,7 @@ def _load_path(spec, image_size, from_scratch, trust) -> Backbone:
         return _load_manifest_dir(spec, path, from_scratch, trust)
     if path.is_dir() and (path / "saved_model.pb").is_file():
         return _load_savedmodel(spec, str(path), image_size, from_scratch)
-    if path.is_file() and path.suffix == ".keras":
+    if path.is_file() and path.suffix in (".keras", ".h5", ".hdf5"):
         model = load_keras_file(path, trust=trust)
         return _from_keras_model(spec, model, None, from_scratch)
     raise UsageError(
@@ -489,11 +489,15 @@ def load_keras_file(path, *, trust: bool = False):
     path = Path(path)
     if not path.is_file():
         raise KerastlError(f"model file not found: {path}")
-    if path.suffix != ".keras":
-        raise KerastlError(
-            f"{path}: only .keras model files are loaded (full-model .h5 files can run code); "
-            "re-save it with model.save('model.keras')"
-        )
+    if path.suffix in (".h5", ".hdf5"):
+        # Keras ignores safe_mode for full-model .h5 files (CVE-2025-9905): their Lambda layers run on load.
+        if not trust:
+            raise KerastlError(
+                f"{path} is a full-model .h5 file, which Keras loads without safe mode (its code runs); pass "
+                "--trust only if you trust whoever made it, or re-save it as .keras"
+            )
+    elif path.suffix != ".keras":
+        raise KerastlError(f"{path}: model files are .keras (or, with --trust, full-model .h5)")
     if not trust and _embeds_savedmodel(path):
         raise KerastlError(
             f"{path} embeds a TF SavedModel (a hub: backbone), whose graph runs when it loads, like code; pass "

@@ -269,3 +269,12 @@ def test_released_backbone_downloads_verified_from_a_local_server(tmp_path, tiny
             load_backbone(f"url:{url}#md5=abc")
     finally:
         server.shutdown()
+
+
+def test_full_model_h5_needs_trust(tmp_path, tiny_backbone_path):
+    import keras
+
+    keras.saving.load_model(tiny_backbone_path).save(tmp_path / "legacy.h5")
+    with pytest.raises(KerastlError, match="--trust"):
+        load_backbone(str(tmp_path / "legacy.h5"))
+    assert load_backbone(str(tmp_path / "legacy.h5"), trust=True).feature_width == 16
