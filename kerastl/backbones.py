@@ -252,16 +252,7 @@ def _load_keras_application(spec, weights, image_size, from_scratch) -> Backbone
         raise
     except Exception as error:  # Keras raises bare Exception/ValueError for fetch failures and bad sizes
         raise _keras_application_error(name, weights, size, error) from error
-    model = keras.Model(inputs, model.output, name=name.lower())
-    return Backbone(
-        model=model,
-        spec=spec,
-        modality="image",
-        input_shape=(size, size, 3),
-        preprocessing=preprocess.to_record(),
-        feature_width=int(model.output.shape[-1]),
-        weights=weights,
-    )
+    return _image_backbone(spec, inputs, model.output, preprocess, weights, name=name.lower())
 
 
 @contextlib.contextmanager
@@ -293,6 +284,21 @@ def _keras_downloads_through_cache():
         yield
     finally:
         file_utils.get_file = original
+
+
+def _image_backbone(spec, inputs, features, preprocess, weights, *, name) -> Backbone:
+    """The `Backbone` of an image model from raw-pixel `inputs` (its first layer `preprocess`) to `features`."""
+    import keras
+
+    return Backbone(
+        model=keras.Model(inputs, features, name=name),
+        spec=spec,
+        modality="image",
+        input_shape=tuple(int(d) for d in inputs.shape[1:]),
+        preprocessing=preprocess.to_record(),
+        feature_width=int(features.shape[-1]),
+        weights=weights,
+    )
 
 
 def _keras_application_error(name, weights, size, error) -> KerastlError:
@@ -337,17 +343,8 @@ def _load_savedmodel(spec, handle, image_size, from_scratch) -> Backbone:
     inputs = keras.Input((size, size, 3), name="pixels")
     # TF-Hub's image convention: float pixels in [0, 1].
     preprocess = ImagePreprocessing(mode="scale", scale=1.0 / 255.0, name="preprocessing")
-    features = hub(preprocess(inputs))
-    model = keras.Model(inputs, features, name="hub_backbone")
-    return Backbone(
-        model=model,
-        spec=spec,
-        modality="image",
-        input_shape=(size, size, 3),
-        preprocessing=preprocess.to_record(),
-        feature_width=int(features.shape[-1]),
-        weights="pretrained",
-    )
+    return _image_backbone(spec, inputs, hub(preprocess(inputs)), preprocess, "pretrained",
+                           name="hub_backbone")
 
 
 def _hub_input_kind(hub) -> str:

@@ -234,12 +234,8 @@ def _tfds_source(config, spec, channels, global_batch) -> Source:
         return tf.clip_by_value(image, 0.0, 255.0), tf.cast(example[label_key], tf.int32)
 
     def pipeline(split, training):
-        ds = builder.as_dataset(split=split, shuffle_files=training,
-                                read_config=tfds.ReadConfig(shuffle_seed=config.seed))
-        ds = ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
-        if training:
-            ds = ds.shuffle(10_000, seed=config.seed).repeat()
-        return ds.batch(global_batch, drop_remainder=training).prefetch(tf.data.AUTOTUNE)
+        return tfds_pipeline(builder, split, convert, seed=config.seed, global_batch=global_batch,
+                             training=training)
 
     val_split = next((s for s in ("validation", "test") if s in info.splits and s != split_name), None)
     examples = info.splits[split_name].num_examples
@@ -247,6 +243,19 @@ def _tfds_source(config, spec, channels, global_batch) -> Source:
                   pipeline(val_split, False).take(int(config.validation_steps)) if val_split else None,
                   num_classes, f"tfds:{name}:{split_name} ({num_classes} classes)",
                   max(1, examples // global_batch))
+
+
+def tfds_pipeline(builder, split: str, convert, *, seed: int, global_batch: int, training: bool):
+    """A prepared TFDS split as batched `(input, label)` pairs: read (files shuffled when training), map
+    `convert` in parallel, then shuffle and repeat (training), batch, prefetch; seeded."""
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    ds = builder.as_dataset(split=split, shuffle_files=training, read_config=tfds.ReadConfig(shuffle_seed=seed))
+    ds = ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
+    if training:
+        ds = ds.shuffle(10_000, seed=seed).repeat()
+    return ds.batch(global_batch, drop_remainder=training).prefetch(tf.data.AUTOTUNE)
 
 
 # ------------------------------------------------------------------------------------------ architecture

@@ -116,12 +116,10 @@ def _tfds_audio(config, spec, global_batch):
         return tf.ensure_shape(tf.clip_by_value(wave, -1.0, 1.0), [num_samples]), tf.cast(example["label"], tf.int32)
 
     def pipeline(split, training):
-        data = builder.as_dataset(split=split, shuffle_files=training,
-                                  read_config=tfds.ReadConfig(shuffle_seed=config.seed))
-        data = data.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
-        if training:
-            data = data.shuffle(10_000, seed=config.seed).repeat()
-        return data.batch(global_batch, drop_remainder=training).prefetch(tf.data.AUTOTUNE)
+        from kerastl.pretraining import tfds_pipeline
+
+        return tfds_pipeline(builder, split, convert, seed=config.seed, global_batch=global_batch,
+                             training=training)
 
     num_classes = int(features["label"].num_classes)
     val_split = next((s for s in ("validation", "test") if s in info.splits and s != split_name), None)

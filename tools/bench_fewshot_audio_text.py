@@ -89,7 +89,7 @@ def library_docstrings(root: Path, per_class: int, seed: int = 0) -> Path:
             spec = importlib.util.find_spec(top)
             if spec is None or not spec.submodule_search_locations:
                 sys.exit(f"the text benchmark needs the {top} package installed")
-            base = Path(list(spec.submodule_search_locations)[0]).parent / place
+            base = Path(next(iter(spec.submodule_search_locations))).parent / place
             files = [base] if base.is_file() else sorted(p for p in base.rglob("*.py") if "tests" not in p.parts)
             for file in files:
                 texts += list(_first_paragraphs(file))
