@@ -1,10 +1,12 @@
-"""TFLite model metadata for image classifiers, in the form MediaPipe Tasks reads.
+"""TFLite model metadata for image and audio classifiers, in the form MediaPipe Tasks reads.
 
 MediaPipe's `ImageClassifier` refuses a float model without `NormalizationOptions` metadata,
 and takes class names only from a labels file packed with the model (without one, every category
-name is None). The tools that used to write that metadata no longer work: mediapipe's own
-`metadata_writers` fails to import (it needs a C extension the wheels no longer ship), and
-tflite-support is unmaintained. This module reimplements what tflite-support's
+name is None). Its `AudioClassifier` refuses a model without metadata at all: it takes the sample
+rate and channel count of the input from the input tensor's `AudioProperties`, and class names
+from the same kind of labels file. The tools that used to write that metadata no longer work:
+mediapipe's own `metadata_writers` fails to import (it needs a C extension the wheels no longer
+ship), and tflite-support is unmaintained. This module reimplements what tflite-support's
 `MetadataPopulator` does:
 
 1. serialize a `ModelMetadata` flatbuffer (file identifier ``M001``),
@@ -25,6 +27,7 @@ import functools
 import importlib.util
 import io
 import math
+import operator
 import os
 import zipfile
 from types import ModuleType
@@ -34,12 +37,14 @@ from kerastl.errors import KerastlError
 
 __all__ = [
     "LABELS_FILE_NAME",
+    "add_audio_classifier_metadata",
     "add_image_classifier_metadata",
+    "inline_buffers",
     "read_associated_files",
     "read_metadata",
 ]
 
-#: Name of the associated labels file written by `add_image_classifier_metadata`.
+#: Name of the associated labels file written by the `add_*_classifier_metadata` functions.
 LABELS_FILE_NAME = "labels.txt"
 
 _METADATA_FIELD_NAME = "TFLITE_METADATA"
@@ -47,10 +52,14 @@ _TFLITE_FILE_IDENTIFIER = b"TFL3"
 _METADATA_FILE_IDENTIFIER = b"M001"
 # The smallest parser version that understands every field we write. It is the largest "Added in"
 # version (metadata_schema.fbs) among the populated fields, and at least 1.0.0 for identifier
-# M001. We only use 1.0.0 fields (no VOCABULARY files, process units on the subgraph, tensor
-# groups, audio, custom metadata or AssociatedFile.version), so it is 1.0.0. tflite-support
-# computed this with a C++ helper that current mediapipe wheels don't ship.
-_MIN_PARSER_VERSION = "1.0.0"
+# M001. Image metadata only uses 1.0.0 fields (no VOCABULARY files, process units on the
+# subgraph, tensor groups, custom metadata or AssociatedFile.version), so it is 1.0.0; audio
+# metadata adds AudioProperties, added in 1.3.0. tflite-support computed this with a C++ helper
+# that current mediapipe wheels don't ship.
+_IMAGE_MIN_PARSER_VERSION = "1.0.0"
+_AUDIO_MIN_PARSER_VERSION = "1.3.0"
+# AudioProperties.sample_rate and .channels are uint32.
+_UINT32_MAX = 2**32 - 1
 # The TFLite schema declares Buffer.data with force_align 16, but the generated Python packer
 # aligns bytes to 1. TFLite copes with either (the converter itself leaves small buffers 4- or
 # 8-aligned), but re-serializing is our chance to give kernels that read weights in place the
@@ -167,15 +176,11 @@ def add_image_classifier_metadata(
             wrong length, not finite, differ between channels, or std is not positive; or
             mediapipe (which provides the metadata schema) is not installed.
     """
-    model = bytes(model)
-    schema = _model_schema()
-    meta_fb = _metadata_schema()
-    root = _root_model(model)
-    _reject_offset_buffers(root)
-
-    image, output = _check_classifier_io(root, schema)
+    model, schema, meta_fb, root = _open_for_writing(model)
+    image, output = _single_input_and_output(root, "an image classifier", "one image input")
+    _check_image_input(image, schema)
+    num_classes = _check_scores_output(output, schema, "an image classifier")
     channels = int(image.ShapeAsNumpy()[3])
-    num_classes = int(output.ShapeAsNumpy()[-1])
     _check_labels(labels, num_classes)
     mean, std = _check_normalization(mean, std, channels, image.Type() == schema.TensorType.FLOAT32)
     if image.Type() == schema.TensorType.UINT8:
@@ -188,23 +193,83 @@ def add_image_classifier_metadata(
         version=version,
         author=author,
         license=license,
-        channels=channels,
-        mean=mean,
-        std=std,
+        subgraph_name="image_classifier",
+        input_md=_image_input_metadata(meta_fb, channels=channels, mean=mean, std=std),
         num_classes=num_classes,
+        min_parser_version=_IMAGE_MIN_PARSER_VERSION,
     )
-    flatbuffer = _with_metadata_buffer(model, metadata_buf, schema)
+    return _pack_model(model, metadata_buf, labels, schema)
 
-    # Like tflite-support's populator: an uncompressed zip appended to the flatbuffer. Readers
-    # (MediaPipe, TFLite Support) locate the zip from its end record and take the files as views
-    # into the model buffer, which is why they must be stored, not deflated. TFLite itself
-    # ignores bytes after the flatbuffer.
-    out = io.BytesIO()
-    out.write(flatbuffer)
-    with zipfile.ZipFile(out, "a", compression=zipfile.ZIP_STORED) as zf:
-        info = zipfile.ZipInfo(LABELS_FILE_NAME, date_time=_ZIP_DATE_TIME)
-        zf.writestr(info, "".join(label + "\n" for label in labels).encode("utf-8"))
-    return out.getvalue()
+
+def add_audio_classifier_metadata(
+    model: bytes,
+    *,
+    labels: list[str],
+    sample_rate: int,
+    channels: int = 1,
+    name: str = "kerastl audio classifier",
+    description: str = "",
+    version: str = "1",
+    author: str = "kerastl",
+    license: str = "",  # the metadata field is called "license"
+) -> bytes:
+    """Returns a copy of a TFLite audio classifier with metadata that MediaPipe Tasks accepts.
+
+    The model must take one float32 waveform of shape [1, samples], values in [-1, 1] at
+    ``sample_rate`` Hz, and return [1, classes] scores, as kerastl audio classifiers
+    converted with ``input_signature=[kerastl.audio.tflite_signature(model)]`` do (they compute
+    the log-mel spectrogram inside the graph). The input tensor is described as audio
+    (`AudioProperties` with ``sample_rate`` and ``channels``, `Stats` -1..1); the output tensor
+    as class probabilities, with ``labels`` packed as ``labels.txt`` (type `TENSOR_AXIS_LABELS`),
+    where MediaPipe gets the category names from. ``min_parser_version`` is 1.3.0, the schema
+    version that added `AudioProperties`. Metadata already in ``model`` is replaced, together
+    with any files packed after it; other model metadata entries are kept. The output is
+    deterministic.
+
+    What MediaPipe's `AudioClassifier` then does with a clip: it mixes multi-channel audio down to
+    mono (for a 1-channel model), resamples it to ``sample_rate`` if the clip's rate differs,
+    cuts it into consecutive, non-overlapping windows of the model's input length, zero-pads the
+    last one, and returns one classification result per window (timestamped at its start). A
+    resampled clip comes out a few samples longer than its duration, so a clip of exactly the
+    model's length at another rate gives a second, almost silent window. ``sample_rate`` must be
+    the rate the model was trained at: it is not recorded in the TFLite graph, and a wrong value
+    makes MediaPipe resample every clip to the wrong rate.
+
+    ``channels`` is the channel count of the input; the samples of a multi-channel input are
+    interleaved, so the input length must be a multiple of it. kerastl models are mono, and only
+    mono models are tested with MediaPipe.
+
+    Raises:
+        KerastlError: ``model`` is not a TFLite flatbuffer, or stores its weights outside the
+            flatbuffer; its main subgraph does not have exactly one input and one output; the
+            input is not [1, samples] of float32 with a fixed length that is a multiple of
+            ``channels``; the output is not [1, classes] (any number of leading 1s) of float32 or
+            uint8; ``sample_rate`` or ``channels`` is not a positive whole number (up to
+            2**32 - 1); the number of labels differs from the number of classes; a label is
+            empty, repeated or contains a line break; or mediapipe (which provides the metadata
+            schema) is not installed.
+    """
+    model, schema, meta_fb, root = _open_for_writing(model)
+    waveform, output = _single_input_and_output(root, "an audio classifier", "one waveform input")
+    sample_rate = _check_uint32("sample_rate", sample_rate, "the rate in Hz, e.g. 16000")
+    channels = _check_uint32("channels", channels, "1 for the mono waveforms of kerastl models")
+    _check_audio_input(waveform, schema, channels)
+    num_classes = _check_scores_output(output, schema, "an audio classifier")
+    _check_labels(labels, num_classes)
+
+    metadata_buf = _build_metadata(
+        meta_fb,
+        name=name,
+        description=description,
+        version=version,
+        author=author,
+        license=license,
+        subgraph_name="audio_classifier",
+        input_md=_audio_input_metadata(meta_fb, sample_rate=sample_rate, channels=channels),
+        num_classes=num_classes,
+        min_parser_version=_AUDIO_MIN_PARSER_VERSION,
+    )
+    return _pack_model(model, metadata_buf, labels, schema)
 
 
 def read_metadata(model: bytes) -> dict[str, Any]:
@@ -213,10 +278,11 @@ def read_metadata(model: bytes) -> dict[str, Any]:
     Keys: ``name``, ``description``, ``version``, ``author``, ``license``,
     ``min_parser_version`` (strings, "" if unset), ``min_runtime_version`` (the converter's
     model-level entry, or None), ``inputs`` and ``outputs`` (one dict per tensor metadata with
-    ``name``, ``description``, ``content`` ("image", "feature", ... or None), ``color_space``
-    (image inputs: "RGB", "GRAYSCALE" or "UNKNOWN", else None), ``normalization`` ({"mean",
-    "std"} or None), ``stats`` ({"min", "max"} or None) and ``associated_files`` ([{"name",
-    "type"}])), and ``label_files`` (names of the `TENSOR_AXIS_LABELS` files of the outputs).
+    ``name``, ``description``, ``content`` ("image", "audio", "feature", ... or None),
+    ``color_space`` (image tensors: "RGB", "GRAYSCALE" or "UNKNOWN", else None), ``sample_rate``
+    and ``channels`` (ints for audio tensors, else None), ``normalization`` ({"mean", "std"} or
+    None), ``stats`` ({"min", "max"} or None) and ``associated_files`` ([{"name", "type"}])), and
+    ``label_files`` (names of the `TENSOR_AXIS_LABELS` files of the outputs).
 
     Raises:
         KerastlError: ``model`` is not a TFLite flatbuffer, has no ``TFLITE_METADATA``, or the
@@ -229,12 +295,14 @@ def read_metadata(model: bytes) -> dict[str, Any]:
     if buf is None:
         raise KerastlError(
             "The TFLite model has no TFLITE_METADATA; add it with "
-            "kerastl.tflite_metadata.add_image_classifier_metadata."
+            "kerastl.tflite_metadata.add_image_classifier_metadata or "
+            "add_audio_classifier_metadata."
         )
     if not meta_fb.ModelMetadata.ModelMetadataBufferHasIdentifier(buf, 0):
         raise KerastlError(
             "The model's TFLITE_METADATA is not a metadata flatbuffer (no M001 identifier); "
-            "rewrite it with kerastl.tflite_metadata.add_image_classifier_metadata."
+            "rewrite it with kerastl.tflite_metadata.add_image_classifier_metadata or "
+            "add_audio_classifier_metadata."
         )
     md = meta_fb.ModelMetadataT.InitFromObj(meta_fb.ModelMetadata.GetRootAs(buf, 0))
     runtime = _find_metadata_buffer(model, root, "min_runtime_version")
@@ -318,20 +386,76 @@ def _reject_offset_buffers(root: Any) -> None:
             )
 
 
-def _check_classifier_io(root: Any, schema: ModuleType) -> tuple[Any, Any]:
-    """Returns the (input, output) tensor tables of subgraph 0 after checking that they are what
-    MediaPipe's ImageClassifier can drive."""
+def inline_buffers(model: bytes) -> bytes:
+    """Returns ``model`` with every weight buffer stored inside the flatbuffer.
+
+    Some writers (ai-edge-quantizer, for weights over 256 KB; the converter, for models over
+    2 GB) keep buffers after the flatbuffer, addressed by absolute file offsets, which metadata
+    writing cannot move. TFLite reads both layouts alike; a model below the flatbuffer's 2 GB
+    limit can always be inlined. A model without offset buffers is returned unchanged.
+
+    Raises:
+        KerastlError: ``model`` is not a TFLite flatbuffer, or an offset points outside it.
+    """
+    import numpy as np
+
+    model = bytes(model)
+    schema = _model_schema()
+    root = _root_model(model)
+    if not any(root.Buffers(i).Offset() > 1 for i in range(root.BuffersLength())):
+        return model
+    fb = schema.ModelT.InitFromObj(root)
+    for buffer in fb.buffers or []:
+        if buffer.offset > 1:
+            if buffer.offset + buffer.size > len(model):
+                raise KerastlError("The TFLite model's weights end beyond the file; it is truncated.")
+            buffer.data = np.frombuffer(model, dtype=np.uint8, count=buffer.size, offset=buffer.offset)
+            buffer.offset = buffer.size = 0
+    fb.buffers = [_AlignedBuffer(b, schema) for b in fb.buffers]
+    builder = _flatbuffers().Builder(len(model) + 4096)
+    builder.Finish(fb.Pack(builder), _TFLITE_FILE_IDENTIFIER)
+    return bytes(builder.Output())
+
+
+def _open_for_writing(model: bytes) -> tuple[bytes, ModuleType, ModuleType, Any]:
+    """Returns (model bytes, TFLite schema, metadata schema, root Model table) after the checks
+    that every writer needs."""
+    model = bytes(model)
+    schema = _model_schema()
+    meta_fb = _metadata_schema()
+    root = _root_model(model)
+    _reject_offset_buffers(root)
+    return model, schema, meta_fb, root
+
+
+def _single_input_and_output(root: Any, task: str, input_kind: str) -> tuple[Any, Any]:
+    """Returns the (input, output) tensor tables of subgraph 0, which must have exactly one of
+    each. ``task`` ("an image classifier") and ``input_kind`` ("one image input") word the
+    error."""
     graph = root.Subgraphs(0)
     if graph.InputsLength() != 1 or graph.OutputsLength() != 1:
         raise KerastlError(
             f"The TFLite model has {graph.InputsLength()} inputs and {graph.OutputsLength()} "
-            "outputs; an image classifier needs exactly one image input and one output."
+            f"outputs; {task} needs exactly {input_kind} and one output."
         )
-    image = graph.Tensors(graph.Inputs(0))
-    output = graph.Tensors(graph.Outputs(0))
-    types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    return graph.Tensors(graph.Inputs(0)), graph.Tensors(graph.Outputs(0))
 
-    shape = [int(v) for v in image.ShapeAsNumpy()] if image.ShapeLength() else []
+
+def _shape(tensor: Any) -> list[int]:
+    return [int(v) for v in tensor.ShapeAsNumpy()] if tensor.ShapeLength() else []
+
+
+def _shape_signature(tensor: Any) -> list[int]:
+    """The shape with -1 for variable dimensions, or [] if the converter wrote none."""
+    if not tensor.ShapeSignatureLength():
+        return []
+    return [int(v) for v in tensor.ShapeSignatureAsNumpy()]
+
+
+def _check_image_input(image: Any, schema: ModuleType) -> None:
+    """Checks that the input tensor is an image MediaPipe's ImageClassifier can drive."""
+    types = _enum_names(schema.TensorType)
+    shape = _shape(image)
     if len(shape) != 4 or shape[0] != 1 or shape[1] < 1 or shape[2] < 1 or shape[3] not in (1, 3):
         raise KerastlError(
             f"The TFLite model's input has shape {shape}; an image classifier needs "
@@ -339,9 +463,7 @@ def _check_classifier_io(root: Any, schema: ModuleType) -> tuple[Any, Any]:
         )
     # A Keras input of (None, None, 3) converts to shape [1, 1, 1, 3] with signature
     # [-1, -1, -1, 3]; MediaPipe would then shrink every image to 1x1 pixel.
-    signature = (
-        [int(v) for v in image.ShapeSignatureAsNumpy()] if image.ShapeSignatureLength() else []
-    )
+    signature = _shape_signature(image)
     if len(signature) == 4 and (signature[1] < 1 or signature[2] < 1):
         raise KerastlError(
             f"The TFLite model's input has a variable size ({signature}); an image classifier "
@@ -354,11 +476,51 @@ def _check_classifier_io(root: Any, schema: ModuleType) -> tuple[Any, Any]:
             "tf.uint8."
         )
 
-    out_shape = [int(v) for v in output.ShapeAsNumpy()] if output.ShapeLength() else []
+
+def _check_audio_input(waveform: Any, schema: ModuleType, channels: int) -> None:
+    """Checks that the input tensor is a waveform MediaPipe's AudioClassifier can drive.
+
+    MediaPipe (tasks/cc/audio/utils/audio_tensor_specs.cc) takes a 1-D or 2-D float16/float32
+    input with every dimension at least 1 and reads the window length as the last dimension
+    divided by the channel count; its AudioToTensorCalculator fills the tensor with float32
+    samples, channels interleaved. We accept the form kerastl converts to and that is tested end
+    to end, [1, samples] float32.
+    """
+    types = _enum_names(schema.TensorType)
+    shape = _shape(waveform)
+    if len(shape) != 2 or shape[0] != 1 or shape[1] < 1:
+        raise KerastlError(
+            f"The TFLite model's input has shape {shape}; an audio classifier needs a waveform "
+            "[1, samples], so convert with input_signature=[kerastl.audio.tflite_signature(model)]."
+        )
+    # A waveform input of no fixed length converts to shape [1, 1] with signature [1, -1];
+    # MediaPipe would then classify every single sample on its own.
+    signature = _shape_signature(waveform)
+    if signature and signature[-1] < 1:
+        raise KerastlError(
+            f"The TFLite model's input has a variable length ({signature}); an audio classifier "
+            "needs a fixed number of samples, so build the Keras model with a fixed clip length."
+        )
+    if waveform.Type() != schema.TensorType.FLOAT32:
+        raise KerastlError(
+            f"The TFLite model's input is {types.get(waveform.Type(), waveform.Type())}; MediaPipe "
+            "feeds audio as FLOAT32 samples in [-1, 1], so convert without input quantization."
+        )
+    if shape[-1] % channels:
+        raise KerastlError(
+            f"The TFLite model's input has {shape[-1]} samples, not a multiple of channels="
+            f"{channels} (channels are interleaved); pass the model's channel count (1 for mono)."
+        )
+
+
+def _check_scores_output(output: Any, schema: ModuleType, task: str) -> int:
+    """Checks that the output tensor holds class scores MediaPipe's classifiers can read, and
+    returns the number of classes."""
+    types = _enum_names(schema.TensorType)
+    out_shape = _shape(output)
     if not out_shape or out_shape[-1] < 1 or any(d != 1 for d in out_shape[:-1]):
         raise KerastlError(
-            f"The TFLite model's output has shape {out_shape}; an image classifier needs "
-            "[1, number of classes]."
+            f"The TFLite model's output has shape {out_shape}; {task} needs [1, number of classes]."
         )
     if output.Type() not in (schema.TensorType.FLOAT32, schema.TensorType.UINT8):
         raise KerastlError(
@@ -366,7 +528,19 @@ def _check_classifier_io(root: Any, schema: ModuleType) -> tuple[Any, Any]:
             "reads FLOAT32 or UINT8 scores, so convert with inference_output_type tf.float32 or "
             "tf.uint8."
         )
-    return image, output
+    return out_shape[-1]
+
+
+def _check_uint32(label: str, value: Any, hint: str) -> int:
+    """Returns ``value`` as an int if it is a whole number in 1..2**32-1 (an AudioProperties
+    field), else raises."""
+    try:
+        number = operator.index(value)
+    except TypeError:
+        number = None
+    if number is None or isinstance(value, bool) or not 1 <= number <= _UINT32_MAX:
+        raise KerastlError(f"{label} is {value!r}; pass a positive whole number ({hint}).")
+    return number
 
 
 def _check_labels(labels: list[str], num_classes: int) -> None:
@@ -458,21 +632,10 @@ def _check_uint8_input(image: Any, mean: list[float] | None, std: list[float] | 
 # Serialization
 
 
-def _build_metadata(
-    meta_fb: ModuleType,
-    *,
-    name: str,
-    description: str,
-    version: str,
-    author: str,
-    license: str,
-    channels: int,
-    mean: list[float] | None,
-    std: list[float] | None,
-    num_classes: int,
-) -> bytes:
-    """Serializes the ModelMetadata flatbuffer, laid out as tflite-support's ImageClassifierWriter
-    laid it out."""
+def _image_input_metadata(
+    meta_fb: ModuleType, *, channels: int, mean: list[float] | None, std: list[float] | None
+) -> Any:
+    """The TensorMetadataT of an image input, as tflite-support's ImageClassifierWriter wrote it."""
     image_props = meta_fb.ImagePropertiesT()
     image_props.colorSpace = (
         meta_fb.ColorSpaceType.RGB if channels == 3 else meta_fb.ColorSpaceType.GRAYSCALE
@@ -498,7 +661,33 @@ def _build_metadata(
     image_md.stats = meta_fb.StatsT()
     image_md.stats.min = [(0.0 - mi) / si for mi, si in zip(m, s)]
     image_md.stats.max = [(255.0 - mi) / si for mi, si in zip(m, s)]
+    return image_md
 
+
+def _audio_input_metadata(meta_fb: ModuleType, *, sample_rate: int, channels: int) -> Any:
+    """The TensorMetadataT of a waveform input, named as tflite-support's AudioClassifierWriter
+    named it. MediaPipe reads only the AudioProperties."""
+    audio_props = meta_fb.AudioPropertiesT()
+    audio_props.sampleRate = sample_rate
+    audio_props.channels = channels
+    audio_md = meta_fb.TensorMetadataT()
+    audio_md.name = "audio_clip"
+    audio_md.description = (
+        f"Input audio clip to be classified: float32 samples in [-1, 1], {channels} "
+        f"channel{'s' if channels > 1 else ''} at {sample_rate} Hz."
+    )
+    audio_md.content = meta_fb.ContentT()
+    audio_md.content.contentPropertiesType = meta_fb.ContentProperties.AudioProperties
+    audio_md.content.contentProperties = audio_props
+    # Informational, like the image Stats: the range of the input values.
+    audio_md.stats = meta_fb.StatsT()
+    audio_md.stats.min = [-1.0]
+    audio_md.stats.max = [1.0]
+    return audio_md
+
+
+def _scores_metadata(meta_fb: ModuleType, num_classes: int) -> Any:
+    """The TensorMetadataT of the class probabilities output, with the labels file."""
     labels_file = meta_fb.AssociatedFileT()
     labels_file.name = LABELS_FILE_NAME
     labels_file.description = "Labels for categories that the model can recognize."
@@ -513,11 +702,29 @@ def _build_metadata(
     scores_md.stats.min = [0.0]
     scores_md.stats.max = [1.0]
     scores_md.associatedFiles = [labels_file]
+    return scores_md
 
+
+def _build_metadata(
+    meta_fb: ModuleType,
+    *,
+    name: str,
+    description: str,
+    version: str,
+    author: str,
+    license: str,
+    subgraph_name: str,
+    input_md: Any,
+    num_classes: int,
+    min_parser_version: str,
+) -> bytes:
+    """Serializes the ModelMetadata flatbuffer of a classifier with one input (``input_md``) and
+    one class probabilities output, laid out as tflite-support's classifier writers laid it
+    out."""
     subgraph = meta_fb.SubGraphMetadataT()
-    subgraph.name = "image_classifier"
-    subgraph.inputTensorMetadata = [image_md]
-    subgraph.outputTensorMetadata = [scores_md]
+    subgraph.name = subgraph_name
+    subgraph.inputTensorMetadata = [input_md]
+    subgraph.outputTensorMetadata = [_scores_metadata(meta_fb, num_classes)]
 
     md = meta_fb.ModelMetadataT()
     md.name = name
@@ -526,11 +733,27 @@ def _build_metadata(
     md.author = author
     md.license = license
     md.subgraphMetadata = [subgraph]
-    md.minParserVersion = _MIN_PARSER_VERSION
+    md.minParserVersion = min_parser_version
 
     builder = _flatbuffers().Builder(1024)
     builder.Finish(md.Pack(builder), _METADATA_FILE_IDENTIFIER)
     return bytes(builder.Output())
+
+
+def _pack_model(model: bytes, metadata_buf: bytes, labels: list[str], schema: ModuleType) -> bytes:
+    """The model flatbuffer with ``metadata_buf`` as its TFLITE_METADATA, followed by the labels
+    file in a zip archive."""
+    flatbuffer = _with_metadata_buffer(model, metadata_buf, schema)
+    # Like tflite-support's populator: an uncompressed zip appended to the flatbuffer. Readers
+    # (MediaPipe, TFLite Support) locate the zip from its end record and take the files as views
+    # into the model buffer, which is why they must be stored, not deflated. TFLite itself
+    # ignores bytes after the flatbuffer.
+    out = io.BytesIO()
+    out.write(flatbuffer)
+    with zipfile.ZipFile(out, "a", compression=zipfile.ZIP_STORED) as zf:
+        info = zipfile.ZipInfo(LABELS_FILE_NAME, date_time=_ZIP_DATE_TIME)
+        zf.writestr(info, "".join(label + "\n" for label in labels).encode("utf-8"))
+    return out.getvalue()
 
 
 def _with_metadata_buffer(model: bytes, metadata_buf: bytes, schema: ModuleType) -> bytes:
@@ -614,7 +837,7 @@ def _find_metadata_buffer(model: bytes, root: Any, name: str) -> bytes | None:
 def _tensor_summary(t: Any, meta_fb: ModuleType) -> dict[str, Any]:
     content_names = _enum_names(meta_fb.ContentProperties)
     file_types = _enum_names(meta_fb.AssociatedFileType)
-    content = color_space = None
+    content = color_space = sample_rate = channels = None
     if t.content is not None and t.content.contentPropertiesType:
         kind = content_names.get(t.content.contentPropertiesType, "unknown")
         content = kind.removesuffix("Properties").lower()
@@ -622,6 +845,9 @@ def _tensor_summary(t: Any, meta_fb: ModuleType) -> dict[str, Any]:
             color_space = _enum_names(meta_fb.ColorSpaceType).get(
                 t.content.contentProperties.colorSpace, "UNKNOWN"
             )
+        elif t.content.contentPropertiesType == meta_fb.ContentProperties.AudioProperties:
+            sample_rate = int(t.content.contentProperties.sampleRate)
+            channels = int(t.content.contentProperties.channels)
     normalization = None
     for unit in t.processUnits or []:
         if unit.optionsType == meta_fb.ProcessUnitOptions.NormalizationOptions:
@@ -634,6 +860,8 @@ def _tensor_summary(t: Any, meta_fb: ModuleType) -> dict[str, Any]:
         "description": _text(t.description),
         "content": content,
         "color_space": color_space,
+        "sample_rate": sample_rate,
+        "channels": channels,
         "normalization": normalization,
         "stats": stats,
         "associated_files": [
