@@ -354,12 +354,14 @@ def pretrain(source, arch, image_size, channels, classes, epochs, steps, steps_p
 @click.argument("model", type=_NonEmptyPath())
 @click.option("--format", "fmt", required=True, type=click.Choice(["saved_model", "tflite", "all"]),
               help="saved_model (TF Serving), tflite (LiteRT/MediaPipe, phones) or all.")
-@click.option("--quantize", type=click.Choice(["none", "float16", "dynamic", "int8"]), default="none",
-              show_default=True, help="TFLite weights: none (float32), float16, dynamic (int8 weights) or int8 "
-              "(everything, uint8 input/output; needs --data to calibrate).")
+@click.option("--quantize", type=click.Choice(["none", "float16", "dynamic", "int8", "int8-per-tensor"]),
+              default="none", show_default=True,
+              help="TFLite weights: none (float32), float16, dynamic (int8 weights), int8 (everything; images take "
+                   "uint8; needs --data to calibrate) or int8-per-tensor (smaller, usually less accurate).")
 @click.option("--data", type=_NonEmptyPath(), default=None,
-              help="Class-per-folder images: exports are checked on the held-out part (the split recorded in "
-                   "metrics.json, as finetune made it) and int8 calibrates on the rest. Default: synthetic images, agreement only.")
+              help="The model's class-per-folder data (images, WAVs or .txt): exports are checked on the held-out "
+                   "part (the split recorded in metrics.json, as finetune made it) and int8 calibrates on the rest. "
+                   "Default: synthetic inputs, agreement only.")
 @click.option("--max-accuracy-drop", type=_NumberRange(0, 1), default=None, metavar="X",
               help="Fail (exit 1, nothing written) if an export's accuracy is more than X below Keras' "
                    "(a fraction: 0.01 = one point). Needs --data.")
@@ -370,12 +372,14 @@ def pretrain(source, arch, image_size, channels, classes, epochs, steps, steps_p
 def export(model, fmt, quantize, data, max_accuracy_drop, trust, out):
     """Export MODEL (a finetune output directory or a .keras file) for serving or phones, checked against Keras.
 
-    Both formats take raw pixels (preprocessing is inside). The SavedModel's serving_default signature takes
-    uint8 `images` (serving_float: float32 0-255) and returns probabilities, class_index and class_name; labels
-    travel as assets/labels.txt. The .tflite file has MediaPipe metadata (labels included); a grayscale
-    model's .tflite takes RGB. Each export is run against Keras; the report is printed and written as JSON
-    (m.tflite: m.report.json; DIR: DIR.report.json; all: OUT/export_report.json). Files appear only when
-    complete and, with --max-accuracy-drop, only when accurate enough.
+    Both formats take raw inputs (preprocessing is inside). The SavedModel's serving_default signature takes
+    uint8 `images` (serving_float: float32 0-255), float32 `waveforms` or string `texts`, and returns
+    probabilities, class_index and class_name; labels travel as assets/labels.txt. Image and audio .tflite
+    files have MediaPipe metadata (labels included); a grayscale model's .tflite takes RGB; a text model's
+    .tflite takes token ids, with its vocabulary written beside it. Each export is run against Keras; the
+    report is printed and written as JSON (m.tflite: m.report.json; DIR: DIR.report.json; all:
+    OUT/export_report.json). Files appear only when complete and, with --max-accuracy-drop, only when
+    accurate enough.
     """
     _quiet_tensorflow()
     from kerastl.export import ExportRejected, check_options, report_lines

@@ -227,35 +227,52 @@ def test_finetune_evaluate_predict_on_spoken_words(strategy, pretrained, words, 
     assert path == str(clip) and label in WORDS and 0 <= float(probability) <= 1
 
 
-def test_export_round_trips_take_raw_waveforms(pretrained, words, tmp_path):
-    """SavedModel (serving signature from `audio.serving_signature`) and TFLite (the whole model, front end
-    included, builtin ops only) agree with Keras on real clips, at two batch sizes for the SavedModel."""
+@pytest.fixture(scope="module")
+def finetuned(pretrained, words, tmp_path_factory):
+    out = tmp_path_factory.mktemp("finetuned") / "run"
+    result = CliRunner().invoke(main, ["finetune", "--data", str(words), "--backbone", str(pretrained), "--strategy",
+                                       "head", "--epochs", "2", "--batch-size", "8", "--out", str(out)],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_export_all_takes_raw_waveforms(finetuned, words, tmp_path):
+    """`kerastl export --format all`: the SavedModel's serving_default takes float32 waveforms (two batch sizes)
+    and returns probabilities, class_index and class_name; the TFLite file is the whole model, front end
+    included, taking one waveform, with MediaPipe AudioClassifier metadata; both agree with Keras on the
+    held-out clips, and the report says so."""
     import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter
 
-    from kerastl import audio
+    from kerastl import tflite_metadata
     from kerastl.data import input_spec, load_inputs
     from kerastl.evaluation import load_classifier
-    from kerastl.finetuning import FinetuneConfig, finetune
 
-    result = finetune(words, str(pretrained), out=tmp_path / "run",
-                      config=FinetuneConfig(strategy="head", epochs=1, batch_size=8), verbose=0)
-    model, _ = load_classifier(tmp_path / "run")
+    out = tmp_path / "exported"
+    result = CliRunner().invoke(main, ["export", str(finetuned), "--format", "all", "--data", str(words),
+                                       "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "held-out clips" in result.output
+    report = json.loads((out / "export_report.json").read_text())
+    assert report["modality"] == "audio" and report["sample_rate"] == RATE and report["input_shape"] == [SAMPLES]
+    assert report["verified_on"]["held_out"] and report["verified_on"]["n"] >= 3
+    for figures in report["exports"].values():
+        assert figures["top1_agreement"] == 1.0 and figures["max_abs_diff"] < 1e-4, figures
+
+    model, labels = load_classifier(finetuned)
     files = [p for word in WORDS for p in sorted((words / word).iterdir())[:2]]
     waves = load_inputs(input_spec(model), files)
     reference = model.predict(waves, verbose=0)
-    np.testing.assert_allclose(reference, result.model.predict(waves, verbose=0), atol=1e-5)
+    serve = tf.saved_model.load(str(out / "saved_model")).signatures["serving_default"]
+    for n in (1, len(waves)):
+        served = serve(waveforms=tf.constant(waves[:n]))
+        np.testing.assert_allclose(served["probabilities"].numpy(), reference[:n], atol=1e-5)
+        assert [name.decode() for name in served["class_name"].numpy()] == [
+            labels[i] for i in reference[:n].argmax(-1)]
 
-    model.export(str(tmp_path / "saved_model"), format="tf_saved_model", verbose=False,
-                 input_signature=[audio.serving_signature(model)])
-    served = tf.saved_model.load(str(tmp_path / "saved_model"))
-    np.testing.assert_allclose(served.serve(tf.constant(waves)).numpy(), reference, atol=1e-5)
-    np.testing.assert_allclose(served.serve(tf.constant(waves[:1])).numpy(), reference[:1], atol=1e-5)
-
-    path = tmp_path / "model.tflite"
-    model.export(str(path), format="litert", verbose=False, input_signature=[audio.tflite_signature(model)],
-                 target_spec={"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]})
-    interpreter = Interpreter(str(path))
+    content = (out / "model.tflite").read_bytes()
+    interpreter = Interpreter(model_content=content)
     interpreter.allocate_tensors()
     (inp,), (outp,) = interpreter.get_input_details(), interpreter.get_output_details()
     assert tuple(inp["shape"]) == (1, SAMPLES) and inp["dtype"] == np.float32
@@ -265,6 +282,62 @@ def test_export_round_trips_take_raw_waveforms(pretrained, words, tmp_path):
         interpreter.invoke()
         lite.append(interpreter.get_tensor(outp["index"])[0])
     np.testing.assert_allclose(np.stack(lite), reference, atol=1e-4)
+    assert tflite_metadata.read_associated_files(content)["labels.txt"].decode().split() == labels
+
+    # The phone's runtime: MediaPipe Tasks' AudioClassifier reads the sample rate and the labels from the
+    # metadata and agrees with Keras on the clips kerastl read (resampled to the model's rate).
+    from mediapipe.tasks.python import BaseOptions
+    from mediapipe.tasks.python import audio as mp_audio
+    from mediapipe.tasks.python.components.containers import AudioData
+
+    options = mp_audio.AudioClassifierOptions(base_options=BaseOptions(model_asset_buffer=content),
+                                              running_mode=mp_audio.RunningMode.AUDIO_CLIPS, max_results=1)
+    with mp_audio.AudioClassifier.create_from_options(options) as classifier:
+        for wave, expected in zip(waves, reference):
+            top = classifier.classify(AudioData.create_from_array(wave, RATE))[0].classifications[0].categories[0]
+            assert top.category_name == labels[expected.argmax()]
+            assert abs(top.score - expected.max()) < 1e-4
+
+
+@pytest.mark.parametrize("quantize,max_diff", [("float16", 0.01), ("dynamic", 0.15)])
+def test_export_quantized_tflite(finetuned, words, tmp_path, quantize, max_diff):
+    """Quantized audio files keep a float32 waveform input and a float front end (TFLite's own dynamic-range
+    quantization of the front end costs this tiny model 0.44 in probability)."""
+    out = tmp_path / "model.tflite"
+    result = CliRunner().invoke(main, ["export", str(finetuned), "--format", "tflite", "--quantize", quantize,
+                                       "--data", str(words), "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    figures = json.loads(out.with_name("model.report.json").read_text())["exports"]["tflite"]
+    assert figures["quantize"] == quantize and figures["input"]["dtype"] == "float32"
+    assert figures["input"]["shape"] == [1, SAMPLES] and figures["max_abs_diff"] < max_diff, figures
+
+
+@pytest.mark.parametrize("quantize", ["int8", "int8-per-tensor"])
+def test_export_refuses_full_integer_audio(finetuned, words, tmp_path, quantize):
+    result = CliRunner().invoke(main, ["export", str(finetuned), "--format", "all", "--quantize", quantize,
+                                       "--data", str(words), "--out", str(tmp_path / "out")])
+    _one_line_error(result, 2, f"--quantize {quantize} would make the audio front end 8-bit", "dynamic")
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_without_data_checks_synthetic_clips(finetuned, tmp_path):
+    result = CliRunner().invoke(main, ["export", str(finetuned), "--format", "tflite", "--out",
+                                       str(tmp_path / "m.tflite")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "32 synthetic clips" in result.output
+    report = json.loads((tmp_path / "m.report.json").read_text())
+    assert report["exports"]["tflite"]["top1_agreement"] == 1.0
+
+
+def test_export_refuses_data_of_another_type(finetuned, tmp_path):
+    (tmp_path / "docs" / "a").mkdir(parents=True)
+    (tmp_path / "docs" / "b").mkdir()
+    (tmp_path / "docs" / "a" / "1.txt").write_text("some words")
+    (tmp_path / "docs" / "b" / "1.txt").write_text("other words")
+    result = CliRunner().invoke(main, ["export", str(finetuned), "--format", "saved_model", "--data",
+                                       str(tmp_path / "docs"), "--out", str(tmp_path / "sm")])
+    _one_line_error(result, 1, "holds text files but the model takes audio input")
+    assert not (tmp_path / "sm").exists()
 
 
 # ---------------------------------------------------------------------------------------------- TF-Hub

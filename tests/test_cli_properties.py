@@ -363,7 +363,7 @@ def test_export_bad_options(world, data):
     if fault == "format":
         fmt = data.draw(bad_choice(["saved_model", "tflite", "all"]))
     elif fault == "quantize":
-        quantize = data.draw(bad_choice(["none", "float16", "dynamic", "int8"]))
+        quantize = data.draw(bad_choice(["none", "float16", "dynamic", "int8", "int8-per-tensor"]))
     elif fault == "saved_model quantized":
         fmt, out = "saved_model", world["never"]
         quantize = data.draw(st.sampled_from(["float16", "dynamic", "int8"]))

@@ -33,7 +33,7 @@ LABELS = ["circles", "horizontal", "vertical"]
 # Per quantization: tolerance on probabilities against Keras.
 # int8: one uint8 output step is 0.004, but the head's standardised features give large logits, so a borderline
 # image can move by several steps (measured up to 0.066 on the tiny test model).
-ATOL = {"none": 1e-5, "float16": 5e-3, "dynamic": 5e-2, "int8": 0.08}
+ATOL = {"none": 1e-5, "float16": 5e-3, "dynamic": 5e-2, "int8": 0.08, "int8-per-tensor": 0.08}
 
 
 def _finetune(image_folder, backbone_path, out):
@@ -156,7 +156,7 @@ def test_saved_model_of_grayscale_model_keeps_one_channel(gray_classifier, held_
 # TFLite
 
 
-@pytest.mark.parametrize("quantize", ["none", "float16", "dynamic", "int8"])
+@pytest.mark.parametrize("quantize", ["none", "float16", "dynamic", "int8", "int8-per-tensor"])
 def test_tflite_round_trip(classifier, image_folder, held_out, tmp_path, quantize):
     _, y_true, rgb = held_out
     target = tmp_path / f"model_{quantize}.tflite"
@@ -166,14 +166,14 @@ def test_tflite_round_trip(classifier, image_folder, held_out, tmp_path, quantiz
     probabilities, inp = litert_probabilities(target, rgb)
     np.testing.assert_allclose(probabilities, expected, atol=ATOL[quantize])
     assert list(inp["shape"]) == [1, 16, 16, 3]
-    if quantize == "int8":
+    if quantize.startswith("int8"):
         assert inp["dtype"] == np.uint8 and inp["quantization"] == (1.0, 0)  # raw pixel bytes
     else:
         assert inp["dtype"] == np.float32
 
     metadata = tflite_metadata.read_metadata(target.read_bytes())
     assert metadata["inputs"][0]["color_space"] == "RGB"
-    expected_norm = None if quantize == "int8" else {"mean": [0.0], "std": [1.0]}
+    expected_norm = None if quantize.startswith("int8") else {"mean": [0.0], "std": [1.0]}
     assert metadata["inputs"][0]["normalization"] == expected_norm
     assert tflite_metadata.read_associated_files(target.read_bytes()) == {"labels.txt": b"".join(
         label.encode() + b"\n" for label in LABELS)}
@@ -191,8 +191,21 @@ def test_tflite_round_trip(classifier, image_folder, held_out, tmp_path, quantiz
 
 def test_quantized_files_are_smaller(classifier, image_folder, tmp_path):
     sizes = {q: export(classifier, quantize=q, data=image_folder, out=tmp_path / f"{q}.tflite")
-             ["exports"]["tflite"]["bytes"] for q in ("none", "int8")}
+             ["exports"]["tflite"]["bytes"] for q in ("none", "int8", "int8-per-tensor")}
     assert sizes["int8"] < 0.7 * sizes["none"]  # the tiny model's metadata and graph dilute the 4x
+    # One scale and zero point per weight tensor instead of one per output channel.
+    assert sizes["int8-per-tensor"] < sizes["int8"]
+    assert _weight_scales(tmp_path / "int8-per-tensor.tflite") == {1}
+    assert max(_weight_scales(tmp_path / "int8.tflite")) > 1
+
+
+def _weight_scales(path) -> set:
+    """The numbers of scales the int8 tensors have (activations always have one; weights one per channel
+    unless quantized per tensor)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    return {len(t["quantization_parameters"]["scales"]) for t in Interpreter(str(path)).get_tensor_details()
+            if t["dtype"] == np.int8}
 
 
 @pytest.mark.parametrize("quantize", ["none", "int8"])

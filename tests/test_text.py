@@ -179,45 +179,108 @@ def test_full_strategy_trains_the_embedding(pretrained, texts):
     assert not np.allclose(embedding(full), before)
 
 
-def test_export_round_trips(pretrained, texts, tmp_path):
-    """The SavedModel takes raw strings; the TFLite file takes token ids and comes with the vocabulary."""
+@pytest.fixture(scope="module")
+def finetuned(pretrained, texts, tmp_path_factory):
+    out = tmp_path_factory.mktemp("finetuned") / "run"
+    result = CliRunner().invoke(main, ["finetune", "--data", str(texts), "--backbone", str(pretrained), "--strategy",
+                                       "head", "--epochs", "2", "--batch-size", "8", "--out", str(out)],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_export_all_saved_model_takes_strings_tflite_takes_token_ids(finetuned, texts, tmp_path):
+    """`kerastl export --format all`: the SavedModel's serving_default takes raw strings (two batch sizes); the
+    TFLite file takes int32 token ids and the vocabulary is written beside it; tokenizing with that vocabulary
+    by the recorded rules reproduces Keras' answers; the report and the printed lines say so."""
+    import re
+
     import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter
 
     from kerastl import text
     from kerastl.evaluation import load_classifier
-    from kerastl.finetuning import FinetuneConfig, finetune
 
-    finetune(texts, str(pretrained), out=tmp_path / "run", config=FinetuneConfig(strategy="head", epochs=1),
-             verbose=0)
-    model, _ = load_classifier(tmp_path / "run")
-    samples = text.load_texts(sorted(texts.glob("*/*.txt"))[::5]).tolist() + ["unseen words only", ""]
+    out = tmp_path / "exported"
+    result = CliRunner().invoke(main, ["export", str(finetuned), "--format", "all", "--data", str(texts),
+                                       "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "held-out texts" in result.output and "takes token ids" in result.output
+    report = json.loads((out / "export_report.json").read_text())
+    assert report["modality"] == "text" and report["verified_on"]["held_out"]
+    for figures in report["exports"].values():
+        assert figures["top1_agreement"] == 1.0 and figures["max_abs_diff"] < 1e-4, figures
+    tokenizer = report["tokenizer"]
+    assert tokenizer["vocabulary_file"] == "vocabulary.txt" and tokenizer["sequence_length"] == 16
+    assert report["files"]["vocabulary"] == str(out / "vocabulary.txt")
+
+    model, labels = load_classifier(finetuned)
+    samples = text.load_texts(sorted(texts.glob("*/*.txt"))[::5]).tolist() + ["Unseen words, only!", ""]
     reference = model.predict(np.asarray(samples, dtype=object), verbose=0)
+    serve = tf.saved_model.load(str(out / "saved_model")).signatures["serving_default"]
+    for n in (1, len(samples)):
+        served = serve(texts=tf.constant(samples[:n]))
+        np.testing.assert_allclose(served["probabilities"].numpy(), reference[:n], atol=1e-5)
+        assert [name.decode() for name in served["class_name"].numpy()] == [
+            labels[i] for i in reference[:n].argmax(-1)]
 
-    model.export(str(tmp_path / "saved_model"), format="tf_saved_model", verbose=False,
-                 input_signature=[text.serving_signature(model)])
-    served = tf.saved_model.load(str(tmp_path / "saved_model"))
-    np.testing.assert_allclose(served.serve(tf.constant(samples)).numpy(), reference, atol=1e-5)
-    np.testing.assert_allclose(served.serve(tf.constant(samples[:1])).numpy(), reference[:1], atol=1e-5)
+    # What an app does: tokenize by the recorded rules with the vocabulary file, then run the .tflite file.
+    vocabulary = (out / "vocabulary.txt").read_text(encoding="utf-8").split("\n")[:-1]
+    assert vocabulary[:2] == ["", "[UNK]"]
+    ids_of = {token: i for i, token in enumerate(vocabulary)}
 
-    ids_model, vocabulary, tokenizer = text.tokenized_model(model)
-    assert vocabulary[:2] == ["", "[UNK]"] and tokenizer["sequence_length"] == 16
-    ids = text.tokenize(model, samples)
-    assert ids.shape == (len(samples), 16) and ids.dtype == np.int64
-    np.testing.assert_allclose(ids_model.predict(ids, verbose=0), reference, atol=1e-5)
-    path = tmp_path / "model.tflite"
-    ids_model.export(str(path), format="litert", verbose=False,
-                     input_signature=[tf.TensorSpec((1, 16), tf.int64, name="token_ids")],
-                     target_spec={"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]})
-    interpreter = Interpreter(str(path))
+    def tokenize(sentence):
+        words = re.sub(r"[^\w\s]", "", sentence.lower()).split()[:16]
+        return np.asarray([ids_of.get(word, 1) for word in words] + [0] * (16 - len(words)), dtype=np.int32)
+
+    interpreter = Interpreter(str(out / "model.tflite"))
     interpreter.allocate_tensors()
     (inp,), (outp,) = interpreter.get_input_details(), interpreter.get_output_details()
+    assert tuple(inp["shape"]) == (1, 16) and inp["dtype"] == np.int32
     lite = []
-    for row in ids:
-        interpreter.set_tensor(inp["index"], row[None].astype(inp["dtype"]))
+    for sentence in samples:
+        interpreter.set_tensor(inp["index"], tokenize(sentence)[None])
         interpreter.invoke()
         lite.append(interpreter.get_tensor(outp["index"])[0])
     np.testing.assert_allclose(np.stack(lite), reference, atol=1e-4)
+
+
+@pytest.mark.parametrize("quantize,max_diff", [("float16", 0.01), ("dynamic", 0.1)])
+def test_export_quantized_tflite_and_vocabulary_beside_it(finetuned, texts, tmp_path, quantize, max_diff):
+    """Quantized text files keep int32 token ids in. The tiny model's probabilities are close to uniform, so
+    top-1 agreement is not meaningful here: the probabilities are compared instead."""
+    out = tmp_path / "docs.tflite"
+    result = CliRunner().invoke(main, ["export", str(finetuned), "--format", "tflite", "--quantize", quantize,
+                                       "--data", str(texts), "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "docs.report.json").read_text())
+    figures = report["exports"]["tflite"]
+    assert figures["input"] == {"dtype": "int32", "shape": [1, 16], "scale": 0.0, "zero_point": 0}
+    assert figures["n"] == report["verified_on"]["n"] and figures["max_abs_diff"] < max_diff, figures
+    assert (tmp_path / "docs.vocab.txt").read_text(encoding="utf-8").startswith("\n[UNK]\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["docs.report.json", "docs.tflite", "docs.vocab.txt"]
+
+
+def test_export_refuses_full_integer_text(finetuned, texts, tmp_path):
+    result = CliRunner().invoke(main, ["export", str(finetuned), "--format", "tflite", "--quantize", "int8",
+                                       "--data", str(texts), "--out", str(tmp_path / "m.tflite")])
+    _one_line_error(result, 2, "--quantize int8 makes text models answer at chance", "dynamic")
+    assert not list(tmp_path.iterdir())
+
+
+def test_export_without_data_checks_synthetic_texts(finetuned, tmp_path):
+    result = CliRunner().invoke(main, ["export", str(finetuned), "--format", "saved_model", "--out",
+                                       str(tmp_path / "sm")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "32 synthetic texts" in result.output
+    assert json.loads((tmp_path / "sm.report.json").read_text())["exports"]["saved_model"]["top1_agreement"] == 1.0
+
+
+def test_export_refuses_images_for_a_text_model(finetuned, image_folder, tmp_path):
+    result = CliRunner().invoke(main, ["export", str(finetuned), "--format", "all", "--data", str(image_folder),
+                                       "--out", str(tmp_path / "out")])
+    _one_line_error(result, 1, "holds image files but the model takes text input")
+    assert not (tmp_path / "out").exists()
 
 
 def test_the_whole_text_model_does_not_convert_to_builtin_tflite(pretrained, texts, tmp_path):
