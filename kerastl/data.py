@@ -198,7 +198,7 @@ def _decode_error(path: Path) -> str | None:
         image = tf.io.decode_image(data, channels=3, expand_animations=False)
         if image.shape[0] == 0 or image.shape[1] == 0:
             return "empty image"
-    except Exception as error:  # TF raises InvalidArgumentError and friends with multi-line messages
+    except Exception as error:  # noqa: BLE001 (TF raises InvalidArgumentError and friends with multi-line messages)
         text = str(error).strip().splitlines()
         reason = text[-1] if text else ""
         # "{{function_node __wrapped__DecodeImage_device_/job:...}} Invalid PNG. [Op:DecodeImage] name:"
@@ -231,7 +231,7 @@ def _image_size_error(path: Path) -> str | None:
             if found and int(found.group(1)) > MAX_IMAGE_PIXELS:
                 return f"image of {int(found.group(1)) / 1e6:.3g} megapixels, {limit}"
             return f"refused by Pillow: {error}"[:200]  # PIL.Image.MAX_IMAGE_PIXELS was set below ours
-        except Exception:  # not an image Pillow knows, or a damaged header
+        except Exception:  # noqa: BLE001 (not an image Pillow knows, or a damaged header)
             return None
     if width * height > MAX_IMAGE_PIXELS:
         return f"image of {width}x{height} = {width * height / 1e6:.3g} megapixels, {limit}"
@@ -335,7 +335,7 @@ def split(scan: FolderScan, *, validation_fraction: float = 0.2, shots: int | No
                                    f"{shots + 1} per class ({shots} to train, 1 to validate)")
             n_val = len(paths) - shots
         else:
-            n_val = int(round(len(paths) * validation_fraction))
+            n_val = round(len(paths) * validation_fraction)
             if validation_fraction > 0 and len(paths) >= 2:
                 n_val = min(max(n_val, 1), len(paths) - 1)
         result.val_files += paths[:n_val]

@@ -207,7 +207,7 @@ def _tfds_source(config, spec, channels, global_batch) -> Source:
     try:
         # TFDS reads TFDS_DATA_DIR once at import; read it per call so a changed environment is honoured.
         builder = tfds.builder(name, data_dir=os.environ.get("TFDS_DATA_DIR") or None)
-    except Exception as error:  # DatasetNotFoundError and friends
+    except Exception as error:  # noqa: BLE001 (DatasetNotFoundError and friends)
         raise KerastlError(f"unknown TFDS dataset '{name}' ({str(error).splitlines()[0][:120]}); "
                            "`tfds.list_builders()` lists them") from None
     if not (Path(builder.data_dir) / "dataset_info.json").is_file():
@@ -395,7 +395,7 @@ def choose_execution(config: PretrainConfig, build, sample_batch, steps: int = 8
                 for _ in range(steps):
                     model.train_on_batch(x, y)
                 seconds = (time.perf_counter() - start) / steps
-            except Exception as error:  # an op without an XLA or bf16 kernel: not a candidate
+            except Exception as error:  # noqa: BLE001 (an op without an XLA or bf16 kernel: not a candidate)
                 seconds = float("inf")
                 measurements.append({"policy": policy, "jit_compile": jit, "error": str(error).splitlines()[0][:100]})
                 continue

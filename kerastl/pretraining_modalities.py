@@ -56,7 +56,7 @@ def other_source(config, global_batch: int):
 
 
 def _num_samples(config) -> int:
-    return int(round(int(config.sample_rate) * float(config.clip_seconds)))
+    return round(int(config.sample_rate) * float(config.clip_seconds))
 
 
 def _synthetic_audio(config, name, global_batch):
@@ -91,7 +91,7 @@ def _tfds_audio(config, spec, global_batch):
     try:
         builder = tfds.builder(name, data_dir=os.environ.get("TFDS_DATA_DIR") or None)
         features = builder.info.features
-    except Exception:  # unknown or unprepared: kerastl.pretraining's image path reports it in one line
+    except Exception:  # noqa: BLE001 (unknown or unprepared: the image path reports it in one line)
         return None
     if "audio" not in features or "label" not in features:
         return None

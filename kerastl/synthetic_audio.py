@@ -82,7 +82,7 @@ def _render_pseudowords(params, key, sample_rate: int, num_samples: int):
     """Waveforms (C, num_samples), float32 in [-1, 1], of one sample of each class in params."""
     c = tf.shape(params)[0]
     seconds = num_samples / sample_rate
-    frames = int(math.ceil(seconds * _CONTROL_RATE)) + 1
+    frames = math.ceil(seconds * _CONTROL_RATE) + 1
     count = params[:, 0]
     syl = tf.reshape(params[:, 1:], [-1, _SYLLABLES, _PER_SYLLABLE])
     used = tf.cast(tf.range(_SYLLABLES, dtype=tf.float32)[None] < count[:, None], tf.float32)  # (C, S)
