@@ -479,7 +479,10 @@ def load_keras_file(path, *, trust: bool = False):
     """
     import keras
 
+    # The custom layers a kerastl model may hold must be registered before Keras reads its config; a hub:
+    # classifier (HubLayer) loaded in a fresh process failed to deserialize without kerastl.hub.
     import kerastl.audio
+    import kerastl.hub
     import kerastl.layers
     import kerastl.text  # noqa: F401
 

@@ -226,6 +226,26 @@ def test_export_saved_model_and_tflite(feature_vector_dir, tmp_path):
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
+def test_saved_hub_classifier_loads_in_a_fresh_process(feature_vector_dir, tmp_path):
+    """`kerastl evaluate/predict/export` load the .keras file in a new process, where nothing has imported
+    kerastl.hub yet: the HubLayer class must still be found (it once was not)."""
+    import subprocess
+    import sys
+
+    model, _ = _model(feature_vector_dir, trainable=False)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    x, _ = _data(2)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "expected.npy", model.predict(x, verbose=0))
+    script = ("import sys, numpy as np; from kerastl.backbones import load_keras_file; "
+              "m = load_keras_file(sys.argv[1], trust=True); "
+              "np.testing.assert_allclose(m.predict(np.load(sys.argv[2]), verbose=0), np.load(sys.argv[3]), atol=1e-5)")
+    result = subprocess.run([sys.executable, "-c", script, str(path), str(tmp_path / "x.npy"),
+                             str(tmp_path / "expected.npy")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
 def test_classifier_module_logits(classifier_dir):
     x, _ = _data(4)
     reference = _publisher_output(classifier_dir, x)
