@@ -69,6 +69,9 @@ MAX_CALIBRATION_EXAMPLES = 200
 # Verification runs every held-out example through the interpreter one at a time; this bounds its time.
 MAX_VERIFY_EXAMPLES = 1000
 SYNTHETIC_INPUTS = 32
+# Words for synthetic texts when a model's vocabulary is inside a hub module.
+_COMMON_WORDS = ("the of and to in is that for it as with was on be by this are from or have an they which one "
+                 "you were all we when there can been has more if will their would what about time new first")
 # Latency is measured single-threaded: comparable between runs on a shared machine, and what a phone's
 # background task gets.
 INTERPRETER_THREADS = 1
@@ -307,6 +310,7 @@ def lite_model(model):
     if spec.modality == "text":
         from kerastl.text import tokenized_model
 
+        _require_own_tokenizer(model)
         ids_model, vocabulary, _ = tokenized_model(model)
         # int32 ids: what mobile tokenizers produce and TFLite's gather takes natively.
         return ids_model, tf.TensorSpec((1, int(ids_model.input.shape[1])), tf.int32, name="token_ids"), vocabulary
@@ -314,15 +318,28 @@ def lite_model(model):
     return converted, tf.TensorSpec((1, *image_input_shape(converted)), tf.float32, name="image"), None
 
 
+def _require_own_tokenizer(model) -> None:
+    """Raises KerastlError unless a text model tokenises with a `TextVectorization` layer (which `lite_model`
+    splits off), rather than inside a TF-Hub module."""
+    from kerastl.text import tokenizer_of
+
+    if tokenizer_of(model) is None:
+        raise KerastlError("this text model tokenises inside a TF-Hub module, whose string ops TFLite cannot run "
+                           "and kerastl cannot split off; export it with --format saved_model")
+
+
 def tflite_inputs(model, inputs):
     """`inputs` as Keras takes them → as the TFLite file takes them: int32 token ids for a text model
-    (tokenized by the model's own tokenizer), waveforms and RGB pixels unchanged. (A 1-channel image model's
+    (tokenized by the model's own tokenizer; None for a hub module that tokenises inside), waveforms and RGB
+    pixels unchanged. (A 1-channel image model's
     file takes RGB: `verification_set` keeps the RGB it decoded for it.)"""
     import numpy as np
 
     if model_input(model).modality == "text":
-        from kerastl.text import tokenize
+        from kerastl.text import tokenize, tokenizer_of
 
+        if tokenizer_of(model) is None:
+            return None  # no TFLite form (`_require_own_tokenizer`)
         return tokenize(model, inputs).astype("int32")
     return np.asarray(inputs, dtype="float32")
 
@@ -719,7 +736,7 @@ def _for_model(model, spec, raw) -> tuple:
 def synthetic_inputs(model, n: int, *, seed: int = 0):
     """`n` synthetic examples for `model`'s input type: smooth random RGB images (`synthetic_images`, RGB also
     for a 1-channel model); clips of a few random tones in noise at a random level; or strings of random words
-    from the model's vocabulary."""
+    from the model's vocabulary (common English words for a hub module, whose vocabulary is hidden)."""
     import numpy as np
 
     spec = model_input(model)
@@ -737,7 +754,9 @@ def synthetic_inputs(model, n: int, *, seed: int = 0):
     if spec.modality == "text":
         from kerastl.text import tokenizer_of
 
-        words = [str(w) for w in tokenizer_of(model).get_vocabulary()[2:]] or ["text"]
+        tokenizer = tokenizer_of(model)
+        words = [str(w) for w in tokenizer.get_vocabulary()[2:]] if tokenizer is not None else []
+        words = words or _COMMON_WORDS.split()
         return np.asarray([" ".join(rng.choice(words, rng.integers(3, 40))) for _ in range(n)], dtype=object)
     return synthetic_images(n, spec.shape[:2], seed=seed)
 
@@ -808,6 +827,7 @@ def export(model, *, format: str = "tflite", quantize: str = "none", data=None, 
     spec = model_input(keras_model)
     check_quantization(spec.modality, quantize)
     if spec.modality == "text" and "tflite" in targets:
+        _require_own_tokenizer(keras_model)
         targets["vocabulary"] = vocabulary_path(targets["tflite"], format)
     samples = verification_set(data, labels, keras_model, calibrate=quantize in FULL_INTEGER,
                                **_training_split(model, seed))

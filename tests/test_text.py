@@ -340,6 +340,26 @@ def test_hub_text_module_is_a_text_backbone(hub_text_module, texts):
     assert result.metrics["backbone"]["modality"] == "text" and result.metrics["n"] > 0
 
 
+def test_hub_text_classifier_exports_as_saved_model_only(hub_text_module, texts, tmp_path):
+    """A hub module tokenises inside itself: the SavedModel takes raw strings and agrees with Keras; TFLite is
+    refused in one line, before anything is written."""
+    runner = CliRunner()
+    result = runner.invoke(main, ["finetune", "--data", str(texts), "--backbone", f"hub:{hub_text_module}",
+                                  "--strategy", "head", "--epochs", "1", "--batch-size", "8", "--out",
+                                  str(tmp_path / "run")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    # --trust: the .keras file embeds the module's SavedModel, whose graph runs when it loads.
+    result = runner.invoke(main, ["export", str(tmp_path / "run"), "--format", "saved_model", "--data", str(texts),
+                                  "--trust", "--out", str(tmp_path / "sm")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    figures = json.loads((tmp_path / "sm.report.json").read_text())["exports"]["saved_model"]
+    assert figures["top1_agreement"] == 1.0 and figures["max_abs_diff"] < 1e-5
+    result = runner.invoke(main, ["export", str(tmp_path / "run"), "--format", "all", "--data", str(texts), "--trust",
+                                  "--out", str(tmp_path / "all")])
+    _one_line_error(result, 1, "tokenises inside a TF-Hub module", "--format saved_model")
+    assert not (tmp_path / "all").exists()
+
+
 # --------------------------------------------------------------------------------- same input type rule
 
 
