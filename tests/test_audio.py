@@ -368,8 +368,18 @@ def test_hub_waveform_module_is_an_audio_backbone(hub_waveform_module, words, tm
     backbone = load_backbone(f"hub:{hub_waveform_module}")
     assert backbone.modality == "audio" and backbone.input_shape == (RATE,) and backbone.feature_width == 8
     assert backbone.preprocessing == {"mode": "waveform", "sample_rate": RATE}
-    result = finetune(words, backbone, config=FinetuneConfig(strategy="head", epochs=1, batch_size=8), verbose=0)
+    result = finetune(words, backbone, out=tmp_path / "run",
+                      config=FinetuneConfig(strategy="head", epochs=1, batch_size=8), verbose=0)
     assert result.metrics["backbone"]["modality"] == "audio" and result.metrics["n"] > 0
+    # Exported like kerastl's own audio models (--trust: the .keras file embeds the module's SavedModel).
+    out = tmp_path / "exported"
+    cli = CliRunner().invoke(main, ["export", str(tmp_path / "run"), "--format", "all", "--data", str(words),
+                                    "--trust", "--out", str(out)], catch_exceptions=False)
+    assert cli.exit_code == 0, cli.output
+    report = json.loads((out / "export_report.json").read_text())
+    assert report["sample_rate"] == RATE and set(report["exports"]) == {"saved_model", "tflite"}
+    for figures in report["exports"].values():
+        assert figures["top1_agreement"] == 1.0 and figures["max_abs_diff"] < 1e-4, figures
 
 
 @pytest.fixture(scope="module")
