@@ -1,4 +1,5 @@
-"""Shared test fixtures: tiny image folders and tiny backbones, made on the fly (no downloads)."""
+"""Shared test fixtures and helpers: tiny image folders and tiny backbones, made on the fly (no downloads), and
+the CLI calls and checks that the per-modality tests share."""
 
 import os
 
@@ -81,3 +82,26 @@ def tiny_backbone_path(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("KERASTL_CACHE", str(tmp_path / "kerastl-cache"))
+
+
+def one_line_error(result, code, *needles):
+    """Asserts that a CliRunner `result` failed with exit `code` and one `Error: ...` line (no traceback) that
+    contains every needle; returns that line."""
+    assert result.exit_code == code, result.output
+    last = [line for line in result.output.splitlines() if line.strip()][-1]
+    assert last.startswith("Error: ") and "Traceback" not in result.output, result.output
+    for needle in needles:
+        assert needle in last, last
+    return last
+
+
+def finetune_cli(data, backbone, out, *args):
+    """`kerastl finetune --data DATA --backbone BACKBONE --out OUT ARGS...` through CliRunner; returns `out`."""
+    from click.testing import CliRunner
+
+    from kerastl.cli import main
+
+    result = CliRunner().invoke(main, ["finetune", "--data", str(data), "--backbone", str(backbone), *args,
+                                       "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return out

@@ -19,6 +19,8 @@ from scipy.io import wavfile
 from kerastl.cli import main
 from kerastl.errors import KerastlError
 
+from .conftest import finetune_cli, one_line_error
+
 RATE = 16000
 CLIP = 0.5  # seconds: short clips keep every model here tiny
 SAMPLES = int(RATE * CLIP)
@@ -50,15 +52,6 @@ def speak_folder(root, words=WORDS, per_word=8):
             counts[word] += 1
         if min(counts.values()) >= per_word:
             return root
-
-
-def _one_line_error(result, code, *needles):
-    assert result.exit_code == code, result.output
-    last = [line for line in result.output.splitlines() if line.strip()][-1]
-    assert last.startswith("Error: ") and "Traceback" not in result.output, result.output
-    for needle in needles:
-        assert needle in last, last
-    return last
 
 
 @pytest.fixture(scope="module")
@@ -229,12 +222,8 @@ def test_finetune_evaluate_predict_on_spoken_words(strategy, pretrained, words, 
 
 @pytest.fixture(scope="module")
 def finetuned(pretrained, words, tmp_path_factory):
-    out = tmp_path_factory.mktemp("finetuned") / "run"
-    result = CliRunner().invoke(main, ["finetune", "--data", str(words), "--backbone", str(pretrained), "--strategy",
-                                       "head", "--epochs", "2", "--batch-size", "8", "--out", str(out)],
-                                catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return out
+    return finetune_cli(words, pretrained, tmp_path_factory.mktemp("finetuned") / "run", "--strategy", "head",
+                        "--epochs", "2", "--batch-size", "8")
 
 
 def test_export_all_takes_raw_waveforms(finetuned, words, tmp_path):
@@ -316,7 +305,7 @@ def test_export_quantized_tflite(finetuned, words, tmp_path, quantize, max_diff)
 def test_export_refuses_full_integer_audio(finetuned, words, tmp_path, quantize):
     result = CliRunner().invoke(main, ["export", str(finetuned), "--format", "all", "--quantize", quantize,
                                        "--data", str(words), "--out", str(tmp_path / "out")])
-    _one_line_error(result, 2, f"--quantize {quantize} would make the audio front end 8-bit", "dynamic")
+    one_line_error(result, 2, f"--quantize {quantize} would make the audio front end 8-bit", "dynamic")
     assert not (tmp_path / "out").exists()
 
 
@@ -336,7 +325,7 @@ def test_export_refuses_data_of_another_type(finetuned, tmp_path):
     (tmp_path / "docs" / "b" / "1.txt").write_text("other words")
     result = CliRunner().invoke(main, ["export", str(finetuned), "--format", "saved_model", "--data",
                                        str(tmp_path / "docs"), "--out", str(tmp_path / "sm")])
-    _one_line_error(result, 1, "holds text files but the model takes audio input")
+    one_line_error(result, 1, "holds text files but the model takes audio input")
     assert not (tmp_path / "sm").exists()
 
 
@@ -452,13 +441,13 @@ def _finetune(data, backbone, out):
 
 
 def test_image_backbone_on_wav_folder(words, tiny_backbone_path, saved_models, tmp_path):
-    line = _one_line_error(_finetune(words, tiny_backbone_path, tmp_path / "out"), 1, "holds audio files",
+    line = one_line_error(_finetune(words, tiny_backbone_path, tmp_path / "out"), 1, "holds audio files",
                            "an image backbone", "saved_models/pseudowords-x")
     assert "will not transfer" in line and not (tmp_path / "out").exists()
 
 
 def test_audio_backbone_on_image_folder(image_folder, tiny_audio_backbone, saved_models, tmp_path):
-    _one_line_error(_finetune(image_folder, tiny_audio_backbone, tmp_path / "out"), 1, "holds image files",
+    one_line_error(_finetune(image_folder, tiny_audio_backbone, tmp_path / "out"), 1, "holds image files",
                     "an audio backbone", "saved_models/glyphs-x")
     assert not (tmp_path / "out").exists()
 
@@ -466,7 +455,7 @@ def test_audio_backbone_on_image_folder(image_folder, tiny_audio_backbone, saved
 def test_without_a_backbone_of_the_right_type_the_error_says_how_to_pretrain_one(
         words, tiny_backbone_path, tmp_path, monkeypatch):
     monkeypatch.setenv("KERASTL_SAVED_MODELS", str(tmp_path / "empty"))
-    _one_line_error(_finetune(words, tiny_backbone_path, tmp_path / "out"), 1, "holds audio files",
+    one_line_error(_finetune(words, tiny_backbone_path, tmp_path / "out"), 1, "holds audio files",
                     "kerastl pretrain --data synthetic:pseudowords")
 
 
@@ -477,7 +466,7 @@ def test_rank_mismatch_is_one_line(words, saved_models, tmp_path):
     inputs = keras.Input((49, 40))
     path = tmp_path / "spectrogram.keras"
     keras.Model(inputs, keras.layers.Conv1D(4, 3)(inputs)).save(path)
-    _one_line_error(_finetune(words, path, tmp_path / "out"), 1, "shape (49, 40)", "mono waveforms",
+    one_line_error(_finetune(words, path, tmp_path / "out"), 1, "shape (49, 40)", "mono waveforms",
                     "saved_models/pseudowords-x")
 
 
@@ -488,7 +477,7 @@ def test_audio_model_evaluated_on_images_is_one_line(pretrained, words, image_fo
              verbose=0)
     result = CliRunner().invoke(main, ["evaluate", str(tmp_path / "run"), "--data", str(image_folder)],
                                 catch_exceptions=False)
-    _one_line_error(result, 1, "holds image files but the model takes audio input")
+    one_line_error(result, 1, "holds image files but the model takes audio input")
 
 
 def test_backbones_listing_shows_audio(pretrained, monkeypatch):

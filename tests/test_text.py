@@ -11,6 +11,8 @@ from click.testing import CliRunner
 from kerastl.cli import main
 from kerastl.errors import KerastlError
 
+from .conftest import finetune_cli, one_line_error
+
 TOPICS = {
     "weather": ["rain", "sunny", "cloud", "storm", "wind", "forecast", "snow", "cold", "warm", "thunder"],
     "sport": ["goal", "match", "team", "score", "coach", "league", "player", "ball", "win", "referee"],
@@ -29,15 +31,6 @@ def make_text_folder(root, per_class=10, seed=0):
             rng.shuffle(words)
             (root / topic / f"{i:02d}.txt").write_text(" ".join(words).capitalize() + ".\n", encoding="utf-8")
     return root
-
-
-def _one_line_error(result, code, *needles):
-    assert result.exit_code == code, result.output
-    last = [line for line in result.output.splitlines() if line.strip()][-1]
-    assert last.startswith("Error: ") and "Traceback" not in result.output, result.output
-    for needle in needles:
-        assert needle in last, last
-    return last
 
 
 @pytest.fixture(scope="module")
@@ -181,12 +174,8 @@ def test_full_strategy_trains_the_embedding(pretrained, texts):
 
 @pytest.fixture(scope="module")
 def finetuned(pretrained, texts, tmp_path_factory):
-    out = tmp_path_factory.mktemp("finetuned") / "run"
-    result = CliRunner().invoke(main, ["finetune", "--data", str(texts), "--backbone", str(pretrained), "--strategy",
-                                       "head", "--epochs", "2", "--batch-size", "8", "--out", str(out)],
-                                catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return out
+    return finetune_cli(texts, pretrained, tmp_path_factory.mktemp("finetuned") / "run", "--strategy", "head",
+                        "--epochs", "2", "--batch-size", "8")
 
 
 def test_export_all_saved_model_takes_strings_tflite_takes_token_ids(finetuned, texts, tmp_path):
@@ -264,7 +253,7 @@ def test_export_quantized_tflite_and_vocabulary_beside_it(finetuned, texts, tmp_
 def test_export_refuses_full_integer_text(finetuned, texts, tmp_path):
     result = CliRunner().invoke(main, ["export", str(finetuned), "--format", "tflite", "--quantize", "int8",
                                        "--data", str(texts), "--out", str(tmp_path / "m.tflite")])
-    _one_line_error(result, 2, "--quantize int8 makes text models answer at chance", "dynamic")
+    one_line_error(result, 2, "--quantize int8 makes text models answer at chance", "dynamic")
     assert not list(tmp_path.iterdir())
 
 
@@ -279,7 +268,7 @@ def test_export_without_data_checks_synthetic_texts(finetuned, tmp_path):
 def test_export_refuses_images_for_a_text_model(finetuned, image_folder, tmp_path):
     result = CliRunner().invoke(main, ["export", str(finetuned), "--format", "all", "--data", str(image_folder),
                                        "--out", str(tmp_path / "out")])
-    _one_line_error(result, 1, "holds image files but the model takes text input")
+    one_line_error(result, 1, "holds image files but the model takes text input")
     assert not (tmp_path / "out").exists()
 
 
@@ -356,7 +345,7 @@ def test_hub_text_classifier_exports_as_saved_model_only(hub_text_module, texts,
     assert figures["top1_agreement"] == 1.0 and figures["max_abs_diff"] < 1e-5
     result = runner.invoke(main, ["export", str(tmp_path / "run"), "--format", "all", "--data", str(texts), "--trust",
                                   "--out", str(tmp_path / "all")])
-    _one_line_error(result, 1, "tokenises inside a TF-Hub module", "--format saved_model")
+    one_line_error(result, 1, "tokenises inside a TF-Hub module", "--format saved_model")
     assert not (tmp_path / "all").exists()
 
 
@@ -382,18 +371,18 @@ def test_text_backbone_on_wav_folder(pretrained, saved_models, tmp_path):
     for word in ("yes", "no"):
         (tmp_path / "wavs" / word).mkdir(parents=True)
         (tmp_path / "wavs" / word / "a.wav").write_bytes(b"RIFF....WAVE")
-    _one_line_error(_finetune(tmp_path / "wavs", pretrained, tmp_path / "out"), 1, "holds audio files",
+    one_line_error(_finetune(tmp_path / "wavs", pretrained, tmp_path / "out"), 1, "holds audio files",
                     "a text backbone", "saved_models/pseudowords-x")
     assert not (tmp_path / "out").exists()
 
 
 def test_image_backbone_on_text_folder(texts, tiny_backbone_path, saved_models, tmp_path):
-    _one_line_error(_finetune(texts, tiny_backbone_path, tmp_path / "out"), 1, "holds text files",
+    one_line_error(_finetune(texts, tiny_backbone_path, tmp_path / "out"), 1, "holds text files",
                     "an image backbone", "saved_models/docs-x")
 
 
 def test_text_backbone_on_images(pretrained, image_folder, saved_models, tmp_path):
-    _one_line_error(_finetune(image_folder, pretrained, tmp_path / "out"), 1, "holds image files",
+    one_line_error(_finetune(image_folder, pretrained, tmp_path / "out"), 1, "holds image files",
                     "a text backbone", "saved_models/glyphs-x")
 
 
@@ -404,13 +393,13 @@ def test_channel_mismatch_is_one_line(image_folder, saved_models, tmp_path):
     inputs = keras.Input((16, 16, 4))
     path = tmp_path / "rgba.keras"
     keras.Model(inputs, keras.layers.Conv2D(4, 3)(inputs)).save(path)
-    _one_line_error(_finetune(image_folder, path, tmp_path / "out"), 1, "shape (16, 16, 4)",
+    one_line_error(_finetune(image_folder, path, tmp_path / "out"), 1, "shape (16, 16, 4)",
                     "(height, width, 1 or 3)", "saved_models/glyphs-x")
 
 
 def test_finetune_without_backbone_picks_the_default_of_the_data_type(texts, saved_models, tmp_path):
     # saved_models/docs-x has a manifest but no weights: the default text backbone was chosen (not the image one).
-    _one_line_error(CliRunner().invoke(main, ["finetune", "--data", str(texts), "--out", str(tmp_path / "o")],
+    one_line_error(CliRunner().invoke(main, ["finetune", "--data", str(texts), "--out", str(tmp_path / "o")],
                                        catch_exceptions=False), 1, "docs-x has a manifest but no backbone.keras")
 
 
