@@ -19,6 +19,15 @@ read without importing or executing anything, and labelled by where it came from
   label (a seeded sample). About 50,000 paragraphs in 213 classes with TensorFlow 2.21. NumPy, SciPy,
   Matplotlib, Pillow, click and scikit-learn are left out: tools/bench_fewshot_audio_text.py classifies their
   docstrings. The corpus depends on the installed versions, which the description lists.
+* ``"python-docs-wide-files"``: the texts of python-docs-wide (all of them, no per-label sample) labelled by
+  source file instead (`email/message`, `tensorflow/python/ops/linalg/linalg_impl`,
+  `keras/src/layers/preprocessing/image_preprocessing/random_zoom`): about 1,500 fine topics with TensorFlow
+  2.21 (files with at least `min_per_class` paragraphs, 10 by default; at most 400 per file, a seeded sample).
+  Directory labels lump unrelated topics together (`tensorflow/python/ops` holds linear algebra, signal
+  processing, image ops and statistics alike); the file labels keep them apart, as ImageNet's 1,000 fine
+  classes do for images. A paragraph that several files repeat word for word (generated op wrappers, API
+  re-exports) is kept once, under the first file in the walk's sorted order, so no text has two labels. The
+  same six libraries are left out.
 """
 
 from __future__ import annotations
@@ -37,7 +46,11 @@ CORPORA = {
     "python-docs-files": "the same paragraphs labelled by source file (finer topics, more classes)",
     "python-docs-wide": "python-docs plus the docstrings of the TensorFlow stack kerastl installs, labelled by "
                         "package directory",
+    "python-docs-wide-files": "the texts of python-docs-wide labelled by source file (~1,500 fine topics)",
 }
+# The minimum number of paragraphs of a class when `corpus_examples` is not given one.
+_DEFAULT_MIN_PER_CLASS = {"python-docs-wide-files": 10}
+_MAX_PER_FILE = 400
 
 # The packages of "python-docs-wide" beside the standard library: what `pip install kerastl` brings in through
 # TensorFlow and Keras. NumPy, SciPy, Matplotlib, Pillow, click and scikit-learn are left out on purpose:
@@ -132,14 +145,97 @@ def _package_docs(min_per_class: int):
     return {k: v for k, v in by_dir.items() if len(v) >= min_per_class}, found
 
 
-def corpus_examples(name: str, *, min_per_class: int = 30):
+def _docstring_paragraphs(path: Path):
+    """The paragraphs of every docstring in the Python file `path` (module, classes, functions), or none when
+    it does not parse."""
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (SyntaxError, UnicodeDecodeError, ValueError, OSError):
+        return []
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            docstring = ast.get_docstring(node)
+            if docstring:
+                found.extend(_paragraphs(docstring))
+    return found
+
+
+def _source_files(base: Path, prefix: tuple, stdlib: bool):
+    """`(label, path)` of the .py files under `base` in sorted walk order, the label being the file's path
+    below `base` without `.py`, after `prefix` (leading underscores dropped in the standard library, as in
+    python-docs-files). Test suites and the directories python-docs skips are left out."""
+    for dirpath, dirnames, filenames in os.walk(base):
+        dirnames[:] = sorted(d for d in dirnames if d not in _SKIPPED_DIRS and not d.startswith(("test", ".")))
+        for filename in sorted(filenames):
+            if not filename.endswith(".py") or (filename.startswith("test_") if stdlib else "test" in filename):
+                continue
+            path = Path(dirpath) / filename
+            parts = path.relative_to(base).with_suffix("").parts
+            if stdlib:
+                parts = tuple(part.lstrip("_") for part in parts)
+            yield "/".join((*prefix, *parts)), path
+
+
+def _wide_files(min_per_class: int):
+    """python-docs-wide-files: the standard library and `WIDE_PACKAGES`, labelled by source file."""
+    import importlib.util
+    import random
+    from importlib import metadata
+
+    bases = [(Path(sysconfig.get_paths()["stdlib"]), (), True)]
+    found = []
+    for package in WIDE_PACKAGES:
+        spec = importlib.util.find_spec(package)
+        if spec is not None and spec.submodule_search_locations:
+            found.append(package)
+            bases.append((Path(next(iter(spec.submodule_search_locations))), (package,), False))
+    by_file: dict[str, list[str]] = {}
+    seen: set[str] = set()
+    for base, prefix, stdlib in bases:
+        for label, path in _source_files(base, prefix, stdlib):
+            for text in _docstring_paragraphs(path):
+                if text not in seen:  # word-for-word repeats (generated wrappers, re-exports): the first only
+                    seen.add(text)
+                    by_file.setdefault(label, []).append(text)
+    rng = random.Random(0)
+    texts, labels, classes = [], [], []
+    for label in sorted(by_file):
+        items = by_file[label]
+        if len(items) < min_per_class:
+            continue
+        if len(items) > _MAX_PER_FILE:
+            items = rng.sample(items, _MAX_PER_FILE)
+        texts += items
+        labels += [len(classes)] * len(items)
+        classes.append(label)
+    versions = []
+    for package in found:
+        try:
+            versions.append(f"{package} {metadata.version(package.replace('_', '-'))}")
+        except metadata.PackageNotFoundError:
+            versions.append(package)
+    description = (f"python-docs-wide-files: {len(texts)} docstring paragraphs of the Python "
+                   f"{platform.python_version()} standard library and of {', '.join(versions)}, labelled by "
+                   f"source file: {len(classes)} classes of >= {min_per_class} paragraphs (at most "
+                   f"{_MAX_PER_FILE}), each paragraph once")
+    return texts, labels, classes, description
+
+
+def corpus_examples(name: str, *, min_per_class: int | None = None):
     """The labelled examples of corpus `name`: `(texts, labels, class_names, description)`, in a fixed order.
+
+    `min_per_class`: the fewest paragraphs a class may have (default 30; 10 for python-docs-wide-files).
 
     Raises:
         UsageError: an unknown corpus name.
     """
     if name not in CORPORA:
         raise UsageError(f"unknown corpus '{name}'; use one of: {', '.join(sorted(CORPORA))}")
+    if min_per_class is None:
+        min_per_class = _DEFAULT_MIN_PER_CLASS.get(name, 30)
+    if name == "python-docs-wide-files":
+        return _wide_files(int(min_per_class))
     if name != "python-docs-wide":
         return _python_docs(int(min_per_class), by_file=name == "python-docs-files")
     texts, labels, classes, _ = _python_docs(int(min_per_class))
