@@ -118,6 +118,25 @@ def test_masked_average_ignores_padding():
     np.testing.assert_allclose(np.asarray(MaskedAveragePooling1D()([features, np.zeros((1, 4))])), [[0, 0, 0]])
 
 
+def test_textcnn_l_drops_whole_words_only_while_training():
+    import keras
+
+    from kerastl.text import WORD_DROPOUT, build_text_backbone
+
+    vocabulary = [f"w{i}" for i in range(50)]
+    model = build_text_backbone("textcnn-l", vocabulary, sequence_length=8)
+    assert model.output.shape[-1] == 192 + 128 and WORD_DROPOUT["textcnn-l"] == 0.3
+    words = keras.Model(model.input, model.get_layer("word_dropout").output)
+    texts = np.asarray(["w1 w2 w3 w4 w5 w6 w7 w8"] * 16, dtype=object)
+    inference = np.asarray(words(texts, training=False))
+    np.testing.assert_allclose(inference, np.asarray(model.get_layer("embedding")(
+        model.get_layer("tokenizer")(texts))))  # the identity at inference
+    dropped = np.asarray(words(texts, training=True))
+    zero = np.all(dropped == 0, axis=-1)  # (texts, tokens): a token's whole vector, or none of it
+    assert np.all(np.any(dropped != 0, axis=-1) | zero) and 0.1 < zero.mean() < 0.5
+    np.testing.assert_allclose(dropped[~zero], inference[~zero] / 0.7, rtol=1e-5)
+
+
 # ------------------------------------------------------------------------------------------- end to end
 
 
