@@ -4,7 +4,7 @@ Strategies (see `kerastl.freezing`):
 - `head` (Option 1): only the new output layer trains. The frozen backbone's pooled features are computed
   once and cached, the head trains on them, and the trained head is put back on the backbone. Augmentation
   changes the images every epoch, so with `augment=True` the backbone must run every epoch and the slow
-  path (a plain frozen `fit`) is used instead.
+  path (a plain frozen `fit`) is used instead. The new layer starts at zero weights (see `kerastl.head`).
 - `full` (Option 2): the head is trained first (as above), then every layer at a lower learning rate
   (`learning_rate * fine_tune_factor`), recompiled after `trainable` changes.
 - `top:N`: as `full`, but only the last N weighted backbone layers are unfrozen in the second phase.
@@ -387,8 +387,9 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
     strategy = resolve_auto(requested, min_per_class)
 
     backbone_model = backbone.model if config.from_scratch else prepare_backbone(backbone.model)
+    # A head on pretrained features starts at zero weights, a network from scratch at random ones (kerastl.head).
     classifier = build_classifier(backbone_model, len(parts.class_names), pooling=config.pooling,
-                                  dropout=config.dropout, seed=config.seed)
+                                  dropout=config.dropout, seed=config.seed, zero_init=not config.from_scratch)
     timing, history = {}, []
     validation = data["val"] if config.validate_each_epoch else None
     start = time.perf_counter()

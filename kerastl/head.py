@@ -9,6 +9,14 @@ are plain objects shared by two models:
 
 Training either one trains the same weights.
 
+On a pretrained backbone the new Dense layer starts from zero weights rather than random ones: with few
+examples the training features span only a few directions of the feature space, and random weights along the
+others are never trained away, adding noise to every prediction on new inputs (a head on frozen 320-wide text
+features, 5 examples per class in tools/bench_fewshot_audio_text.py: 43.5% accuracy from random weights,
+49.2% from zeros). Zero is where logistic regression starts, and Big Transfer (Kolesnikov et al., 2020)
+zero-initialises its new heads too. A network trained from scratch keeps the usual random (Glorot) start,
+since its features move with the head (`zero_init=False`).
+
 The standardisation is a fixed `Normalization` of the pooled features, adapted once on the training
 features (`Classifier.adapt`); it is not trained. Linear probes standardise features for the same reason
 (scikit-learn's StandardScaler before LogisticRegression): pretrained features come in very different scales,
@@ -58,7 +66,7 @@ class Classifier:
 
 
 def build_classifier(backbone_model, num_classes: int, *, pooling: str = "avg", dropout: float = 0.2,
-                     seed: int | None = None) -> Classifier:
+                     seed: int | None = None, zero_init: bool = True) -> Classifier:
     """Keeps every layer of `backbone_model` and adds a new output layer sized for `num_classes`.
 
     Args:
@@ -66,7 +74,10 @@ def build_classifier(backbone_model, num_classes: int, *, pooling: str = "avg", 
         num_classes: the number of classes, at least 2.
         pooling: "avg" or "max" global pooling of a feature map.
         dropout: dropout rate before the new layer, in [0, 1).
-        seed: seeds the new layer's initialiser and the dropout, for reproducible runs.
+        seed: seeds the dropout (and the new layer's random initialiser without `zero_init`), for
+            reproducible runs.
+        zero_init: start the new layer's weights at zero (a pretrained backbone); False: Glorot-uniform random
+            weights (a network trained from scratch).
 
     Raises:
         UsageError: fewer than 2 classes, an unknown pooling, or a dropout outside [0, 1).
@@ -98,7 +109,8 @@ def build_classifier(backbone_model, num_classes: int, *, pooling: str = "avg", 
     dense = keras.layers.Dense(
         int(num_classes),
         activation="softmax",
-        kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
+        # See the module docstring.
+        kernel_initializer="zeros" if zero_init else keras.initializers.GlorotUniform(seed=seed),
         name="predictions",
         # The softmax output stays float32 under mixed precision, for a stable loss.
         dtype="float32",

@@ -197,3 +197,16 @@ def test_kill_during_finetune_resumes_to_the_same_weights(tmp_path, image_folder
     b = keras.saving.load_model(out / "model.keras")
     for wa, wb in zip(a.weights, b.weights):
         np.testing.assert_array_equal(wa.numpy(), wb.numpy(), err_msg=wa.path)
+
+
+def test_new_layer_starts_at_zero_on_a_pretrained_backbone_random_from_scratch():
+    import keras
+
+    from kerastl.head import build_classifier
+
+    inputs = keras.Input((6,))
+    backbone = keras.Model(inputs, keras.layers.Dense(5, name="features")(inputs))
+    kernel = build_classifier(backbone, 3, seed=0).predictions.kernel.numpy()
+    assert kernel.shape == (5, 3) and not kernel.any()
+    scratch = build_classifier(backbone, 3, seed=0, zero_init=False).predictions.kernel.numpy()
+    np.testing.assert_allclose(scratch, keras.initializers.GlorotUniform(seed=0)((5, 3)).numpy())
