@@ -154,7 +154,7 @@ def default_backbone_spec(modality: str = "image") -> str:
 _PRETRAIN_HINTS = {
     "image": "kerastl pretrain --data synthetic:glyphs --arch smallnet-s --out saved_models/NAME",
     "audio": "kerastl pretrain --data synthetic:pseudowords --arch smallnet-s --out saved_models/NAME",
-    "text": "kerastl pretrain --data corpus:python-docs-wide --arch textcnn-s --out saved_models/NAME",
+    "text": "kerastl pretrain --data corpus:python-docs-wide-files --arch textcnn-l --out saved_models/NAME",
 }
 
 

@@ -282,9 +282,9 @@ def backbones():
 @click.option("--data", "source", required=True, metavar="SOURCE", type=_NonEmptyPath(),
               help="A class-per-folder directory (images, WAV or .txt files), tfds:NAME[:SPLIT], synthetic:NAME "
                    "(images: glyphs, fractals; audio: pseudowords) or corpus:NAME (text: python-docs, "
-                   "python-docs-files, python-docs-wide).")
+                   "python-docs-files, python-docs-wide, python-docs-wide-files).")
 @click.option("--arch", required=True, help="A keras.applications name (e.g. MobileNetV2) or smallnet-s|m|l; "
-              "smallnet-s|m|l for audio (on the log-mel spectrogram); textcnn-s|m for text.")
+              "smallnet-s|m|l for audio (on the log-mel spectrogram); textcnn-s|m|l for text.")
 @click.option("--image-size", type=click.IntRange(8, 1024), default=28, show_default=True)
 @click.option("--channels", type=click.Choice(["1", "3"]), default=None,
               help="Input channels. Default: 1 for synthetic sources, 3 otherwise.")

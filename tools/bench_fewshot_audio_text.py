@@ -12,8 +12,8 @@ Text: which library a docstring paragraph comes from, for eight third-party libr
 (matplotlib.pyplot, scipy.stats, scipy.signal, scipy.optimize, scipy.linalg + numpy.linalg, PIL, click,
 sklearn.metrics): the first paragraph (>= 5 words) of each function's, class' and module's docstring, read
 with `ast` (nothing imported), up to `--per-class` per library. Backbone: the shipped text backbone, pretrained
-on `corpus:python-docs-wide` (docstrings of the standard library and of the TensorFlow stack, labelled by
-source; none of these eight libraries): other text, other labels.
+on `corpus:python-docs-wide-files` (docstrings of the standard library and of the TensorFlow stack, labelled
+by source file; none of these eight libraries): other text, other labels.
 
 For N labelled examples per class, as mean ± std over seeds (each seed draws N + 1 examples per class: finetune
 trains on N and validates each epoch on the one left; accuracy is measured once, on all the other examples):
