@@ -242,8 +242,8 @@ def test_loaded_model_with_labels(classifier, tmp_path):
 # MediaPipe Tasks
 
 
-@pytest.mark.parametrize(("which", "quantize"), [("rgb", "none"), ("rgb", "int8"), ("gray", "none"),
-                                                 ("gray", "int8")])
+@pytest.mark.parametrize(("which", "quantize"), [("rgb", "none"), ("rgb", "int8"), ("rgb", "int8-per-tensor"),
+                                                 ("gray", "none"), ("gray", "int8")])
 def test_mediapipe_image_classifier_agrees_with_keras(request, image_folder, held_out, tmp_path, which,
                                                       quantize):
     from mediapipe import Image as MpImage
