@@ -181,7 +181,6 @@ def _wide_files(min_per_class: int):
     """python-docs-wide-files: the standard library and `WIDE_PACKAGES`, labelled by source file."""
     import importlib.util
     import random
-    from importlib import metadata
 
     bases = [(Path(sysconfig.get_paths()["stdlib"]), (), True)]
     found = []
@@ -209,17 +208,25 @@ def _wide_files(min_per_class: int):
         texts += items
         labels += [len(classes)] * len(items)
         classes.append(label)
-    versions = []
-    for package in found:
-        try:
-            versions.append(f"{package} {metadata.version(package.replace('_', '-'))}")
-        except metadata.PackageNotFoundError:
-            versions.append(package)
+    versions = _versions(found)
     description = (f"python-docs-wide-files: {len(texts)} docstring paragraphs of the Python "
                    f"{platform.python_version()} standard library and of {', '.join(versions)}, labelled by "
                    f"source file: {len(classes)} classes of >= {min_per_class} paragraphs (at most "
                    f"{_MAX_PER_FILE}), each paragraph once")
     return texts, labels, classes, description
+
+
+def _versions(packages) -> list[str]:
+    """"name version" of each installed package (the corpus depends on them), or the name alone."""
+    from importlib import metadata
+
+    versions = []
+    for package in packages:
+        try:
+            versions.append(f"{package} {metadata.version(package.replace('_', '-'))}")
+        except metadata.PackageNotFoundError:
+            versions.append(package)
+    return versions
 
 
 def corpus_examples(name: str, *, min_per_class: int | None = None):
@@ -244,14 +251,7 @@ def corpus_examples(name: str, *, min_per_class: int | None = None):
         labels += [len(classes)] * len(items)
         texts += items
         classes.append(name_)
-    versions = []
-    from importlib import metadata
-
-    for package in found:
-        try:
-            versions.append(f"{package} {metadata.version(package.replace('_', '-'))}")
-        except metadata.PackageNotFoundError:
-            versions.append(package)
+    versions = _versions(found)
     description = (f"python-docs-wide: {len(texts)} docstring paragraphs of the Python {platform.python_version()} "
                    f"standard library (labelled by module) and of {', '.join(versions)} (labelled by package "
                    f"directory), {len(classes)} classes of >= {min_per_class} paragraphs")
