@@ -105,3 +105,26 @@ def finetune_cli(data, backbone, out, *args):
                                        "--out", str(out)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return out
+
+
+def finetune_quick(data, backbone, out):
+    """One epoch of `kerastl finetune` through CliRunner; returns the result (for the error tests)."""
+    from click.testing import CliRunner
+
+    from kerastl.cli import main
+
+    return CliRunner().invoke(main, ["finetune", "--data", str(data), "--backbone", str(backbone), "--epochs", "1",
+                                     "--out", str(out)], catch_exceptions=False)
+
+
+@pytest.fixture()
+def saved_models(tmp_path, monkeypatch):
+    """A saved_models/ holding one backbone manifest per modality, so that errors can name one."""
+    import json
+
+    root = tmp_path / "saved_models"
+    for name, modality in (("glyphs-x", "image"), ("pseudowords-x", "audio"), ("docs-x", "text")):
+        (root / name).mkdir(parents=True)
+        (root / name / "manifest.json").write_text(json.dumps({"modality": modality, "input": {"shape": []}}))
+    monkeypatch.setenv("KERASTL_SAVED_MODELS", str(root))
+    return root

@@ -19,7 +19,7 @@ from scipy.io import wavfile
 from kerastl.cli import main
 from kerastl.errors import KerastlError
 
-from .conftest import finetune_cli, one_line_error
+from .conftest import finetune_cli, finetune_quick, one_line_error
 
 RATE = 16000
 CLIP = 0.5  # seconds: short clips keep every model here tiny
@@ -424,30 +424,14 @@ def tiny_audio_backbone(tmp_path_factory):
     return path
 
 
-@pytest.fixture()
-def saved_models(tmp_path, monkeypatch):
-    """A saved_models/ holding one backbone manifest per modality, so that errors can name one."""
-    root = tmp_path / "saved_models"
-    for name, modality in (("glyphs-x", "image"), ("pseudowords-x", "audio"), ("docs-x", "text")):
-        (root / name).mkdir(parents=True)
-        (root / name / "manifest.json").write_text(json.dumps({"modality": modality, "input": {"shape": []}}))
-    monkeypatch.setenv("KERASTL_SAVED_MODELS", str(root))
-    return root
-
-
-def _finetune(data, backbone, out):
-    return CliRunner().invoke(main, ["finetune", "--data", str(data), "--backbone", str(backbone), "--epochs", "1",
-                                     "--out", str(out)], catch_exceptions=False)
-
-
 def test_image_backbone_on_wav_folder(words, tiny_backbone_path, saved_models, tmp_path):
-    line = one_line_error(_finetune(words, tiny_backbone_path, tmp_path / "out"), 1, "holds audio files",
+    line = one_line_error(finetune_quick(words, tiny_backbone_path, tmp_path / "out"), 1, "holds audio files",
                            "an image backbone", "saved_models/pseudowords-x")
     assert "will not transfer" in line and not (tmp_path / "out").exists()
 
 
 def test_audio_backbone_on_image_folder(image_folder, tiny_audio_backbone, saved_models, tmp_path):
-    one_line_error(_finetune(image_folder, tiny_audio_backbone, tmp_path / "out"), 1, "holds image files",
+    one_line_error(finetune_quick(image_folder, tiny_audio_backbone, tmp_path / "out"), 1, "holds image files",
                     "an audio backbone", "saved_models/glyphs-x")
     assert not (tmp_path / "out").exists()
 
@@ -455,7 +439,7 @@ def test_audio_backbone_on_image_folder(image_folder, tiny_audio_backbone, saved
 def test_without_a_backbone_of_the_right_type_the_error_says_how_to_pretrain_one(
         words, tiny_backbone_path, tmp_path, monkeypatch):
     monkeypatch.setenv("KERASTL_SAVED_MODELS", str(tmp_path / "empty"))
-    one_line_error(_finetune(words, tiny_backbone_path, tmp_path / "out"), 1, "holds audio files",
+    one_line_error(finetune_quick(words, tiny_backbone_path, tmp_path / "out"), 1, "holds audio files",
                     "kerastl pretrain --data synthetic:pseudowords")
 
 
@@ -466,7 +450,7 @@ def test_rank_mismatch_is_one_line(words, saved_models, tmp_path):
     inputs = keras.Input((49, 40))
     path = tmp_path / "spectrogram.keras"
     keras.Model(inputs, keras.layers.Conv1D(4, 3)(inputs)).save(path)
-    one_line_error(_finetune(words, path, tmp_path / "out"), 1, "shape (49, 40)", "mono waveforms",
+    one_line_error(finetune_quick(words, path, tmp_path / "out"), 1, "shape (49, 40)", "mono waveforms",
                     "saved_models/pseudowords-x")
 
 

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from kerastl.cli import main
 from kerastl.errors import KerastlError
 
-from .conftest import finetune_cli, one_line_error
+from .conftest import finetune_cli, finetune_quick, one_line_error
 
 TOPICS = {
     "weather": ["rain", "sunny", "cloud", "storm", "wind", "forecast", "snow", "cold", "warm", "thunder"],
@@ -371,37 +371,22 @@ def test_hub_text_classifier_exports_as_saved_model_only(hub_text_module, texts,
 # --------------------------------------------------------------------------------- same input type rule
 
 
-@pytest.fixture()
-def saved_models(tmp_path, monkeypatch):
-    root = tmp_path / "saved_models"
-    for name, modality in (("glyphs-x", "image"), ("pseudowords-x", "audio"), ("docs-x", "text")):
-        (root / name).mkdir(parents=True)
-        (root / name / "manifest.json").write_text(json.dumps({"modality": modality, "input": {"shape": []}}))
-    monkeypatch.setenv("KERASTL_SAVED_MODELS", str(root))
-    return root
-
-
-def _finetune(data, backbone, out):
-    return CliRunner().invoke(main, ["finetune", "--data", str(data), "--backbone", str(backbone), "--epochs", "1",
-                                     "--out", str(out)], catch_exceptions=False)
-
-
 def test_text_backbone_on_wav_folder(pretrained, saved_models, tmp_path):
     for word in ("yes", "no"):
         (tmp_path / "wavs" / word).mkdir(parents=True)
         (tmp_path / "wavs" / word / "a.wav").write_bytes(b"RIFF....WAVE")
-    one_line_error(_finetune(tmp_path / "wavs", pretrained, tmp_path / "out"), 1, "holds audio files",
+    one_line_error(finetune_quick(tmp_path / "wavs", pretrained, tmp_path / "out"), 1, "holds audio files",
                     "a text backbone", "saved_models/pseudowords-x")
     assert not (tmp_path / "out").exists()
 
 
 def test_image_backbone_on_text_folder(texts, tiny_backbone_path, saved_models, tmp_path):
-    one_line_error(_finetune(texts, tiny_backbone_path, tmp_path / "out"), 1, "holds text files",
+    one_line_error(finetune_quick(texts, tiny_backbone_path, tmp_path / "out"), 1, "holds text files",
                     "an image backbone", "saved_models/docs-x")
 
 
 def test_text_backbone_on_images(pretrained, image_folder, saved_models, tmp_path):
-    one_line_error(_finetune(image_folder, pretrained, tmp_path / "out"), 1, "holds image files",
+    one_line_error(finetune_quick(image_folder, pretrained, tmp_path / "out"), 1, "holds image files",
                     "a text backbone", "saved_models/glyphs-x")
 
 
@@ -412,7 +397,7 @@ def test_channel_mismatch_is_one_line(image_folder, saved_models, tmp_path):
     inputs = keras.Input((16, 16, 4))
     path = tmp_path / "rgba.keras"
     keras.Model(inputs, keras.layers.Conv2D(4, 3)(inputs)).save(path)
-    one_line_error(_finetune(image_folder, path, tmp_path / "out"), 1, "shape (16, 16, 4)",
+    one_line_error(finetune_quick(image_folder, path, tmp_path / "out"), 1, "shape (16, 16, 4)",
                     "(height, width, 1 or 3)", "saved_models/glyphs-x")
 
 
