@@ -292,10 +292,10 @@ def export_saved_model(model, out, *, labels: list[str]) -> Path:
 
 
 def lite_model(model):
-    """What `convert_tflite` converts: `(keras_model, input TensorSpec of batch 1, vocabulary or None)`.
+    """What `convert_tflite` converts: `(keras_model, input TensorSpec of batch 1)`.
 
     Images: `rgb_input_model(model)` on float32 pixels. Audio: the model itself on a float32 waveform. Text:
-    `kerastl.text.tokenized_model(model)` on int32 token ids, and its vocabulary (line i, id i).
+    `kerastl.text.tokenized_model(model)` on int32 token ids (its vocabulary: `kerastl.text.vocabulary_of`).
 
     Raises:
         KerastlError: as `model_input`, or a text model that cannot be split at its tokenizer.
@@ -306,16 +306,16 @@ def lite_model(model):
     if spec.modality == "audio":
         from kerastl.audio import tflite_signature
 
-        return model, tflite_signature(model), None
+        return model, tflite_signature(model)
     if spec.modality == "text":
         from kerastl.text import tokenized_model
 
         _require_own_tokenizer(model)
-        ids_model, vocabulary, _ = tokenized_model(model)
+        ids_model = tokenized_model(model)[0]
         # int32 ids: what mobile tokenizers produce and TFLite's gather takes natively.
-        return ids_model, tf.TensorSpec((1, int(ids_model.input.shape[1])), tf.int32, name="token_ids"), vocabulary
+        return ids_model, tf.TensorSpec((1, int(ids_model.input.shape[1])), tf.int32, name="token_ids")
     converted = rgb_input_model(model)
-    return converted, tf.TensorSpec((1, *image_input_shape(converted)), tf.float32, name="image"), None
+    return converted, tf.TensorSpec((1, *image_input_shape(converted)), tf.float32, name="image")
 
 
 def _require_own_tokenizer(model) -> None:
@@ -346,7 +346,7 @@ def tflite_inputs(model, inputs):
 
 def convert_tflite(model, *, labels: list[str], quantize: str = "none", calibration=None) -> bytes:
     """The TFLite file of `model` (see the module docstring), with MediaPipe metadata for images and audio, as
-    bytes. For a text model it is the token-id model; its vocabulary is `lite_model(model)[2]`.
+    bytes. For a text model it is the token-id model; its vocabulary is `kerastl.text.vocabulary_of(model)`.
 
     `calibration` (inputs shaped like the TFLite input, see `tflite_inputs`) is required for int8. For images,
     one calibration image gets a pixel of 0 and one of 255 so that the uint8 input is quantized with scale 1
@@ -366,7 +366,7 @@ def convert_tflite(model, *, labels: list[str], quantize: str = "none", calibrat
         raise UsageError(f"--quantize must be one of {', '.join(QUANTIZATIONS)}. Received: {quantize}")
     modality = model_input(model).modality
     check_quantization(modality, quantize)
-    converted, signature, _ = lite_model(model)
+    converted, signature = lite_model(model)
     options = {"target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]}}
     front_end = _front_end_layers(model) if modality == "audio" and quantize == "dynamic" else []
     if quantize != "none" and not front_end:
@@ -498,16 +498,16 @@ def export_tflite(model, out, *, labels: list[str], quantize: str = "none", cali
         UsageError, KerastlError: as `convert_tflite` and `output_paths`.
     """
     from kerastl.atomic import atomic_path
+    from kerastl.text import vocabulary_of
 
     require_tflite_dependencies()
     out = output_paths(out, "tflite")["tflite"]
     data = convert_tflite(model, labels=labels, quantize=quantize, calibration=calibration)
-    vocabulary = lite_model(model)[2]
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(atomic_path(out))
         Path(tmp).write_bytes(data)
-        if vocabulary is not None:
-            write_vocabulary(vocabulary, stack.enter_context(atomic_path(vocabulary_path(out, "tflite"))))
+        if model_input(model).modality == "text":
+            write_vocabulary(vocabulary_of(model), stack.enter_context(atomic_path(vocabulary_path(out, "tflite"))))
     return out
 
 
@@ -754,11 +754,9 @@ def synthetic_inputs(model, n: int, *, seed: int = 0):
             clips.append(rng.uniform(0.05, 0.9) * clip / np.abs(clip).max())
         return np.stack(clips).astype("float32")
     if spec.modality == "text":
-        from kerastl.text import tokenizer_of
+        from kerastl.text import vocabulary_of
 
-        tokenizer = tokenizer_of(model)
-        words = [str(w) for w in tokenizer.get_vocabulary()[2:]] if tokenizer is not None else []
-        words = words or _COMMON_WORDS.split()
+        words = vocabulary_of(model)[2:] or _COMMON_WORDS.split()
         return np.asarray([" ".join(rng.choice(words, rng.integers(3, 40))) for _ in range(n)], dtype=object)
     return synthetic_images(n, spec.shape[:2], seed=seed)
 
@@ -870,10 +868,9 @@ def export(model, *, format: str = "tflite", quantize: str = "none", data=None, 
             figures["rgb_input_for_grayscale_model"] = spec.modality == "image" and spec.shape[2] == 1
             report["exports"]["tflite"] = _with_drop(figures, report["keras"])
             if "vocabulary" in targets:
-                from kerastl.text import preprocessing_record
+                from kerastl.text import preprocessing_record, vocabulary_of
 
-                vocabulary = lite_model(keras_model)[2]
-                write_vocabulary(vocabulary, stack.enter_context(atomic_path(targets["vocabulary"])))
+                write_vocabulary(vocabulary_of(keras_model), stack.enter_context(atomic_path(targets["vocabulary"])))
                 report["tokenizer"] = {
                     **preprocessing_record(keras_model),
                     "vocabulary_file": targets["vocabulary"].name,

@@ -140,6 +140,13 @@ def tokenizer_of(model):
     return None
 
 
+def vocabulary_of(model) -> list[str]:
+    """The token list of the model's tokenizer: index i is the token of id i ("" pads, "[UNK]" is any word not
+    in it). Empty without a `TextVectorization` layer."""
+    tokenizer = tokenizer_of(model)
+    return [] if tokenizer is None else [str(token) for token in tokenizer.get_vocabulary()]
+
+
 def preprocessing_record(model) -> dict:
     """The tokenizer record that manifests carry (the vocabulary itself stays in the model)."""
     tokenizer = tokenizer_of(model)
@@ -248,8 +255,7 @@ def tokenized_model(model):
                                "kerastl.head.build_classifier")
         for layer in after[1:]:
             x = layer(x)
-    vocabulary = [str(token) for token in tokenizer.get_vocabulary()]
-    return keras.Model(ids, x, name=f"{model.name}_from_ids"), vocabulary, preprocessing_record(model)
+    return keras.Model(ids, x, name=f"{model.name}_from_ids"), vocabulary_of(model), preprocessing_record(model)
 
 
 def tokenize(model, texts) -> np.ndarray:

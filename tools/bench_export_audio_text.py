@@ -50,7 +50,7 @@ def direct(model, data_samples, reference, y_true, *, int8: bool = False):
 
     from kerastl.export import lite_model, verify_tflite
 
-    converted, signature, _ = lite_model(model)
+    converted, signature = lite_model(model)
     options = {"target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]},
                "optimizations": [tf.lite.Optimize.DEFAULT]}
     if int8:
