@@ -12,11 +12,11 @@ Targets (issue 4): int8 size <= 0.27x float32, int8 latency <= 0.5x float32, top
 >= 98% for int8 and >= 99.5% for float16 and dynamic. Published anchors: int8 is 4x smaller and 2-3x faster
 (on ARM phones); EfficientNet-Lite0 loses 0.7 points.
 
-    python tools/bench_export.py            # trains 4 epochs, exports 4 ways, prints the table
+    python tools/bench_export.py            # trains 8 epochs, exports 5 ways, prints the table
     python tools/bench_export.py --reuse    # reuses the model trained in --work: exports and table only
 
-On 2 shared CPU cores (load average ~6 from other jobs) training took 221 s and the four exports 170 s, most
-of it Keras' LiteRT exporter writing and re-reading an intermediate SavedModel.
+On 2 CPU cores the whole run (training, five exports, latency) took 220 s; most of an export is Keras' LiteRT
+exporter writing and re-reading an intermediate SavedModel.
 """
 
 from __future__ import annotations
@@ -41,7 +41,10 @@ def parse_args():
     parser.add_argument("--work", default="/tmp/kerastl-bench-export", help="working directory")
     parser.add_argument("--arch", default="MobileNetV2", help="a keras.applications name")
     parser.add_argument("--image-size", type=int, default=96)
-    parser.add_argument("--epochs", type=int, default=4)
+    # 4 epochs left the model unconverged (held-out accuracy 94.7% in one run, 91.4% in the next, swinging by
+    # 3.6 points in the last epoch): quantization then flips borderline predictions that a deployable model
+    # would not have.
+    parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved latency passes over the images")
@@ -64,8 +67,9 @@ def train(args, data, run_dir):
     for layer in walk_layers(backbone.model):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = 0.9
+    # Deterministic, so that every run measures the same model.
     config = FinetuneConfig(strategy="full", from_scratch=True, epochs=args.epochs, batch_size=args.batch_size,
-                            learning_rate=args.learning_rate, seed=0)
+                            learning_rate=args.learning_rate, seed=0, deterministic=True)
     result = finetune(data, backbone, out=run_dir, config=config, verbose=2)
     return result.metrics["accuracy"]
 
