@@ -28,19 +28,23 @@ def budget(shots: int, classes: int, batch_size: int, steps: int) -> int:
     return max(10, -(-steps // per_epoch))
 
 
-def run_one(method: str, shots: int, seed: int, spec: str, data, args) -> float:
-    from kerastl.finetuning import FinetuneConfig, finetune
+def method_config(method: str, epochs: int, **common):
+    """The `FinetuneConfig` of a compared method ("scratch", "head" or "full") for `epochs` per phase."""
+    from kerastl.finetuning import FinetuneConfig
 
-    epochs = budget(shots, 10, args.batch_size, args.steps)
-    common = dict(shots=shots, seed=seed, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                  validate_each_epoch=False)
     if method == "scratch":
         # The same architecture and the same total number of epochs as Option 2's two phases.
-        config = FinetuneConfig(strategy="full", from_scratch=True, epochs=2 * epochs, **common)
-    elif method == "head":
-        config = FinetuneConfig(strategy="head", epochs=2 * epochs, **common)
-    else:
-        config = FinetuneConfig(strategy="full", epochs=epochs, head_epochs=epochs, **common)
+        return FinetuneConfig(strategy="full", from_scratch=True, epochs=2 * epochs, **common)
+    if method == "head":
+        return FinetuneConfig(strategy="head", epochs=2 * epochs, **common)
+    return FinetuneConfig(strategy="full", epochs=epochs, head_epochs=epochs, **common)
+
+
+def run_one(method: str, shots: int, seed: int, spec: str, data, args) -> float:
+    from kerastl.finetuning import finetune
+
+    config = method_config(method, budget(shots, 10, args.batch_size, args.steps), shots=shots, seed=seed,
+                           batch_size=args.batch_size, learning_rate=args.learning_rate, validate_each_epoch=False)
     result = finetune(data, spec, config=config, verbose=0)
     return float(result.metrics["accuracy"])
 

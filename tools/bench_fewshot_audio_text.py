@@ -43,7 +43,9 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from make_spoken_words import KEYWORDS, speak  # tools/ is on sys.path when run as a script
+# tools/ is on sys.path when run as a script.
+from bench_fewshot import budget, method_config
+from make_spoken_words import KEYWORDS, speak
 
 LIBRARIES = {
     "matplotlib.pyplot": ["matplotlib/pyplot.py"],
@@ -101,12 +103,6 @@ def library_docstrings(root: Path, per_class: int, seed: int = 0) -> Path:
     return root
 
 
-def budget(shots: int, classes: int, batch_size: int, steps: int) -> int:
-    """Epochs giving about `steps` optimizer steps, so that small and large label sets train comparably."""
-    per_epoch = max(1, -(-shots * classes // batch_size))
-    return max(10, -(-steps // per_epoch))
-
-
 def few_shot_folder(data: Path, dest: Path, shots: int, seed: int) -> tuple[Path, list, list]:
     """Links `shots + 1` random files per class of `data` into `dest` (finetune trains on `shots` of them and
     validates each epoch on the one left, cheaply); returns `dest` and the held-out files (all the others) with
@@ -160,17 +156,10 @@ def accuracy_on(model, class_names, files, names) -> float:
 
 
 def run_one(method: str, shots: int, seed: int, spec: str, data: Path, classes: int, args) -> float:
-    from kerastl.finetuning import FinetuneConfig, finetune
+    from kerastl.finetuning import finetune
 
-    epochs = budget(shots, classes, args.batch_size, args.steps)
-    common = dict(shots=shots, seed=seed, batch_size=args.batch_size, learning_rate=args.learning_rate)
-    if method == "scratch":
-        # The same architecture and the same total number of epochs as Option 2's two phases.
-        config = FinetuneConfig(strategy="full", from_scratch=True, epochs=2 * epochs, **common)
-    elif method == "head":
-        config = FinetuneConfig(strategy="head", epochs=2 * epochs, **common)
-    else:
-        config = FinetuneConfig(strategy="full", epochs=epochs, head_epochs=epochs, **common)
+    config = method_config(method, budget(shots, classes, args.batch_size, args.steps), shots=shots, seed=seed,
+                           batch_size=args.batch_size, learning_rate=args.learning_rate)
     with tempfile.TemporaryDirectory() as tmp:
         folder, held_out, names = few_shot_folder(data, Path(tmp) / "data", shots, seed)
         result = finetune(folder, spec, config=config, verbose=0)
