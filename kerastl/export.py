@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib.util
 import json
 import os
 import statistics
@@ -76,8 +75,6 @@ _COMMON_WORDS = ("the of and to in is that for it as with was on be by this are 
 # background task gets.
 INTERPRETER_THREADS = 1
 
-_TFLITE_PACKAGES = (("ai_edge_litert", "ai-edge-litert"), ("mediapipe", "mediapipe"), ("flatbuffers", "flatbuffers"),
-                    ("ai_edge_quantizer", "ai-edge-quantizer"))
 
 
 class ExportRejected(KerastlError):
@@ -113,12 +110,22 @@ def check_options(format: str, quantize: str, data, max_accuracy_drop) -> None:
                              "held-out images")
 
 
-def require_tflite_dependencies() -> None:
-    """Raises KerastlError naming the missing packages that TFLite export and verification need."""
-    missing = [name for module, name in _TFLITE_PACKAGES if importlib.util.find_spec(module) is None]
-    if missing:
-        raise KerastlError(f"TFLite export needs {', '.join(missing)}, not installed here; run "
-                           'pip install "kerastl[tflite]"')
+def require_tflite_dependencies(modality: str, quantize: str = "none", *, verify: bool = True) -> None:
+    """Checks, before any work, the optional packages a TFLite export of a `modality` model quantized as
+    `quantize` will import (`kerastl.extras`): the LiteRT interpreter to verify it (`verify`), the metadata
+    packages for image and audio files, and litert-quantizer only for audio `dynamic`.
+
+    Raises:
+        KerastlError: one line naming the missing packages and the extra that installs them.
+    """
+    from kerastl import extras
+
+    modules = ["ai_edge_litert"] if verify else []
+    if modality in ("image", "audio"):
+        modules += ["flatbuffers", "mediapipe"]
+    if modality == "audio" and quantize == "dynamic":
+        modules.append("litert_quantizer")
+    extras.require("TFLite export", *modules)
 
 
 def output_paths(out, format: str) -> dict:
@@ -361,11 +368,11 @@ def convert_tflite(model, *, labels: list[str], quantize: str = "none", calibrat
     import numpy as np
     import tensorflow as tf
 
-    require_tflite_dependencies()
     if quantize not in QUANTIZATIONS:
         raise UsageError(f"--quantize must be one of {', '.join(QUANTIZATIONS)}. Received: {quantize}")
     modality = model_input(model).modality
     check_quantization(modality, quantize)
+    require_tflite_dependencies(modality, quantize, verify=False)
     converted, signature = lite_model(model)
     options = {"target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]}}
     front_end = _front_end_layers(model) if modality == "audio" and quantize == "dynamic" else []
@@ -460,19 +467,21 @@ def quantize_dynamic_except(blob: bytes, layers: list[str]) -> bytes:
     float32 TFLite file, leaving the ops of the Keras layers named `layers` in float32.
 
     TFLite's converter has no way to leave ops out of dynamic-range quantization, and applied to an audio model
-    it quantizes the log-mel front end's DFT and mel matrices and their inputs. Google's ai-edge-quantizer
+    it quantizes the log-mel front end's DFT and mel matrices and their inputs. Google's litert-quantizer
     quantizes a converted file by a recipe whose entries select ops by their tensor names, which carry the
     Keras layer names. Measured by tools/bench_export_audio_text.py on ten spoken keywords: the converter's
     file agrees with Keras on 96.25% of the held-out clips (largest probability error 0.88); with the front
     end left float, on 100% (0.0135), at 0.535x the float32 size instead of 0.262x.
 
     Raises:
-        KerastlError: ai-edge-quantizer is missing or fails.
+        KerastlError: litert-quantizer is missing or fails.
     """
     import re
 
-    require_tflite_dependencies()
-    from ai_edge_quantizer import quantizer, recipe
+    from kerastl import extras
+
+    extras.require("audio dynamic-range quantization", "litert_quantizer")
+    from litert_quantizer import quantizer, recipe
 
     # Keras traces a layer "log_mel" under scopes such as "classifier_1/backbone_1/log_mel_1/...".
     pattern = "|".join(rf"(^|.*/){re.escape(name)}(_\d+)?/.*" for name in layers)
@@ -500,7 +509,6 @@ def export_tflite(model, out, *, labels: list[str], quantize: str = "none", cali
     from kerastl.atomic import atomic_path
     from kerastl.text import vocabulary_of
 
-    require_tflite_dependencies()
     out = output_paths(out, "tflite")["tflite"]
     data = convert_tflite(model, labels=labels, quantize=quantize, calibration=calibration)
     with contextlib.ExitStack() as stack:
@@ -547,7 +555,9 @@ def verify_tflite(model, inputs, *, reference, y_true=None, threads: int = INTER
     """
     import numpy as np
 
-    require_tflite_dependencies()
+    from kerastl import extras
+
+    extras.require("TFLite verification", "ai_edge_litert")
     from ai_edge_litert.interpreter import Interpreter
 
     content = Path(model).read_bytes() if isinstance(model, (str, os.PathLike)) else bytes(model)
@@ -821,11 +831,11 @@ def export(model, *, format: str = "tflite", quantize: str = "none", data=None, 
 
     check_options(format, quantize, data, max_accuracy_drop)
     targets = output_paths(out, format)
-    if "tflite" in targets:
-        require_tflite_dependencies()
     keras_model, labels, source = _load(model, labels, trust)
     spec = model_input(keras_model)
     check_quantization(spec.modality, quantize)
+    if "tflite" in targets:
+        require_tflite_dependencies(spec.modality, quantize)
     if spec.modality == "text" and "tflite" in targets:
         _require_own_tokenizer(keras_model)
         targets["vocabulary"] = vocabulary_path(targets["tflite"], format)

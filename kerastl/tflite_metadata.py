@@ -120,9 +120,12 @@ def _metadata_schema() -> ModuleType:
         "kerastl._generated_tflite_metadata_schema",
     )
     if module is None:
-        raise KerastlError(
-            "TFLite metadata needs the metadata schema that ships in the mediapipe wheel, which "
-            "is not installed; run `pip install mediapipe`."
+        from kerastl import extras
+
+        extras.require("TFLite metadata (its schema ships in the mediapipe wheel)", "mediapipe")
+        raise KerastlError(  # mediapipe is installed but lacks the file: a wheel layout we don't know
+            "the installed mediapipe has no tasks/metadata/metadata_schema_py_generated.py; reinstall it with "
+            'pip install --force-reinstall "kerastl[tflite]"'
         )
     return module
 
@@ -389,7 +392,7 @@ def _reject_offset_buffers(root: Any) -> None:
 def inline_buffers(model: bytes) -> bytes:
     """Returns ``model`` with every weight buffer stored inside the flatbuffer.
 
-    Some writers (ai-edge-quantizer, for weights over 256 KB; the converter, for models over
+    Some writers (litert-quantizer, for weights over 256 KB; the converter, for models over
     2 GB) keep buffers after the flatbuffer, addressed by absolute file offsets, which metadata
     writing cannot move. TFLite reads both layouts alike; a model below the flatbuffer's 2 GB
     limit can always be inlined. A model without offset buffers is returned unchanged.
@@ -812,6 +815,9 @@ class _AlignedBuffer:
 
 
 def _flatbuffers() -> ModuleType:
+    from kerastl import extras
+
+    extras.require("TFLite metadata", "flatbuffers")
     import flatbuffers
 
     return flatbuffers
