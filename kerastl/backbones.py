@@ -91,12 +91,18 @@ class Backbone:
 
 
 def saved_models_dir() -> Path:
-    """Where our own pretrained backbones live: `$KERASTL_SAVED_MODELS`, else `saved_models/` beside the
-    package (the repository layout)."""
+    """Where our own pretrained backbones live: `$KERASTL_SAVED_MODELS`, else `kerastl/saved_models`.
+
+    In a wheel that is a real directory inside the installed package; in a clone (and an editable install)
+    it is a link to the repository's top-level `saved_models/`, and where a checkout did not make the link
+    (git with symlinks off), the top-level directory is used directly.
+    """
     env = os.environ.get("KERASTL_SAVED_MODELS")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent / "saved_models"
+    package = Path(__file__).resolve().parent
+    inside = package / "saved_models"
+    return inside.resolve() if inside.is_dir() else package.parent / "saved_models"
 
 
 def keras_application_names() -> list[str]:
