@@ -14,6 +14,7 @@ Targets (issue 4): int8 size <= 0.27x float32, int8 latency <= 0.5x float32, top
 
     python tools/bench_export.py            # trains 8 epochs, exports 5 ways, prints the table
     python tools/bench_export.py --reuse    # reuses the model trained in --work: exports and table only
+    python tools/bench_export.py --json tools/results_export.json   # also keeps the raw figures
 
 On 2 CPU cores the whole run (training, five exports, latency) took 220 s; most of an export is Keras' LiteRT
 exporter writing and re-reading an intermediate SavedModel.
@@ -22,6 +23,7 @@ exporter writing and re-reading an intermediate SavedModel.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -50,7 +52,22 @@ def parse_args():
     parser.add_argument("--rounds", type=int, default=3, help="interleaved latency passes over the images")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--reuse", action="store_true", help="reuse WORK/run/model.keras if present")
+    parser.add_argument("--json", default=None, help="also write the raw figures to this file")
     return parser.parse_args()
+
+
+def quantization_parameters(path):
+    """(bytes, channels) of the quantization parameters of a TFLite file: a float32 scale and an int64 zero
+    point (as the TFLite schema stores them) per quantized channel, over every tensor quantized per channel or
+    per tensor."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    channels = 0
+    for tensor in interpreter.get_tensor_details():
+        params = tensor.get("quantization_parameters") or {}
+        channels += len(params.get("scales", ()))
+    return channels * (4 + 8), channels
 
 
 def train(args, data, run_dir):
@@ -156,9 +173,22 @@ def main():
                 verdicts.append(f"{NAMES[quantize]} {key} {value:.3f} {sense} {target[key]}: "
                                 f"{'met' if ok else 'MISSED'}")
     print()
+    params = {}
+    for quantize in ("int8", "int8-per-tensor"):
+        params[quantize] = quantization_parameters(paths[quantize])
+        size = reports[quantize]["exports"]["tflite"]["bytes"]
+        print(f"- {NAMES[quantize]}: quantization parameters {params[quantize][0] / 1e6:.2f} MB of "
+              f"{size / 1e6:.2f} MB ({params[quantize][1]:,} scales and zero points)")
     for verdict in verdicts:
         print(f"- {verdict}")
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
+    if args.json:
+        raw = {"arch": args.arch, "image_size": args.image_size, "epochs": args.epochs, "rounds": args.rounds,
+               "threads": args.threads, "keras_accuracy": keras_accuracy, "n": n,
+               "latency_ms": {NAMES[q]: latency[q] for q in QUANTIZATIONS},
+               "tflite": {NAMES[q]: reports[q]["exports"]["tflite"] for q in QUANTIZATIONS},
+               "quantization_parameters": {NAMES[q]: {"bytes": b, "channels": c} for q, (b, c) in params.items()}}
+        Path(args.json).write_text(json.dumps(raw, indent=1, default=str))
 
 
 if __name__ == "__main__":
