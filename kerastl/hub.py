@@ -14,14 +14,19 @@ trainable and whether or not the model is training. That is what fine-tuning a p
 on a small data set wants (batch statistics of small batches would wreck the pretrained ones).
 
 Security: a SavedModel is a program (its graph may contain file-reading or file-writing ops), and
-a ``.keras`` file holding a ``HubLayer`` embeds one. ``keras.saving.load_model(..., safe_mode=True)``
-loads such a file, because ``HubLayer`` is a registered class with a plain-data config, but
-safe_mode then does not protect against that embedded graph: only load ``.keras`` files holding a
-``HubLayer`` from sources you trust, as for the hub module itself.
+a ``.keras`` file holding a ``HubLayer`` embeds one, or names a handle to download one from. Keras'
+safe_mode cannot vet that graph, so a ``HubLayer`` refuses to be deserialised while Keras' safe
+mode is on: ``keras.saving.load_model(path)`` (safe_mode=True, the default) raises KerastlError,
+and neither the embedded copy nor the handle is touched. Load such files with
+``kerastl.backbones.load_keras_file(path, trust=True)`` (the CLI's ``--trust``) or with
+``safe_mode=False``, and only from sources you trust, as for the hub module itself. Rebuilding a
+layer from an in-memory model (``keras.models.clone_model``) is not a load and is allowed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import re
 import shutil
@@ -35,7 +40,7 @@ import tensorflow as tf
 
 from kerastl.errors import KerastlError
 
-__all__ = ["HubLayer", "resolve_handle"]
+__all__ = ["HubLayer", "resolve_handle", "trusted_loading"]
 
 # Name of the SavedModel copy inside the layer's directory of the .keras file's assets.
 _ASSET_DIRNAME = "savedmodel"
@@ -68,6 +73,42 @@ def _check_trusted_host(url: str) -> None:
         f"hub host {host!r} is not in {TRUSTED_HOSTS_ENV} ({', '.join(allowed)}); add it there if you trust "
         "its modules, since loading one runs its graph"
     )
+
+
+# Set only by trusted_loading(): a model holding a HubLayer is being loaded with the user's trust.
+_TRUSTED_LOAD = contextvars.ContextVar("kerastl_hub_trusted_load", default=False)
+
+
+@contextlib.contextmanager
+def trusted_loading():
+    """Within this block, HubLayers may be deserialised, bind embedded SavedModels and resolve their
+    handles even while Keras' safe mode is on. ``load_keras_file(trust=True)`` uses it; nothing else
+    should. Raises nothing."""
+    token = _TRUSTED_LOAD.set(True)
+    try:
+        yield
+    finally:
+        _TRUSTED_LOAD.reset(token)
+
+
+def _refuse_untrusted_load(what: str) -> None:
+    """Raise KerastlError if a model is being loaded in Keras' safe mode without trusted_loading()."""
+    if _TRUSTED_LOAD.get():
+        return
+    try:
+        from keras.src.saving.serialization_lib import in_safe_mode
+    except ImportError:  # pragma: no cover - a Keras without it: fail closed
+        safe = True
+    else:
+        # None: no load in progress (e.g. clone_model of an in-memory model); False: the caller chose
+        # safe_mode=False, i.e. trusts the file.
+        safe = in_safe_mode() is True
+    if safe:
+        raise KerastlError(
+            f"refusing to {what} while loading a model in safe mode: a HubLayer runs a SavedModel graph, "
+            "which safe mode cannot vet; pass --trust (load_keras_file(path, trust=True)) only if you "
+            "trust whoever made the file"
+        )
 
 
 def resolve_handle(handle: str | os.PathLike) -> str:
@@ -257,8 +298,8 @@ class HubLayer(keras.layers.Layer):
     module computes with and optimizers' slot variables get valid names.
 
     Saving: ``get_config`` records the handle plus the variables' and outputs' shapes, and
-    ``save_assets`` copies the SavedModel into the ``.keras`` file, so the file loads (with
-    ``safe_mode=True``) where the handle does not exist. On loading, variables are restored
+    ``save_assets`` copies the SavedModel into the ``.keras`` file, so the file loads (trusted:
+    ``load_keras_file(trust=True)`` or ``safe_mode=False``) where the handle does not exist. On loading, variables are restored
     before assets: the layer first holds placeholder variables, and ``load_assets`` binds the
     embedded module to those same variables (keeping their loaded, possibly fine-tuned values), so
     an optimizer built before that keeps working. A layer made by ``from_config`` alone (e.g.
@@ -451,8 +492,11 @@ class HubLayer(keras.layers.Layer):
         )
 
     def _ensure_module(self) -> None:
-        """Bind the module if still unbound (a layer made by from_config without load_assets)."""
+        """Bind the module if still unbound (a layer made by from_config without load_assets).
+
+        Raises KerastlError while a model loads in safe mode without trusted_loading()."""
         if self._fn is None:
+            _refuse_untrusted_load(f"resolve the hub handle {self.handle!r}")
             # Eagerly, even when reached while tracing: loading creates resources and functions.
             with tf.init_scope():
                 self._bind(resolve_handle(self.handle), existing=list(self._ordered_variables()))
@@ -567,6 +611,9 @@ class HubLayer(keras.layers.Layer):
 
     @classmethod
     def from_config(cls, config):
+        """Rebuild the layer; refused (KerastlError) while a model loads in Keras' safe mode, unless
+        within trusted_loading(): the layer would run, or download, a SavedModel graph."""
+        _refuse_untrusted_load("deserialise a HubLayer")
         config = dict(config)
         state = config.pop("module_state", None)
         if state is None:  # a config written by hand: load from the handle now
@@ -595,6 +642,7 @@ class HubLayer(keras.layers.Layer):
         """
         if self._fn is not None:
             return
+        _refuse_untrusted_load("bind the SavedModel embedded in a HubLayer")
         source = os.path.join(dir_path, _ASSET_DIRNAME)
         if not os.path.isfile(os.path.join(source, "saved_model.pb")):
             self._ensure_module()
