@@ -433,10 +433,15 @@ def fetch_released(url: str) -> Path:
 
 def _load_manifest_dir(spec, path: Path, from_scratch, trust) -> Backbone:
     manifest = read_manifest(path)
-    weights_file = path / manifest.get("weights", {}).get("file", BACKBONE_FILE)
+    weights = manifest.get("weights", {})
+    if not isinstance(weights, dict):
+        raise KerastlError(f"{path / MANIFEST}: 'weights' must be an object; regenerate it with `kerastl pretrain`")
+    weights_file = _file_in_dir(path, weights.get("file", BACKBONE_FILE), "weights.file")
     if not weights_file.is_file():
         raise KerastlError(f"{path} has a manifest but no {weights_file.name}; re-run its pretrain command")
-    expected = manifest.get("weights", {}).get("sha256")
+    # A corruption check only: this sha256 sits beside the file it describes (in a downloaded archive, the
+    # same archive), so it cannot tell a tampered backbone from a genuine one. The archive's pin does that.
+    expected = weights.get("sha256")
     if expected:
         from kerastl.downloads import sha256_file
 
@@ -450,6 +455,30 @@ def _load_manifest_dir(spec, path: Path, from_scratch, trust) -> Backbone:
     backbone = _from_keras_model(spec, model, manifest, from_scratch)
     backbone.manifest = manifest
     return backbone
+
+
+def _file_in_dir(directory: Path, name, field: str) -> Path:
+    """`directory/name` for a manifest's file field, refused unless it stays inside `directory`: a relative
+    path without `..`, and no symlink resolving outside. A downloaded archive's manifest is not trusted to
+    point at files elsewhere on the disk.
+
+    Raises:
+        KerastlError: `name` is not a string, is absolute, has a `..` component or resolves outside.
+    """
+    manifest_path = directory / MANIFEST
+    if not isinstance(name, str) or not name.strip() or "\x00" in name:
+        raise KerastlError(f"{manifest_path}: {field} must be a file name inside {directory}. Received: {name!r}")
+    parts = name.replace("\\", "/").split("/")
+    if name.startswith(("/", "\\", "~")) or re.match(r"[A-Za-z]:", name) or ".." in parts:
+        raise KerastlError(f"{manifest_path}: {field} {name!r} points outside its directory; a manifest names "
+                           "files inside it only (fix the manifest or get the backbone from a trusted source)")
+    candidate = directory / name
+    root = os.path.realpath(directory)
+    resolved = os.path.realpath(candidate)
+    if resolved != root and not resolved.startswith(root.rstrip(os.sep) + os.sep):
+        raise KerastlError(f"{manifest_path}: {field} {name!r} is a link that resolves outside its directory "
+                           f"({resolved}); a manifest names files inside it only")
+    return candidate
 
 
 def read_manifest(path: Path) -> dict:
