@@ -262,6 +262,8 @@ def _keras_downloads_through_cache():
     Keras' `get_file` writes in place and extracts archives itself; ours downloads atomically and resumably
     into `$KERASTL_CACHE/keras/`, honours `KERASTL_OFFLINE` with a one-line error naming the URL and the path
     to place the file at, and checks the hash Keras pins for the file (sha256, or md5 for older files).
+    Some applications pin nothing (MobileNetV2, for one): their file's sha256 is recorded on first download
+    beside it in the cache, and a different file under that URL is refused afterwards (trust on first use).
     """
     from keras.src.utils import file_utils
 
@@ -272,7 +274,8 @@ def _keras_downloads_through_cache():
 
         pin = file_hash or md5_hash
         sha256 = pin if pin and len(pin) == 64 else None
-        path = fetch(origin, sha256=sha256, subdir=f"keras/{cache_subdir}", filename=fname)
+        path = fetch(origin, sha256=sha256, subdir=f"keras/{cache_subdir}", filename=fname,
+                     trust_on_first_use=not pin)
         if pin and not sha256 and not file_utils.validate_file(str(path), pin, algorithm="md5"):
             path.unlink()
             raise KerastlError(f"{origin} does not match the md5 Keras pins for it ({pin}); the bad file was "
@@ -404,24 +407,26 @@ def _load_path(spec, image_size, from_scratch, trust) -> Backbone:
 
 def fetch_released(url: str) -> Path:
     """Downloads a released backbone: a .tar.gz (or .zip) of a `saved_models/NAME` directory, pinned by a
-    `#sha256=<hex>` fragment when the publisher gives one. Returns the directory holding `manifest.json`.
+    `#sha256=<hex>` fragment. Returns the directory holding `manifest.json`.
 
-    The archive goes through `kerastl.downloads` (cache, atomic and resumable, verified, safe extraction,
-    `--offline`); the weights inside are then checked against the manifest's own sha256 on load.
+    The pin is what verifies the archive, and it comes from the spec, outside the archive. Without one the URL
+    must be https (TLS then vouches for the server, not for the file); an http:// or file:// URL needs the pin.
+    The archive goes through `kerastl.downloads` (cache, atomic and resumable, verified, redirects checked,
+    size-limited safe extraction, `--offline`). The manifest's own sha256 of the weights, inside the same
+    archive, is only a corruption check: whoever can swap the archive can swap it too.
 
     Raises:
         UsageError: the fragment is not `sha256=` and 64 hex digits.
-        KerastlError: the download fails or is refused, or the archive holds no backbone manifest.
+        KerastlError: the download fails or is refused (an unpinned non-https URL, a pin mismatch, an unsafe
+            archive), or the archive holds no backbone manifest.
     """
-    from kerastl.downloads import fetch_and_extract
+    from kerastl.downloads import fetch_and_extract, split_pin
 
-    url, _, fragment = url.partition("#")
-    pin = None
-    if fragment:
-        match = re.fullmatch(r"sha256=([0-9a-fA-F]{64})", fragment)
-        if not match:
-            raise UsageError(f"a url: backbone pins its archive as #sha256=<64 hex digits>. Received: #{fragment}")
-        pin = match.group(1).lower()
+    try:
+        url, pin = split_pin(url)
+    except UsageError as error:
+        raise UsageError(f"a url: backbone pins its archive as #sha256=<64 hex digits>. Received: "
+                         f"#{url.partition('#')[2]}") from error
     root = fetch_and_extract(url, sha256=pin, subdir="backbones")
     candidates = [root] + sorted(p for p in root.iterdir() if p.is_dir())
     for candidate in candidates:

@@ -21,6 +21,10 @@ and neither the embedded copy nor the handle is touched. Load such files with
 ``kerastl.backbones.load_keras_file(path, trust=True)`` (the CLI's ``--trust``) or with
 ``safe_mode=False``, and only from sources you trust, as for the hub module itself. Rebuilding a
 layer from an in-memory model (``keras.models.clone_model``) is not a load and is allowed.
+
+Downloads: an ``https://`` handle may go unpinned; an ``http://`` one needs ``#sha256=<hex>`` (the
+sha256 of the compressed tarball), and every redirect hop is checked against
+``$KERASTL_TRUSTED_HUB_HOSTS`` and must stay https unless pinned (``kerastl.downloads``).
 """
 
 from __future__ import annotations
@@ -115,16 +119,18 @@ def resolve_handle(handle: str | os.PathLike) -> str:
     """Return the local SavedModel directory for a TF-Hub ``handle``.
 
     * A local directory containing ``saved_model.pb`` is returned as is (``~`` expanded).
-    * An ``http://`` or ``https://`` URL is fetched in TF-Hub's compressed convention: the URL gets
-      ``?tf-hub-format=compressed`` appended unless it already ends in ``.tar.gz`` or ``.tgz``. The
+    * An ``https://`` URL, or an ``http://`` URL pinned with ``#sha256=<hex>`` (the tarball's
+      sha256; https URLs may be pinned too), is fetched in TF-Hub's compressed convention: the URL
+      gets ``?tf-hub-format=compressed`` appended unless it already ends in ``.tar.gz`` or ``.tgz``. The
       tarball is downloaded into the kerastl cache (``$KERASTL_CACHE``, subdirectory ``hub``) and
       unpacked there by ``kerastl.downloads.fetch_and_extract``, which reuses a previous download,
       honours ``$KERASTL_OFFLINE`` and refuses unsafe archive members. The unpacked directory (or
       its only subdirectory, for tarballs that wrap the SavedModel in one) is returned.
 
     Raises KerastlError (one line) if a local path does not exist or holds no ``saved_model.pb``,
-    if the handle is a URL of another scheme, if the download or unpacking fails, or if the
-    unpacked archive holds no SavedModel.
+    if the handle is a URL of another scheme, an unpinned http URL, or on a host (or redirected to
+    one) outside ``$KERASTL_TRUSTED_HUB_HOSTS``, if the download or unpacking fails, or if the
+    unpacked archive holds no SavedModel; UsageError for a malformed ``#sha256=`` pin.
     """
     text = os.fspath(handle).strip() if isinstance(handle, (str, os.PathLike)) else None
     if not text:
@@ -138,8 +144,11 @@ def resolve_handle(handle: str | os.PathLike) -> str:
                 f"unsupported TF-Hub handle {text!r}; pass a local SavedModel directory or an "
                 "http(s) URL (copy the module to local disk first)"
             )
-        _check_trusted_host(text)
-        return str(_download_module(text))
+        from kerastl.downloads import split_pin
+
+        url, pin = split_pin(text)
+        _check_trusted_host(url)
+        return str(_download_module(url, pin))
     path = Path(text).expanduser()
     if not path.exists():
         raise KerastlError(
@@ -154,14 +163,15 @@ def resolve_handle(handle: str | os.PathLike) -> str:
     return str(path)
 
 
-def _download_module(url: str) -> Path:
+def _download_module(url: str, pin: str | None = None) -> Path:
     # Imported here so that kerastl.hub works (for local handles) even where downloads can't.
     from kerastl.downloads import fetch_and_extract
 
-    base, _, query = url.split("#", 1)[0].partition("?")
+    base, _, query = url.partition("?")
     if not base.lower().endswith(_ARCHIVE_SUFFIXES) and "tf-hub-format=" not in query:
         url += ("&" if "?" in url else "?") + "tf-hub-format=compressed"
-    root = Path(fetch_and_extract(url, subdir=_CACHE_SUBDIR))
+    # The host list is checked on every redirect hop too, not only on the URL the user gave.
+    root = Path(fetch_and_extract(url, sha256=pin, subdir=_CACHE_SUBDIR, check_url=_check_trusted_host))
     if (root / "saved_model.pb").is_file():
         return root
     children = [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
