@@ -266,8 +266,8 @@ def _check_transport(url: str, want: str | None) -> None:
     if scheme != "https" and want is None:
         raise KerastlError(
             f"refusing to download {_display_url(url)} without a sha256 pin: {scheme}:// is not "
-            "authenticated, so its bytes could be swapped on the way; use an https:// URL or pin the "
-            "file (append #sha256=<64 hex digits> to the url: or hub: spec)"
+            "authenticated, so its bytes could be swapped on the way; use an https:// URL or pin "
+            "the file (append #sha256=<64 hex digits> to the url: or hub: spec)"
         )
 
 
@@ -304,7 +304,7 @@ class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
 
 
 def _open(request: urllib.request.Request, timeout: float, hops: _Hops):
-    # A fresh default context per call, so that SSL_CERT_FILE / SSL_CERT_DIR are honoured as set now.
+    # A fresh default context per call, so SSL_CERT_FILE / SSL_CERT_DIR are honoured as set now.
     opener = urllib.request.build_opener(
         _CheckedRedirects(hops), urllib.request.HTTPSHandler(context=ssl.create_default_context())
     )
@@ -331,14 +331,16 @@ def _read_recorded(final: Path) -> str | None:
             "download the file again"
         ) from exc
     if not isinstance(value, str) or not _SHA256_RE.fullmatch(value):
-        raise KerastlError(f"{record} holds no sha256; delete it and {final} to download the file again")
+        raise KerastlError(
+            f"{record} holds no sha256; delete it and {final} to download the file again"
+        )
     return value
 
 
 def _changed_error(path: Path, final: Path, url: str, recorded: str, got: str) -> KerastlError:
     return KerastlError(
-        f"{_display_url(url)} changed since it was first downloaded (sha256 recorded {recorded}, now "
-        f"{got}); it was refused: if you trust the new file, delete {final} and "
+        f"{_display_url(url)} changed since it was first downloaded (sha256 recorded {recorded}, "
+        f"now {got}); it was refused: if you trust the new file, delete {final} and "
         f"{_recorded_path(final)} and run again"
     )
 
@@ -794,8 +796,8 @@ class _Unpacker:
             if self.written > self.max_bytes:
                 raise KerastlError(
                     f"refusing to unpack {self.archive.name}: it expands to more than "
-                    f"{self.max_bytes} bytes (the limit); if you trust it and have the space, raise "
-                    "KERASTL_MAX_EXTRACT_BYTES"
+                    f"{self.max_bytes} bytes (the limit); if you trust it and have the space, "
+                    "raise KERASTL_MAX_EXTRACT_BYTES"
                 )
             out.write(chunk)
 

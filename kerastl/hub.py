@@ -96,7 +96,7 @@ def trusted_loading():
 
 
 def _refuse_untrusted_load(what: str) -> None:
-    """Raise KerastlError if a model is being loaded in Keras' safe mode without trusted_loading()."""
+    """Raise KerastlError if a model loads in Keras' safe mode outside trusted_loading()."""
     if _TRUSTED_LOAD.get():
         return
     try:
@@ -104,14 +104,14 @@ def _refuse_untrusted_load(what: str) -> None:
     except ImportError:  # pragma: no cover - a Keras without it: fail closed
         safe = True
     else:
-        # None: no load in progress (e.g. clone_model of an in-memory model); False: the caller chose
-        # safe_mode=False, i.e. trusts the file.
+        # None: no load in progress (e.g. clone_model of an in-memory model); False: the caller
+        # chose safe_mode=False, i.e. trusts the file.
         safe = in_safe_mode() is True
     if safe:
         raise KerastlError(
-            f"refusing to {what} while loading a model in safe mode: a HubLayer runs a SavedModel graph, "
-            "which safe mode cannot vet; pass --trust (load_keras_file(path, trust=True)) only if you "
-            "trust whoever made the file"
+            f"refusing to {what} while loading a model in safe mode: a HubLayer runs a SavedModel "
+            "graph, which safe mode cannot vet; pass --trust (load_keras_file(path, trust=True)) "
+            "only if you trust whoever made the file"
         )
 
 
@@ -120,12 +120,13 @@ def resolve_handle(handle: str | os.PathLike) -> str:
 
     * A local directory containing ``saved_model.pb`` is returned as is (``~`` expanded).
     * An ``https://`` URL, or an ``http://`` URL pinned with ``#sha256=<hex>`` (the tarball's
-      sha256; https URLs may be pinned too), is fetched in TF-Hub's compressed convention: the URL
-      gets ``?tf-hub-format=compressed`` appended unless it already ends in ``.tar.gz`` or ``.tgz``. The
-      tarball is downloaded into the kerastl cache (``$KERASTL_CACHE``, subdirectory ``hub``) and
-      unpacked there by ``kerastl.downloads.fetch_and_extract``, which reuses a previous download,
-      honours ``$KERASTL_OFFLINE`` and refuses unsafe archive members. The unpacked directory (or
-      its only subdirectory, for tarballs that wrap the SavedModel in one) is returned.
+      sha256; https URLs may be pinned too), is fetched in TF-Hub's compressed convention: the
+      URL gets ``?tf-hub-format=compressed`` appended unless it already ends in ``.tar.gz`` or
+      ``.tgz``. The tarball is downloaded into the kerastl cache (``$KERASTL_CACHE``,
+      subdirectory ``hub``) and unpacked there by ``kerastl.downloads.fetch_and_extract``, which
+      reuses a previous download, honours ``$KERASTL_OFFLINE``, checks every redirect hop and
+      refuses unsafe archive members. The unpacked directory (or its only subdirectory, for
+      tarballs that wrap the SavedModel in one) is returned.
 
     Raises KerastlError (one line) if a local path does not exist or holds no ``saved_model.pb``,
     if the handle is a URL of another scheme, an unpinned http URL, or on a host (or redirected to
@@ -171,7 +172,9 @@ def _download_module(url: str, pin: str | None = None) -> Path:
     if not base.lower().endswith(_ARCHIVE_SUFFIXES) and "tf-hub-format=" not in query:
         url += ("&" if "?" in url else "?") + "tf-hub-format=compressed"
     # The host list is checked on every redirect hop too, not only on the URL the user gave.
-    root = Path(fetch_and_extract(url, sha256=pin, subdir=_CACHE_SUBDIR, check_url=_check_trusted_host))
+    root = Path(
+        fetch_and_extract(url, sha256=pin, subdir=_CACHE_SUBDIR, check_url=_check_trusted_host)
+    )
     if (root / "saved_model.pb").is_file():
         return root
     children = [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
@@ -309,12 +312,12 @@ class HubLayer(keras.layers.Layer):
 
     Saving: ``get_config`` records the handle plus the variables' and outputs' shapes, and
     ``save_assets`` copies the SavedModel into the ``.keras`` file, so the file loads (trusted:
-    ``load_keras_file(trust=True)`` or ``safe_mode=False``) where the handle does not exist. On loading, variables are restored
-    before assets: the layer first holds placeholder variables, and ``load_assets`` binds the
-    embedded module to those same variables (keeping their loaded, possibly fine-tuned values), so
-    an optimizer built before that keeps working. A layer made by ``from_config`` alone (e.g.
-    ``keras.models.clone_model``) resolves ``handle`` on its first call instead. See the module
-    docstring about safe_mode and the trust an embedded SavedModel needs.
+    ``load_keras_file(trust=True)`` or ``safe_mode=False``) where the handle does not exist. On
+    loading, variables are restored before assets: the layer first holds placeholder variables,
+    and ``load_assets`` binds the embedded module to those same variables (keeping their loaded,
+    possibly fine-tuned values), so an optimizer built before that keeps working. A layer made by
+    ``from_config`` alone (e.g. ``keras.models.clone_model``) resolves ``handle`` on its first call
+    instead. See the module docstring about safe_mode and the trust an embedded SavedModel needs.
 
     Raises KerastlError (one line) for a bad handle (see ``resolve_handle``), a TF1 module, a
     module without ``__call__`` when no ``signature`` is given, an unknown ``signature``, a
