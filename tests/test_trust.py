@@ -12,6 +12,8 @@ import pytest
 
 from kerastl.errors import KerastlError
 
+from .conftest import one_line_error
+
 
 @pytest.fixture(scope="module")
 def dense_keras(tmp_path_factory):
@@ -70,6 +72,17 @@ def test_every_spelling_of_a_hub_layer_is_refused(tmp_path, dense_keras, class_n
     with pytest.raises(KerastlError, match="--trust") as error:
         load_keras_file(path)
     assert "\n" not in str(error.value)
+
+
+def test_inspect_refuses_the_escaped_spelling_in_one_line(tmp_path, hub_keras):
+    """The issue's reproduction: a real hub-holding file, "HubLayer" rewritten as "Hub\\u004cayer"."""
+    from click.testing import CliRunner
+
+    from kerastl.cli import main
+
+    path = _rewrite(hub_keras, tmp_path / "escaped.keras", lambda text: text.replace("HubLayer", "Hub\\u004cayer"))
+    result = CliRunner().invoke(main, ["inspect", str(path)])
+    one_line_error(result, 1, "HubLayer", "--trust")
 
 
 @pytest.mark.parametrize("layer", [
