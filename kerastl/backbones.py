@@ -268,6 +268,8 @@ def _keras_downloads_through_cache():
     Keras' `get_file` writes in place and extracts archives itself; ours downloads atomically and resumably
     into `$KERASTL_CACHE/keras/`, honours `KERASTL_OFFLINE` with a one-line error naming the URL and the path
     to place the file at, and checks the hash Keras pins for the file (sha256, or md5 for older files).
+    Some applications pin nothing (MobileNetV2, for one): their file's sha256 is recorded on first download
+    beside it in the cache, and a different file under that URL is refused afterwards (trust on first use).
     """
     from keras.src.utils import file_utils
 
@@ -278,7 +280,8 @@ def _keras_downloads_through_cache():
 
         pin = file_hash or md5_hash
         sha256 = pin if pin and len(pin) == 64 else None
-        path = fetch(origin, sha256=sha256, subdir=f"keras/{cache_subdir}", filename=fname)
+        path = fetch(origin, sha256=sha256, subdir=f"keras/{cache_subdir}", filename=fname,
+                     trust_on_first_use=not pin)
         if pin and not sha256 and not file_utils.validate_file(str(path), pin, algorithm="md5"):
             path.unlink()
             raise KerastlError(f"{origin} does not match the md5 Keras pins for it ({pin}); the bad file was "
@@ -410,24 +413,26 @@ def _load_path(spec, image_size, from_scratch, trust) -> Backbone:
 
 def fetch_released(url: str) -> Path:
     """Downloads a released backbone: a .tar.gz (or .zip) of a `saved_models/NAME` directory, pinned by a
-    `#sha256=<hex>` fragment when the publisher gives one. Returns the directory holding `manifest.json`.
+    `#sha256=<hex>` fragment. Returns the directory holding `manifest.json`.
 
-    The archive goes through `kerastl.downloads` (cache, atomic and resumable, verified, safe extraction,
-    `--offline`); the weights inside are then checked against the manifest's own sha256 on load.
+    The pin is what verifies the archive, and it comes from the spec, outside the archive. Without one the URL
+    must be https (TLS then vouches for the server, not for the file); an http:// or file:// URL needs the pin.
+    The archive goes through `kerastl.downloads` (cache, atomic and resumable, verified, redirects checked,
+    size-limited safe extraction, `--offline`). The manifest's own sha256 of the weights, inside the same
+    archive, is only a corruption check: whoever can swap the archive can swap it too.
 
     Raises:
         UsageError: the fragment is not `sha256=` and 64 hex digits.
-        KerastlError: the download fails or is refused, or the archive holds no backbone manifest.
+        KerastlError: the download fails or is refused (an unpinned non-https URL, a pin mismatch, an unsafe
+            archive), or the archive holds no backbone manifest.
     """
-    from kerastl.downloads import fetch_and_extract
+    from kerastl.downloads import fetch_and_extract, split_pin
 
-    url, _, fragment = url.partition("#")
-    pin = None
-    if fragment:
-        match = re.fullmatch(r"sha256=([0-9a-fA-F]{64})", fragment)
-        if not match:
-            raise UsageError(f"a url: backbone pins its archive as #sha256=<64 hex digits>. Received: #{fragment}")
-        pin = match.group(1).lower()
+    try:
+        url, pin = split_pin(url)
+    except UsageError as error:
+        raise UsageError(f"a url: backbone pins its archive as #sha256=<64 hex digits>. Received: "
+                         f"#{url.partition('#')[2]}") from error
     root = fetch_and_extract(url, sha256=pin, subdir="backbones")
     candidates = [root] + sorted(p for p in root.iterdir() if p.is_dir())
     for candidate in candidates:
@@ -439,10 +444,15 @@ def fetch_released(url: str) -> Path:
 
 def _load_manifest_dir(spec, path: Path, from_scratch, trust) -> Backbone:
     manifest = read_manifest(path)
-    weights_file = path / manifest.get("weights", {}).get("file", BACKBONE_FILE)
+    weights = manifest.get("weights", {})
+    if not isinstance(weights, dict):
+        raise KerastlError(f"{path / MANIFEST}: 'weights' must be an object; regenerate it with `kerastl pretrain`")
+    weights_file = _file_in_dir(path, weights.get("file", BACKBONE_FILE), "weights.file")
     if not weights_file.is_file():
         raise KerastlError(f"{path} has a manifest but no {weights_file.name}; re-run its pretrain command")
-    expected = manifest.get("weights", {}).get("sha256")
+    # A corruption check only: this sha256 sits beside the file it describes (in a downloaded archive, the
+    # same archive), so it cannot tell a tampered backbone from a genuine one. The archive's pin does that.
+    expected = weights.get("sha256")
     if expected:
         from kerastl.downloads import sha256_file
 
@@ -456,6 +466,30 @@ def _load_manifest_dir(spec, path: Path, from_scratch, trust) -> Backbone:
     backbone = _from_keras_model(spec, model, manifest, from_scratch)
     backbone.manifest = manifest
     return backbone
+
+
+def _file_in_dir(directory: Path, name, field: str) -> Path:
+    """`directory/name` for a manifest's file field, refused unless it stays inside `directory`: a relative
+    path without `..`, and no symlink resolving outside. A downloaded archive's manifest is not trusted to
+    point at files elsewhere on the disk.
+
+    Raises:
+        KerastlError: `name` is not a string, is absolute, has a `..` component or resolves outside.
+    """
+    manifest_path = directory / MANIFEST
+    if not isinstance(name, str) or not name.strip() or "\x00" in name:
+        raise KerastlError(f"{manifest_path}: {field} must be a file name inside {directory}. Received: {name!r}")
+    parts = name.replace("\\", "/").split("/")
+    if name.startswith(("/", "\\", "~")) or re.match(r"[A-Za-z]:", name) or ".." in parts:
+        raise KerastlError(f"{manifest_path}: {field} {name!r} points outside its directory; a manifest names "
+                           "files inside it only (fix the manifest or get the backbone from a trusted source)")
+    candidate = directory / name
+    root = os.path.realpath(directory)
+    resolved = os.path.realpath(candidate)
+    if resolved != root and not resolved.startswith(root.rstrip(os.sep) + os.sep):
+        raise KerastlError(f"{manifest_path}: {field} {name!r} is a link that resolves outside its directory "
+                           f"({resolved}); a manifest names files inside it only")
+    return candidate
 
 
 def read_manifest(path: Path) -> dict:
@@ -480,9 +514,20 @@ def read_manifest(path: Path) -> dict:
 def load_keras_file(path, *, trust: bool = False):
     """Loads a `.keras` model with `safe_mode=True` unless `trust` is set.
 
+    Without `trust` the file is first copied to a private temporary file, and the copy is what is vetted and
+    loaded (so the file cannot change between the check and the load). Its `config.json` is parsed as Keras
+    parses it and every `class_name` and `registered_name` in it, nested layers included, is checked:
+    a layer that runs a SavedModel graph or other code safe mode cannot vet (`GRAPH_LAYERS`) is refused,
+    whatever its spelling in the JSON. An archive kerastl cannot read that way is refused too. With `trust`,
+    HubLayers may load (`kerastl.hub.trusted_loading`) and Keras loads with `safe_mode=False`.
+
     Raises:
-        KerastlError: the file is missing, corrupt, or holds code that safe mode refuses.
+        KerastlError: the file is missing, unreadable, corrupt, holds a graph-running layer (without `trust`),
+            or holds code that safe mode refuses.
     """
+    import shutil
+    import tempfile
+
     import keras
 
     # The custom layers a kerastl model may hold must be registered before Keras reads its config; a hub:
@@ -504,34 +549,109 @@ def load_keras_file(path, *, trust: bool = False):
             )
     elif path.suffix != ".keras":
         raise KerastlError(f"{path}: model files are .keras (or, with --trust, full-model .h5)")
-    if not trust and _embeds_savedmodel(path):
-        raise KerastlError(
-            f"{path} embeds a TF SavedModel (a hub: backbone), whose graph runs when it loads, like code; pass "
-            "--trust only if you made the file or trust whoever did"
-        )
-    try:
-        return keras.saving.load_model(path, safe_mode=not trust, compile=False)
-    except Exception as error:  # noqa: BLE001  (Keras raises many types for bad files; each becomes one line)
-        message = str(error)
-        if "safe_mode" in message or "Lambda" in message:
-            raise KerastlError(
-                f"{path} contains code (e.g. a Lambda layer) that safe mode refuses to run; pass --trust "
-                "only if you trust whoever made the file, since loading it then executes their code"
-            ) from None
-        first = message.strip().splitlines()[0] if message.strip() else type(error).__name__
-        raise KerastlError(f"cannot load {path}: {first}") from None
+    with contextlib.ExitStack() as stack:
+        source = path
+        if trust:
+            stack.enter_context(kerastl.hub.trusted_loading())
+        else:
+            private = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kerastl-load-")))
+            source = private / "model.keras"
+            try:
+                shutil.copyfile(path, source)
+            except OSError as error:
+                raise KerastlError(f"cannot read {path} ({error}); check its permissions") from None
+            _refuse_graph_layers(source, shown=path)
+        try:
+            return keras.saving.load_model(source, safe_mode=not trust, compile=False)
+        except KerastlError:
+            raise
+        except Exception as error:  # noqa: BLE001  (Keras raises many types for bad files; each becomes one line)
+            message = str(error)
+            if "safe_mode" in message or "Lambda" in message:
+                raise KerastlError(
+                    f"{path} contains code (e.g. a Lambda layer) that safe mode refuses to run; pass --trust "
+                    "only if you trust whoever made the file, since loading it then executes their code"
+                ) from None
+            first = message.strip().splitlines()[0] if message.strip() else type(error).__name__
+            raise KerastlError(f"cannot load {path}: {first}") from None
 
 
-def _embeds_savedmodel(path: Path) -> bool:
-    """Whether a `.keras` archive holds a `HubLayer`: safe mode cannot vet the graph of a SavedModel, which is
-    why Keras refuses `TFSMLayer` in safe mode too."""
+#: Layers that run a SavedModel graph or other code that Keras' safe mode cannot vet, refused in a `.keras` file
+#: without --trust: kerastl's HubLayer (an embedded or downloaded TF-Hub module) and PerWaveform (which wraps
+#: one); Keras' TFSMLayer (a SavedModel; CVE-2026-1462), TorchModuleWrapper (a pickled torch module), JaxLayer
+#: and FlaxLayer (arbitrary JAX functions and modules); tensorflow_hub's KerasLayer. Compared case-insensitively
+#: with the last part of each `class_name` and `registered_name` (`kerastl>HubLayer`, `keras.layers.TFSMLayer`).
+GRAPH_LAYERS = frozenset(
+    name.lower()
+    for name in ("HubLayer", "PerWaveform", "TFSMLayer", "TorchModuleWrapper", "JaxLayer", "FlaxLayer", "KerasLayer")
+)
+
+
+def _refuse_graph_layers(path: Path, *, shown: Path) -> None:
+    """Refuses a `.keras` archive whose parsed config names a `GRAPH_LAYERS` class anywhere, or that cannot be
+    read as Keras reads it (not a zip, no single `config.json`, not JSON). Fails closed: what this cannot
+    parse is not waved through to Keras.
+
+    Raises:
+        KerastlError: one line naming the file, the problem and `--trust`.
+    """
     import zipfile
 
     try:
         with zipfile.ZipFile(path) as archive:
-            return '"HubLayer"' in archive.read("config.json").decode("utf-8", "replace")
-    except (OSError, KeyError, zipfile.BadZipFile):
-        return False  # Keras reports unreadable archives itself
+            entries = [info for info in archive.infolist() if info.filename == "config.json"]
+            if len(entries) != 1:
+                what = "no config.json" if not entries else "several config.json entries"
+                raise KerastlError(f"{shown} is not a valid .keras file ({what}); re-save the model with Keras 3")
+            if entries[0].file_size > 64 << 20:
+                raise KerastlError(f"{shown} has a config.json over 64 MiB, which no model needs; refusing it")
+            text = archive.read(entries[0]).decode("utf-8")
+        # Pairs, not dicts: a duplicated key is checked in each of its copies, not only the one json keeps.
+        config = json.loads(text, object_pairs_hook=lambda pairs: ("object", pairs))
+    except KerastlError:
+        raise
+    except (OSError, zipfile.BadZipFile, UnicodeDecodeError, ValueError, RecursionError, RuntimeError) as error:
+        reason = " ".join(str(error).split())[:200] or type(error).__name__
+        raise KerastlError(f"{shown} is not a readable .keras file ({reason}); refusing it, since its layers "
+                           "cannot be checked: re-save the model with Keras 3") from None
+    found = _graph_layer_in(config)
+    if found:
+        raise KerastlError(
+            f"{shown} holds a {found} layer, whose SavedModel graph or code runs when it loads (safe mode cannot "
+            "vet it); pass --trust only if you made the file or trust whoever did"
+        )
+
+
+def _graph_layer_in(config) -> str | None:
+    """The first `GRAPH_LAYERS` name the parsed config refers to, else None: as the value of any `class_name`
+    or `registered_name` key, at any depth (functional, sequential, nested models, wrappers such as
+    PerWaveform's `module`), or as any string in the registered form `package>Name`, which Keras also resolves
+    from a plain string. Other strings (layer names, vocabularies) are data, not classes. Walks iteratively,
+    so nesting depth is no limit."""
+    stack = [config]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, tuple) and node[:1] == ("object",):
+            for key, value in node[1]:
+                if key in ("class_name", "registered_name") and not isinstance(value, (str, type(None))):
+                    return f"{key}={value!r}"  # not a name Keras could resolve: refuse rather than guess
+                if key in ("class_name", "registered_name") and isinstance(value, str):
+                    name = _class_part(value)
+                    if name.lower() in GRAPH_LAYERS:
+                        return name
+                stack.append(value)
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, str) and ">" in node:
+            name = _class_part(node)
+            if name.lower() in GRAPH_LAYERS:
+                return name
+    return None
+
+
+def _class_part(name: str) -> str:
+    # "kerastl>HubLayer", "keras.layers.TFSMLayer", "HubLayer": the class is the last part.
+    return re.split(r"[>.]", name.strip())[-1]
 
 
 def _from_keras_model(spec, model, manifest, from_scratch) -> Backbone:

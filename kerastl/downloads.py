@@ -3,12 +3,19 @@
 Everything kerastl fetches from the network (keras.applications weights, TF-Hub modules, our own
 released backbones) goes through this module. Models are programs, so the rules are strict:
 
+* Only https downloads go without a pin. An http or file URL needs a sha256 given by the caller
+  (from the user's spec or a table in kerastl, never from inside the file it checks), and every
+  redirect hop is checked again: it must stay https unless the download is pinned, and it passes
+  the caller's host check (``check_url``), so a trusted host cannot hand the request elsewhere.
 * A file appears under its final cache name only once it is complete and, when a sha256 is given,
   verified; it is written to ``<final>.part`` beside it and moved into place with ``os.replace``.
+  A file fetched without any pin can be recorded on first download (``trust_on_first_use``): its
+  sha256 is kept beside it and a changed file is refused afterwards.
 * Archives are unpacked by our own code, which refuses absolute names, ``..`` components, links
   that resolve outside the destination and device or FIFO members (Keras' ``get_file`` had a tar
-  path-traversal CVE, CVE-2025-12060), and an unpacked tree appears under its final name only when
-  complete.
+  path-traversal CVE, CVE-2025-12060), an archive may unpack to at most ``MAX_EXTRACT_BYTES``
+  bytes in ``MAX_EXTRACT_MEMBERS`` members, and an unpacked tree appears under its final name only
+  when complete.
 * Offline, or when the network fails, the error names the URL and the exact path to put the file
   at, so users behind a firewall can copy it in by hand.
 
@@ -27,6 +34,7 @@ import os
 import posixpath
 import re
 import shutil
+import ssl
 import stat
 import sys
 import tarfile
@@ -43,6 +51,8 @@ from pathlib import Path
 from kerastl.errors import KerastlError, UsageError
 
 __all__ = [
+    "MAX_EXTRACT_BYTES",
+    "MAX_EXTRACT_MEMBERS",
     "cache_dir",
     "cache_path",
     "extract_archive",
@@ -50,6 +60,7 @@ __all__ = [
     "fetch_and_extract",
     "is_offline",
     "sha256_file",
+    "split_pin",
 ]
 
 #: ``progress(done_bytes, total_bytes)``; ``total_bytes`` is None when the server does not say.
@@ -62,10 +73,19 @@ _RETRY_PAUSE = 0.2  # seconds, times the attempt number
 # Suffixes of the files this module keeps beside a cached file; a cached file's own name must not
 # end in one, or it could be mistaken for (or overwrite) another file's bookkeeping.
 _PART, _LOCK, _EXTRACTED, _COMPLETE = ".part", ".lock", ".extracted", ".complete"
-_RESERVED_SUFFIXES = (_PART, _LOCK, _EXTRACTED, _COMPLETE, ".tmp")
+# Beside a file fetched without a pin: the sha256 it had on first download (trust on first use).
+_RECORDED = ".sha256"
+_RESERVED_SUFFIXES = (_PART, _LOCK, _EXTRACTED, _COMPLETE, _RECORDED, ".tmp")
 _MAX_NAME = 128
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _SCHEMES = ("http", "https", "file")
+
+#: Most bytes one archive may unpack to (files' contents), and most members it may have. An archive
+#: is small on the wire and can expand to fill the disk; the largest TF-Hub modules unpack to a few
+#: GiB in a few thousand files. Override per call (``extract_archive(max_bytes=...)``) or with
+#: ``$KERASTL_MAX_EXTRACT_BYTES`` / ``$KERASTL_MAX_EXTRACT_MEMBERS``.
+MAX_EXTRACT_BYTES = 8 << 30
+MAX_EXTRACT_MEMBERS = 100_000
 _USER_AGENT = f"kerastl (Python-urllib/{sys.version_info[0]}.{sys.version_info[1]})"
 
 
@@ -138,8 +158,18 @@ def fetch(
     offline: bool | None = None,
     timeout: float = 30,
     progress: ProgressCallback | None = None,
+    check_url: Callable[[str], None] | None = None,
+    trust_on_first_use: bool = False,
 ) -> Path:
     """Return the path of the cached file for ``url``, downloading it first if needed.
+
+    Transport: an https ``url`` may go unpinned; an http or file ``url`` needs ``sha256``, which
+    must come from outside the file (the user's spec, or a table in kerastl). Redirects are
+    followed only to https URLs (http too when pinned), and ``check_url(hop)``, when given, is
+    called for ``url`` and every redirect hop before it is requested; it raises to refuse one.
+    With ``trust_on_first_use`` and no ``sha256``, the sha256 of the first download is recorded in
+    ``<path>.sha256``; a cached or newly downloaded file that differs from it is refused
+    afterwards (delete both files to accept a new version).
 
     The file lives at ``cache_path(url, subdir=subdir, filename=filename)``. If it is there (and
     matches ``sha256`` when given) it is returned without touching the network. Otherwise it is
@@ -159,24 +189,31 @@ def fetch(
 
     Raises KerastlError (one line) when offline or the download fails with no cached file (the
     message names the URL and the path to put the file at), when the file does not match
-    ``sha256`` (the file is deleted; the message gives expected and actual hashes), or when the
-    cache can't be written; UsageError for a malformed argument.
+    ``sha256`` or its recorded first-use hash (the message gives expected and actual hashes), when
+    ``url`` or a redirect is refused (no pin on a non-https URL, or ``check_url`` refuses it), or
+    when the cache can't be written; UsageError for a malformed argument.
     """
     url = _check_url(url)
     want = _check_sha256(sha256)
+    _check_transport(url, want)
+    if check_url is not None:
+        check_url(url)
     if not timeout or timeout <= 0:
         raise UsageError(f"timeout must be a positive number of seconds, not {timeout!r}")
     final = cache_path(url, subdir=subdir, filename=filename)
     if offline is None:
         offline = is_offline()
+    tofu = trust_on_first_use and want is None
     # Fast path without the lock: a file under the final name is always complete.
     if final.is_file() and (want is None or _verified_or_deleted(final, want, url, offline)):
+        if tofu:
+            _check_recorded(final, url)
         return final
     if offline:
         raise _offline_error(url, final)
     _make_dirs(final.parent)
     with _file_lock(final.with_name(final.name + _LOCK)):
-        return _fetch_locked(url, final, want, timeout, progress)
+        return _fetch_locked(url, final, want, timeout, progress, check_url, tofu)
 
 
 def _fetch_locked(
@@ -185,19 +222,23 @@ def _fetch_locked(
     want: str | None,
     timeout: float,
     progress: ProgressCallback | None,
+    check_url: Callable[[str], None] | None = None,
+    tofu: bool = False,
 ) -> Path:
     # Another thread or process may have finished the download while we waited for the lock.
     if final.is_file() and (want is None or _verified_or_deleted(final, want, url, False)):
+        if tofu:
+            _check_recorded(final, url)
         return final
     part = final.with_name(final.name + _PART)
-    resumed = _download(url, part, final, timeout, progress)
+    resumed = _download(url, part, final, timeout, progress, _Hops(want is not None, check_url))
     if want is not None:
         got = _hash_or_fail(part, final)
         if got != want and resumed:
             # The kept .part may have come from an older version of the file, or been corrupted;
             # one clean download settles whether the server's file itself is wrong.
             part.unlink()
-            _download(url, part, final, timeout, progress)
+            _download(url, part, final, timeout, progress, _Hops(True, check_url))
             got = _hash_or_fail(part, final)
         if got != want:
             part.unlink()
@@ -206,6 +247,8 @@ def _fetch_locked(
                 "the download: retry, and if it persists the file on the server changed, so "
                 "report the URL and the new hash"
             )
+    if tofu:
+        _record_or_check(part, final, url)
     try:
         os.replace(part, final)
     except OSError as exc:
@@ -213,15 +256,132 @@ def _fetch_locked(
     return final
 
 
+# --------------------------------------------------------------------------------------------------
+# Transport policy and redirects
+
+
+def _check_transport(url: str, want: str | None) -> None:
+    """Refuse a URL whose bytes nothing vouches for: not https, and no sha256 pin."""
+    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    if scheme != "https" and want is None:
+        raise KerastlError(
+            f"refusing to download {_display_url(url)} without a sha256 pin: {scheme}:// is not "
+            "authenticated, so its bytes could be swapped on the way; use an https:// URL or pin "
+            "the file (append #sha256=<64 hex digits> to the url: or hub: spec)"
+        )
+
+
+class _Hops:
+    """What each redirect hop of one download must satisfy."""
+
+    def __init__(self, pinned: bool, check_url: Callable[[str], None] | None):
+        self.pinned = pinned
+        self.check_url = check_url
+
+    def check(self, url: str) -> None:
+        scheme = urllib.parse.urlsplit(url).scheme.lower()
+        allowed = ("http", "https") if self.pinned else ("https",)
+        if scheme not in allowed:
+            raise KerastlError(
+                f"refusing a redirect to {_display_url(url)}: an unpinned download must stay on "
+                "https:// (and none may leave http(s)); pin the file with #sha256=<64 hex digits> "
+                "or use the final https URL directly"
+            )
+        if self.check_url is not None:
+            self.check_url(url)
+
+
+class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
+    """urllib's redirect handling, with every new URL checked before it is requested."""
+
+    def __init__(self, hops: _Hops):
+        self.hops = hops
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        # The Location may be relative; resolve it as urllib will, then check the absolute URL.
+        self.hops.check(urllib.parse.urljoin(req.full_url, newurl))
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _open(request: urllib.request.Request, timeout: float, hops: _Hops):
+    # A fresh default context per call, so SSL_CERT_FILE / SSL_CERT_DIR are honoured as set now.
+    opener = urllib.request.build_opener(
+        _CheckedRedirects(hops), urllib.request.HTTPSHandler(context=ssl.create_default_context())
+    )
+    return opener.open(request, timeout=timeout)
+
+
+# --------------------------------------------------------------------------------------------------
+# Trust on first use
+
+
+def _recorded_path(final: Path) -> Path:
+    return final.with_name(final.name + _RECORDED)
+
+
+def _read_recorded(final: Path) -> str | None:
+    record = _recorded_path(final)
+    try:
+        value = json.loads(record.read_text(encoding="utf-8")).get("sha256")
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, AttributeError) as exc:
+        raise KerastlError(
+            f"cannot read the recorded hash {record} ({_one_line(exc)}); delete it and {final} to "
+            "download the file again"
+        ) from exc
+    if not isinstance(value, str) or not _SHA256_RE.fullmatch(value):
+        raise KerastlError(
+            f"{record} holds no sha256; delete it and {final} to download the file again"
+        )
+    return value
+
+
+def _changed_error(path: Path, final: Path, url: str, recorded: str, got: str) -> KerastlError:
+    return KerastlError(
+        f"{_display_url(url)} changed since it was first downloaded (sha256 recorded {recorded}, "
+        f"now {got}); it was refused: if you trust the new file, delete {final} and "
+        f"{_recorded_path(final)} and run again"
+    )
+
+
+def _check_recorded(final: Path, url: str) -> None:
+    """The cached ``final`` must match the sha256 recorded on first use (recorded now if none)."""
+    recorded = _read_recorded(final)
+    got = _hash_or_fail(final, final)
+    if recorded is None:
+        # Cached before kerastl recorded hashes (or copied in by hand): this is its first use.
+        _write_marker(_recorded_path(final), {"url": url, "sha256": got})
+    elif got != recorded:
+        raise _changed_error(final, final, url, recorded, got)
+
+
+def _record_or_check(part: Path, final: Path, url: str) -> None:
+    recorded = _read_recorded(final)
+    got = _hash_or_fail(part, final)
+    if recorded is None:
+        _write_marker(_recorded_path(final), {"url": url, "sha256": got})
+    elif got != recorded:
+        part.unlink()
+        raise _changed_error(part, final, url, recorded, got)
+
+
 def _download(
-    url: str, part: Path, final: Path, timeout: float, progress: ProgressCallback | None
+    url: str,
+    part: Path,
+    final: Path,
+    timeout: float,
+    progress: ProgressCallback | None,
+    hops: _Hops | None = None,
 ) -> bool:
     """Complete ``part`` from ``url``; return whether any bytes came from an earlier attempt."""
     validator = None  # ETag or Last-Modified of the first response, for If-Range on retries.
     for attempt in range(1, _MAX_ATTEMPTS + 1):
         offset = part.stat().st_size if part.is_file() else 0
         try:
-            result, validator = _transfer(url, part, final, offset, validator, timeout, progress)
+            result, validator = _transfer(
+                url, part, final, offset, validator, timeout, progress, hops or _Hops(False, None)
+            )
         except _NetworkError as exc:
             if attempt == _MAX_ATTEMPTS or not exc.retry:
                 raise KerastlError(
@@ -251,6 +411,7 @@ def _transfer(
     validator: str | None,
     timeout: float,
     progress: ProgressCallback | None,
+    hops: _Hops,
 ) -> tuple[bool, str | None]:
     """One HTTP request that appends to (or restarts) ``part``.
 
@@ -267,7 +428,7 @@ def _transfer(
             headers["If-Range"] = validator
     request = urllib.request.Request(url, headers=headers)
     try:
-        response = urllib.request.urlopen(request, timeout=timeout)
+        response = _open(request, timeout, hops)
     except urllib.error.HTTPError as exc:
         with contextlib.closing(exc):
             if exc.code == 416 and offset:
@@ -450,7 +611,13 @@ else:
 # Extracting
 
 
-def extract_archive(archive: os.PathLike | str, dest: os.PathLike | str) -> Path:
+def extract_archive(
+    archive: os.PathLike | str,
+    dest: os.PathLike | str,
+    *,
+    max_bytes: int | None = None,
+    max_members: int | None = None,
+) -> Path:
     """Safely unpack a .tar, .tar.gz/.tgz (also .tar.bz2/.tar.xz) or .zip ``archive`` into ``dest``.
 
     The format is recognised from the file's content, not its name (TF-Hub tarballs have no
@@ -460,15 +627,23 @@ def extract_archive(archive: os.PathLike | str, dest: os.PathLike | str) -> Path
     or be an empty directory. Regular files, directories and relative symlinks are unpacked; tar
     hardlinks become copies of the file they name. Modes come from the umask as for any new file,
     plus execute bits where the member had owner-execute: never setuid/setgid; ownership and
-    timestamps are not restored. Returns ``dest``.
+    timestamps are not restored. At most ``max_bytes`` bytes of file contents (counted as they
+    are written, not as the archive declares them) and ``max_members`` members are unpacked;
+    both default to ``$KERASTL_MAX_EXTRACT_BYTES`` / ``$KERASTL_MAX_EXTRACT_MEMBERS`` when set,
+    else ``MAX_EXTRACT_BYTES`` / ``MAX_EXTRACT_MEMBERS``. Returns ``dest``.
 
     Raises KerastlError (and leaves nothing behind) for an archive with a member that has an
     absolute name, a ``..`` component, a backslash or NUL in its name, a symlink or hardlink whose
     target resolves outside ``dest``, or that is a device, FIFO or other special file; for an
-    unreadable, corrupt or unrecognised archive; and when ``dest`` exists and is not an empty
-    directory.
+    unreadable, corrupt or unrecognised archive; for one that exceeds either limit (the message
+    names the limit and how to raise it); and when ``dest`` exists and is not an empty directory.
+    UsageError for a limit that is not a positive integer.
     """
     archive, dest = Path(archive), Path(dest)
+    limits = (
+        _limit(max_bytes, "KERASTL_MAX_EXTRACT_BYTES", MAX_EXTRACT_BYTES),
+        _limit(max_members, "KERASTL_MAX_EXTRACT_MEMBERS", MAX_EXTRACT_MEMBERS),
+    )
     kind = _archive_kind(archive)
     if (dest.exists() or dest.is_symlink()) and (
         not dest.is_dir() or dest.is_symlink() or any(dest.iterdir())
@@ -488,15 +663,27 @@ def extract_archive(archive: os.PathLike | str, dest: os.PathLike | str) -> Path
         umask = _umask()
         os.chmod(tmp, 0o777 & ~umask)
         if kind == "zip":
-            _extract_zip(archive, _Unpacker(archive, tmp, umask))
+            _extract_zip(archive, _Unpacker(archive, tmp, umask, *limits))
         else:
-            _extract_tar(archive, _Unpacker(archive, tmp, umask), kind)
+            _extract_tar(archive, _Unpacker(archive, tmp, umask, *limits), kind)
         _rename_dir(tmp, dest)
     except BaseException:
         # Also on KeyboardInterrupt: a half-unpacked tree must not survive.
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return dest
+
+
+def _limit(value: int | None, env: str, default: int) -> int:
+    source = f"{env}={os.environ[env]!r}" if value is None and os.environ.get(env) else repr(value)
+    if value is None:
+        text = os.environ.get(env, "").strip()
+        if not text:
+            return default
+        value = int(text) if text.isdigit() else -1
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise UsageError(f"an extraction limit must be a positive integer. Received: {source}")
+    return value
 
 
 def _rename_dir(tmp: Path, dest: Path) -> None:
@@ -573,12 +760,46 @@ def _inside(root: str, path: str) -> bool:
 class _Unpacker:
     """Writes validated members under ``root``; symlinks last, so no write ever follows one."""
 
-    def __init__(self, archive: Path, root: Path, umask: int):
+    def __init__(
+        self,
+        archive: Path,
+        root: Path,
+        umask: int,
+        max_bytes: int = MAX_EXTRACT_BYTES,
+        max_members: int = MAX_EXTRACT_MEMBERS,
+    ):
         self.archive = archive
         self.root = root
         self.real_root = os.path.realpath(root)
         self.links: list[tuple[str, tuple[str, ...], str]] = []
         self.umask = umask
+        self.max_bytes, self.max_members = max_bytes, max_members
+        self.written = 0
+        self.members = 0
+
+    def count(self) -> None:
+        """Count one member; refuse the archive past the member limit."""
+        self.members += 1
+        if self.members > self.max_members:
+            raise KerastlError(
+                f"refusing to unpack {self.archive.name}: it has more than {self.max_members} "
+                "members (the limit); if you trust it, raise KERASTL_MAX_EXTRACT_MEMBERS"
+            )
+
+    def _copy(self, source, out) -> None:
+        # Counted while writing: a zip's declared sizes are the archive's word, not a fact.
+        while True:
+            chunk = source.read(_CHUNK)
+            if not chunk:
+                return
+            self.written += len(chunk)
+            if self.written > self.max_bytes:
+                raise KerastlError(
+                    f"refusing to unpack {self.archive.name}: it expands to more than "
+                    f"{self.max_bytes} bytes (the limit); if you trust it and have the space, "
+                    "raise KERASTL_MAX_EXTRACT_BYTES"
+                )
+            out.write(chunk)
 
     def target(self, name: str) -> Path | None:
         parts = _member_parts(self.archive, name)
@@ -599,7 +820,7 @@ class _Unpacker:
             if path.is_symlink() or path.is_dir():
                 raise IsADirectoryError(f"{name} is already a directory or link")
             with open(path, "wb") as out:
-                shutil.copyfileobj(source, out, _CHUNK)
+                self._copy(source, out)
             # The archive's mode is not trusted (setuid, world-writable): only its owner-execute
             # bit is kept, and the user's umask decides the rest, as for any file they create.
             os.chmod(path, (0o777 if executable else 0o666) & ~self.umask)
@@ -676,6 +897,7 @@ def _extract_tar(archive: Path, unpacker: _Unpacker, mode: str) -> None:
     try:
         with tarfile.open(archive, mode) as tar:
             for member in tar:
+                unpacker.count()
                 if member.isdir():
                     unpacker.directory(member.name)
                 elif member.isreg():
@@ -704,6 +926,7 @@ def _extract_zip(archive: Path, unpacker: _Unpacker) -> None:
     try:
         with zipfile.ZipFile(archive) as zf:
             for info in zf.infolist():
+                unpacker.count()
                 # Unix zip tools keep st_mode in the high 16 bits; others leave them zero.
                 mode = info.external_attr >> 16 if info.create_system == 3 else 0
                 kind = stat.S_IFMT(mode)
@@ -751,8 +974,11 @@ def fetch_and_extract(
     offline: bool | None = None,
     timeout: float = 30,
     progress: ProgressCallback | None = None,
+    check_url: Callable[[str], None] | None = None,
 ) -> Path:
     """Fetch the archive at ``url`` like ``fetch`` and return the directory it is unpacked in.
+
+    The transport rules and ``check_url`` are ``fetch``'s: an http or file ``url`` needs ``sha256``.
 
     The directory is ``<archive>.extracted`` beside the cached archive (see ``cache_path``). A
     marker file ``<archive>.extracted.complete`` is written once unpacking has finished, recording
@@ -766,6 +992,9 @@ def fetch_and_extract(
     """
     url = _check_url(url)
     want = _check_sha256(sha256)
+    _check_transport(url, want)
+    if check_url is not None:
+        check_url(url)
     archive = cache_path(url, subdir=subdir)
     dest = archive.with_name(archive.name + _EXTRACTED)
     marker = archive.with_name(dest.name + _COMPLETE)
@@ -789,7 +1018,7 @@ def fetch_and_extract(
         if not cached:
             if offline:
                 raise _offline_error(url, archive)
-            _fetch_locked(url, archive, want, timeout, progress)
+            _fetch_locked(url, archive, want, timeout, progress, check_url)
         digest = want or _hash_or_fail(archive, archive)
         # Temporary trees left by a killed unpack; under the lock none of them is in use.
         for stale in dest.parent.glob(f".{glob.escape(dest.name)}.*.tmp"):
@@ -839,6 +1068,29 @@ def _check_url(url: str) -> str:
     if scheme not in _SCHEMES:
         raise UsageError(f"unsupported URL {url!r}: use an http, https or file URL")
     return url
+
+
+_PIN_RE = re.compile(r"sha256=([0-9a-fA-F]{64})")
+
+
+def split_pin(url: str) -> tuple[str, str | None]:
+    """Split ``<url>#sha256=<hex>`` (the pin syntax of ``url:`` and ``hub:`` specs) into the URL and
+    the lowercase sha256, or None when there is no fragment.
+
+    The pin must come from whoever names the URL (a spec, a table in kerastl): a hash shipped inside
+    the very archive it should check proves nothing, since whoever can swap the archive can swap it.
+
+    Raises UsageError (one line) for a fragment that is not ``sha256=`` and 64 hex digits.
+    """
+    base, hash_sign, fragment = url.partition("#")
+    if not hash_sign:
+        return url, None
+    match = _PIN_RE.fullmatch(fragment)
+    if not match:
+        raise UsageError(
+            f"a download is pinned as #sha256=<64 hex digits> after its URL. Received: #{fragment}"
+        )
+    return base, match.group(1).lower()
 
 
 def _check_subdir(subdir: str) -> tuple[str, ...]:

@@ -14,14 +14,23 @@ trainable and whether or not the model is training. That is what fine-tuning a p
 on a small data set wants (batch statistics of small batches would wreck the pretrained ones).
 
 Security: a SavedModel is a program (its graph may contain file-reading or file-writing ops), and
-a ``.keras`` file holding a ``HubLayer`` embeds one. ``keras.saving.load_model(..., safe_mode=True)``
-loads such a file, because ``HubLayer`` is a registered class with a plain-data config, but
-safe_mode then does not protect against that embedded graph: only load ``.keras`` files holding a
-``HubLayer`` from sources you trust, as for the hub module itself.
+a ``.keras`` file holding a ``HubLayer`` embeds one, or names a handle to download one from. Keras'
+safe_mode cannot vet that graph, so a ``HubLayer`` refuses to be deserialised while Keras' safe
+mode is on: ``keras.saving.load_model(path)`` (safe_mode=True, the default) raises KerastlError,
+and neither the embedded copy nor the handle is touched. Load such files with
+``kerastl.backbones.load_keras_file(path, trust=True)`` (the CLI's ``--trust``) or with
+``safe_mode=False``, and only from sources you trust, as for the hub module itself. Rebuilding a
+layer from an in-memory model (``keras.models.clone_model``) is not a load and is allowed.
+
+Downloads: an ``https://`` handle may go unpinned; an ``http://`` one needs ``#sha256=<hex>`` (the
+sha256 of the compressed tarball), and every redirect hop is checked against
+``$KERASTL_TRUSTED_HUB_HOSTS`` and must stay https unless pinned (``kerastl.downloads``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import re
 import shutil
@@ -35,7 +44,7 @@ import tensorflow as tf
 
 from kerastl.errors import KerastlError
 
-__all__ = ["HubLayer", "resolve_handle"]
+__all__ = ["HubLayer", "resolve_handle", "trusted_loading"]
 
 # Name of the SavedModel copy inside the layer's directory of the .keras file's assets.
 _ASSET_DIRNAME = "savedmodel"
@@ -70,20 +79,59 @@ def _check_trusted_host(url: str) -> None:
     )
 
 
+# Set only by trusted_loading(): a model holding a HubLayer is being loaded with the user's trust.
+_TRUSTED_LOAD = contextvars.ContextVar("kerastl_hub_trusted_load", default=False)
+
+
+@contextlib.contextmanager
+def trusted_loading():
+    """Within this block, HubLayers may be deserialised, bind embedded SavedModels and resolve their
+    handles even while Keras' safe mode is on. ``load_keras_file(trust=True)`` uses it; nothing else
+    should. Raises nothing."""
+    token = _TRUSTED_LOAD.set(True)
+    try:
+        yield
+    finally:
+        _TRUSTED_LOAD.reset(token)
+
+
+def _refuse_untrusted_load(what: str) -> None:
+    """Raise KerastlError if a model loads in Keras' safe mode outside trusted_loading()."""
+    if _TRUSTED_LOAD.get():
+        return
+    try:
+        from keras.src.saving.serialization_lib import in_safe_mode
+    except ImportError:  # pragma: no cover - a Keras without it: fail closed
+        safe = True
+    else:
+        # None: no load in progress (e.g. clone_model of an in-memory model); False: the caller
+        # chose safe_mode=False, i.e. trusts the file.
+        safe = in_safe_mode() is True
+    if safe:
+        raise KerastlError(
+            f"refusing to {what} while loading a model in safe mode: a HubLayer runs a SavedModel "
+            "graph, which safe mode cannot vet; pass --trust (load_keras_file(path, trust=True)) "
+            "only if you trust whoever made the file"
+        )
+
+
 def resolve_handle(handle: str | os.PathLike) -> str:
     """Return the local SavedModel directory for a TF-Hub ``handle``.
 
     * A local directory containing ``saved_model.pb`` is returned as is (``~`` expanded).
-    * An ``http://`` or ``https://`` URL is fetched in TF-Hub's compressed convention: the URL gets
-      ``?tf-hub-format=compressed`` appended unless it already ends in ``.tar.gz`` or ``.tgz``. The
-      tarball is downloaded into the kerastl cache (``$KERASTL_CACHE``, subdirectory ``hub``) and
-      unpacked there by ``kerastl.downloads.fetch_and_extract``, which reuses a previous download,
-      honours ``$KERASTL_OFFLINE`` and refuses unsafe archive members. The unpacked directory (or
-      its only subdirectory, for tarballs that wrap the SavedModel in one) is returned.
+    * An ``https://`` URL, or an ``http://`` URL pinned with ``#sha256=<hex>`` (the tarball's
+      sha256; https URLs may be pinned too), is fetched in TF-Hub's compressed convention: the
+      URL gets ``?tf-hub-format=compressed`` appended unless it already ends in ``.tar.gz`` or
+      ``.tgz``. The tarball is downloaded into the kerastl cache (``$KERASTL_CACHE``,
+      subdirectory ``hub``) and unpacked there by ``kerastl.downloads.fetch_and_extract``, which
+      reuses a previous download, honours ``$KERASTL_OFFLINE``, checks every redirect hop and
+      refuses unsafe archive members. The unpacked directory (or its only subdirectory, for
+      tarballs that wrap the SavedModel in one) is returned.
 
     Raises KerastlError (one line) if a local path does not exist or holds no ``saved_model.pb``,
-    if the handle is a URL of another scheme, if the download or unpacking fails, or if the
-    unpacked archive holds no SavedModel.
+    if the handle is a URL of another scheme, an unpinned http URL, or on a host (or redirected to
+    one) outside ``$KERASTL_TRUSTED_HUB_HOSTS``, if the download or unpacking fails, or if the
+    unpacked archive holds no SavedModel; UsageError for a malformed ``#sha256=`` pin.
     """
     text = os.fspath(handle).strip() if isinstance(handle, (str, os.PathLike)) else None
     if not text:
@@ -97,8 +145,11 @@ def resolve_handle(handle: str | os.PathLike) -> str:
                 f"unsupported TF-Hub handle {text!r}; pass a local SavedModel directory or an "
                 "http(s) URL (copy the module to local disk first)"
             )
-        _check_trusted_host(text)
-        return str(_download_module(text))
+        from kerastl.downloads import split_pin
+
+        url, pin = split_pin(text)
+        _check_trusted_host(url)
+        return str(_download_module(url, pin))
     path = Path(text).expanduser()
     if not path.exists():
         raise KerastlError(
@@ -113,14 +164,17 @@ def resolve_handle(handle: str | os.PathLike) -> str:
     return str(path)
 
 
-def _download_module(url: str) -> Path:
+def _download_module(url: str, pin: str | None = None) -> Path:
     # Imported here so that kerastl.hub works (for local handles) even where downloads can't.
     from kerastl.downloads import fetch_and_extract
 
-    base, _, query = url.split("#", 1)[0].partition("?")
+    base, _, query = url.partition("?")
     if not base.lower().endswith(_ARCHIVE_SUFFIXES) and "tf-hub-format=" not in query:
         url += ("&" if "?" in url else "?") + "tf-hub-format=compressed"
-    root = Path(fetch_and_extract(url, subdir=_CACHE_SUBDIR))
+    # The host list is checked on every redirect hop too, not only on the URL the user gave.
+    root = Path(
+        fetch_and_extract(url, sha256=pin, subdir=_CACHE_SUBDIR, check_url=_check_trusted_host)
+    )
     if (root / "saved_model.pb").is_file():
         return root
     children = [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
@@ -257,13 +311,13 @@ class HubLayer(keras.layers.Layer):
     module computes with and optimizers' slot variables get valid names.
 
     Saving: ``get_config`` records the handle plus the variables' and outputs' shapes, and
-    ``save_assets`` copies the SavedModel into the ``.keras`` file, so the file loads (with
-    ``safe_mode=True``) where the handle does not exist. On loading, variables are restored
-    before assets: the layer first holds placeholder variables, and ``load_assets`` binds the
-    embedded module to those same variables (keeping their loaded, possibly fine-tuned values), so
-    an optimizer built before that keeps working. A layer made by ``from_config`` alone (e.g.
-    ``keras.models.clone_model``) resolves ``handle`` on its first call instead. See the module
-    docstring about safe_mode and the trust an embedded SavedModel needs.
+    ``save_assets`` copies the SavedModel into the ``.keras`` file, so the file loads (trusted:
+    ``load_keras_file(trust=True)`` or ``safe_mode=False``) where the handle does not exist. On
+    loading, variables are restored before assets: the layer first holds placeholder variables,
+    and ``load_assets`` binds the embedded module to those same variables (keeping their loaded,
+    possibly fine-tuned values), so an optimizer built before that keeps working. A layer made by
+    ``from_config`` alone (e.g. ``keras.models.clone_model``) resolves ``handle`` on its first call
+    instead. See the module docstring about safe_mode and the trust an embedded SavedModel needs.
 
     Raises KerastlError (one line) for a bad handle (see ``resolve_handle``), a TF1 module, a
     module without ``__call__`` when no ``signature`` is given, an unknown ``signature``, a
@@ -451,8 +505,11 @@ class HubLayer(keras.layers.Layer):
         )
 
     def _ensure_module(self) -> None:
-        """Bind the module if still unbound (a layer made by from_config without load_assets)."""
+        """Bind the module if still unbound (a layer made by from_config without load_assets).
+
+        Raises KerastlError while a model loads in safe mode without trusted_loading()."""
         if self._fn is None:
+            _refuse_untrusted_load(f"resolve the hub handle {self.handle!r}")
             # Eagerly, even when reached while tracing: loading creates resources and functions.
             with tf.init_scope():
                 self._bind(resolve_handle(self.handle), existing=list(self._ordered_variables()))
@@ -567,6 +624,9 @@ class HubLayer(keras.layers.Layer):
 
     @classmethod
     def from_config(cls, config):
+        """Rebuild the layer; refused (KerastlError) while a model loads in Keras' safe mode, unless
+        within trusted_loading(): the layer would run, or download, a SavedModel graph."""
+        _refuse_untrusted_load("deserialise a HubLayer")
         config = dict(config)
         state = config.pop("module_state", None)
         if state is None:  # a config written by hand: load from the handle now
@@ -595,6 +655,7 @@ class HubLayer(keras.layers.Layer):
         """
         if self._fn is not None:
             return
+        _refuse_untrusted_load("bind the SavedModel embedded in a HubLayer")
         source = os.path.join(dir_path, _ASSET_DIRNAME)
         if not os.path.isfile(os.path.join(source, "saved_model.pb")):
             self._ensure_module()

@@ -210,6 +210,8 @@ def test_hub_backbone_finetunes_with_adam(tmp_path, image_folder):
 
 def test_keras_file_with_embedded_savedmodel_needs_trust(tmp_path):
     """A .keras file holding a hub layer carries a SavedModel graph: refused in safe mode, loaded with trust."""
+    import zipfile
+
     import keras
     import tensorflow as tf
     import tf_keras
@@ -222,9 +224,19 @@ def test_keras_file_with_embedded_savedmodel_needs_trust(tmp_path):
                         str(tmp_path / "module"))
     x = keras.Input((8, 8, 3))
     keras.Model(x, HubLayer(str(tmp_path / "module"))(x)).save(tmp_path / "hub.keras")
-    with pytest.raises(KerastlError, match="--trust"):
-        load_keras_file(tmp_path / "hub.keras")
-    assert load_keras_file(tmp_path / "hub.keras", trust=True).output.shape[-1] == 3
+    # The same file with the class spelled through JSON escapes, which Keras' json.loads decodes to HubLayer.
+    with zipfile.ZipFile(tmp_path / "hub.keras") as source, \
+            zipfile.ZipFile(tmp_path / "escaped.keras", "w") as target:
+        for info in source.infolist():
+            data = source.read(info)
+            if info.filename == "config.json":
+                data = data.replace(b"HubLayer", b"Hub\\u004cayer")
+                assert b"HubLayer" not in data
+            target.writestr(info, data)
+    for name in ("hub.keras", "escaped.keras"):
+        with pytest.raises(KerastlError, match="--trust"):
+            load_keras_file(tmp_path / name)
+        assert load_keras_file(tmp_path / name, trust=True).output.shape[-1] == 3
 
 
 def test_lambda_layers_are_refused_without_trust(tmp_path):

@@ -231,8 +231,7 @@ def test_fetch_good_file_is_verified_then_served_from_cache(server):
     assert server.paths() == ["/w/weights.h5"]
 
     assert fetch(url, sha256=BODY_SHA) == path
-    assert fetch(url) == path
-    assert fetch(url, offline=True) == path
+    assert fetch(url, sha256=BODY_SHA, offline=True) == path
     assert len(server.requests) == 1  # both later calls were served from the cache
 
 
@@ -350,13 +349,13 @@ def test_offline_without_a_cached_file_names_url_and_cache_path(server, monkeypa
     monkeypatch.setenv("KERASTL_OFFLINE", "1")
 
     with pytest.raises(KerastlError) as exc:
-        fetch(url)
+        fetch(url, sha256=BODY_SHA)
 
     message = _one_line(exc)
     assert url in message and str(cache_path(url)) in message and "offline" in message
     assert server.requests == []
     with pytest.raises(KerastlError, match="offline"):
-        fetch(url, offline=True)
+        fetch(url, sha256=BODY_SHA, offline=True)
 
 
 def test_offline_with_a_corrupted_cached_file_says_so(server):
@@ -381,7 +380,7 @@ def test_unreachable_host_names_url_and_cache_path():
     url = f"http://127.0.0.1:{port}/w/weights.h5"
 
     with pytest.raises(KerastlError) as exc:
-        fetch(url, timeout=5)
+        fetch(url, sha256=BODY_SHA, timeout=5)
 
     message = _one_line(exc)
     assert url in message and str(cache_path(url)) in message
@@ -391,7 +390,7 @@ def test_unreachable_host_names_url_and_cache_path():
 def test_http_error_is_one_line_with_status(server):
     url = server.url("/missing.h5")
     with pytest.raises(KerastlError) as exc:
-        fetch(url)
+        fetch(url, sha256=BODY_SHA)
     message = _one_line(exc)
     assert "HTTP 404" in message and url in message and str(cache_path(url)) in message
     assert len(server.requests) == 1  # a 404 is not retried
@@ -400,7 +399,7 @@ def test_http_error_is_one_line_with_status(server):
 def test_password_in_url_is_not_shown(server):
     url = server.url("/missing.h5").replace("http://", "http://user:hunter2@")
     with pytest.raises(KerastlError) as exc:
-        fetch(url)
+        fetch(url, sha256=BODY_SHA)
     assert "hunter2" not in str(exc.value) and "user:***@" in str(exc.value)
 
 
@@ -631,19 +630,20 @@ def test_fetch_and_extract_tf_hub_style_url_and_reuse(server):
     # Reused: no request, and the archive is not even needed any more.
     cache_path(url).unlink()
     assert fetch_and_extract(url, sha256=sha) == out
-    assert fetch_and_extract(url, offline=True) == out
+    assert fetch_and_extract(url, sha256=sha, offline=True) == out
     assert len(server.requests) == 1
 
 
 def test_fetch_and_extract_redoes_an_unfinished_extraction(server):
     server.files["/m.tar.gz"] = _hub_tarball()
     url = server.url("/m.tar.gz")
-    out = fetch_and_extract(url)
+    sha = hashlib.sha256(server.files["/m.tar.gz"]).hexdigest()
+    out = fetch_and_extract(url, sha256=sha)
     # An extraction that died before its marker was written, with a stray file in it.
     out.with_name(out.name + ".complete").unlink()
     (out / "stray").write_text("x")
 
-    assert fetch_and_extract(url) == out
+    assert fetch_and_extract(url, sha256=sha) == out
 
     assert not (out / "stray").exists() and (out / "saved_model.pb").is_file()
     assert len(server.requests) == 1  # the cached archive was unpacked again, not downloaded
@@ -659,8 +659,8 @@ def test_fetch_and_extract_refuses_an_unsafe_archive(server):
     server.files["/evil.tgz"] = buffer.getvalue()
     url = server.url("/evil.tgz")
 
-    with pytest.raises(KerastlError, match="refusing"):
-        fetch_and_extract(url)
+    with pytest.raises(KerastlError, match="refusing to unpack"):
+        fetch_and_extract(url, sha256=hashlib.sha256(server.files["/evil.tgz"]).hexdigest())
 
     assert not cache_path(url).with_name("evil.tgz.extracted").exists()
     assert not any(p.name == "escape.txt" for p in Path(os.environ["KERASTL_CACHE"]).rglob("*"))
@@ -669,7 +669,7 @@ def test_fetch_and_extract_refuses_an_unsafe_archive(server):
 def test_fetch_and_extract_offline_names_url_and_path(server):
     url = server.url("/m.tar.gz")
     with pytest.raises(KerastlError) as exc:
-        fetch_and_extract(url, offline=True)
+        fetch_and_extract(url, sha256=BODY_SHA, offline=True)
     message = _one_line(exc)
     assert url in message and str(cache_path(url)) in message
     assert server.requests == []

@@ -179,7 +179,10 @@ def test_keras_file_round_trip_is_self_contained(feature_vector_dir, tmp_path):
     model.save(path)
     shutil.rmtree(handle)
 
-    loaded = keras.saving.load_model(path, safe_mode=True)
+    # Keras' safe mode cannot vet the embedded graph, so the layer refuses it; the user's trust loads it.
+    with pytest.raises(KerastlError, match="--trust"):
+        keras.saving.load_model(path, safe_mode=True)
+    loaded = keras.saving.load_model(path, safe_mode=False)
     layer = loaded.get_layer("hub")
     assert isinstance(layer, HubLayer) and layer.trainable
     np.testing.assert_allclose(loaded.predict(x, verbose=0), expected, atol=1e-6)
@@ -194,7 +197,7 @@ def test_keras_file_round_trip_is_self_contained(feature_vector_dir, tmp_path):
     # And the loaded model saves again (its module now lives in a private copy).
     again = tmp_path / "again.keras"
     loaded.save(again)
-    reloaded = keras.saving.load_model(again, safe_mode=True)
+    reloaded = keras.saving.load_model(again, safe_mode=False)
     np.testing.assert_allclose(
         reloaded.predict(x, verbose=0), loaded.predict(x, verbose=0), atol=1e-6
     )
@@ -363,24 +366,28 @@ def test_resolve_handle_downloads_hub_tarball(feature_vector_dir, tmp_path, monk
             tar.add(item, arcname=item.name)
     shutil.copy(served / "module", served / "module.tar.gz")
 
+    # Plain http needs the tarball's sha256 pinned in the handle (https would not).
+    import hashlib
+
+    pin = "#sha256=" + hashlib.sha256((served / "module").read_bytes()).hexdigest()
     assert resolve_handle(str(feature_vector_dir)) == str(feature_vector_dir)
     with _Server(served) as server:
-        local = resolve_handle(f"{server.url}/module")
+        local = resolve_handle(f"{server.url}/module{pin}")
         assert server.requests == ["/module?tf-hub-format=compressed"]
         assert cache in pathlib.Path(local).parents
         # Cached: no second request.
-        assert resolve_handle(f"{server.url}/module") == local
+        assert resolve_handle(f"{server.url}/module{pin}") == local
         assert len(server.requests) == 1
-        tarball = resolve_handle(f"{server.url}/module.tar.gz")
+        tarball = resolve_handle(f"{server.url}/module.tar.gz{pin}")
         assert server.requests[-1] == "/module.tar.gz"
-        layer = HubLayer(f"{server.url}/module")
+        layer = HubLayer(f"{server.url}/module{pin}")
     x, _ = _data(2)
     np.testing.assert_allclose(layer(x).numpy(), _publisher_output(tarball, x), atol=1e-6)
-    assert layer.get_config()["handle"] == f"{server.url}/module"
+    assert layer.get_config()["handle"] == f"{server.url}/module{pin}"
 
     monkeypatch.setenv("KERASTL_OFFLINE", "1")
-    with pytest.raises(KerastlError):
-        resolve_handle("http://127.0.0.1:9/not-cached")
+    with pytest.raises(KerastlError, match="offline"):
+        resolve_handle(f"http://127.0.0.1:9/not-cached{pin}")
 
 
 def test_trusted_hub_hosts(monkeypatch):
