@@ -868,11 +868,11 @@ def export(model, *, format: str = "tflite", quantize: str = "none", data=None, 
             figures["rgb_input_for_grayscale_model"] = spec.modality == "image" and spec.shape[2] == 1
             report["exports"]["tflite"] = _with_drop(figures, report["keras"])
             if "vocabulary" in targets:
-                from kerastl.text import preprocessing_record, vocabulary_of
+                from kerastl.text import tokenizer_rules, vocabulary_of
 
                 write_vocabulary(vocabulary_of(keras_model), stack.enter_context(atomic_path(targets["vocabulary"])))
                 report["tokenizer"] = {
-                    **preprocessing_record(keras_model),
+                    **tokenizer_rules(keras_model),
                     "vocabulary_file": targets["vocabulary"].name,
                     "input": "token ids, int32 (1, sequence_length), padded with 0 and cut at sequence_length",
                     "why": "TFLite has no builtin kernels for the tokenizer's string ops, so the .tflite file is "
