@@ -345,6 +345,29 @@ def split(scan: FolderScan, *, validation_fraction: float = 0.2, shots: int | No
     return result
 
 
+def class_indices(data, class_names, labels) -> list[int]:
+    """The index in `labels` (a model's classes) of each class folder name of `data`, names matched up to
+    Unicode normalisation (NFC).
+
+    macOS stores file names decomposed (NFD), Linux as typed (NFC), so a model trained on one may be
+    evaluated or exported with a folder copied through the other; `evaluate` and export's verification set
+    both match classes here, so they accept and refuse the same folders.
+
+    Raises:
+        KerastlError: a folder names a class the model does not know (one line naming them and the fix).
+    """
+    import unicodedata
+
+    index = {unicodedata.normalize("NFC", label): i for i, label in enumerate(labels)}
+    known = [index.get(unicodedata.normalize("NFC", name)) for name in class_names]
+    unknown = [name for name, i in zip(class_names, known) if i is None]
+    if unknown:
+        raise KerastlError(
+            f"{data} has classes the model was not trained on: {', '.join(unknown[:5])}; the model knows "
+            f"{', '.join(labels[:10])}{'...' if len(labels) > 10 else ''}; remove or rename those folders")
+    return known
+
+
 def class_weights(labels: list[int], num_classes: int, imbalance: float = 1.5) -> dict | None:
     """Balanced class weights `n / (k * count)` when the largest class is more than `imbalance` times the
     smallest, else None (uniform)."""
