@@ -93,15 +93,37 @@ def load_texts(files) -> np.ndarray:
     return texts
 
 
-def text_dataset(files, labels, *, batch_size: int, shuffle: bool = False, seed: int = 0, texts=None):
-    """The tf.data pipeline: read once → shuffle (training) → batch → prefetch. Yields `(strings, label)`.
-
-    `texts` may be given instead of reading `files` (the strings themselves)."""
+def text_reader():
+    """`(read, signature)` for streaming: `read(path)` is a graph function giving one file's text as
+    `read_text` gives it (tf.string, ()), `signature` its tf.TensorSpec. The file is read in Python
+    (`tf.numpy_function`), so a BOM and line endings are handled as `load_texts` handles them."""
     import tensorflow as tf
 
-    texts = load_texts(files) if texts is None else np.asarray(list(texts), dtype=object)
-    dataset = tf.data.Dataset.from_tensor_slices((tf.constant(list(texts), tf.string) if len(texts)
-                                                  else tf.zeros((0,), tf.string),
+    def read_one(path):
+        return np.asarray(read_text(path.decode("utf-8", "surrogateescape")).encode("utf-8"), dtype=object)
+
+    def read(path):
+        return tf.ensure_shape(tf.numpy_function(read_one, [path], tf.string, stateful=False), ())
+
+    return read, tf.TensorSpec((), tf.string)
+
+
+def text_dataset(files, labels, *, batch_size: int, shuffle: bool = False, seed: int = 0, texts=None):
+    """The tf.data pipeline of text files: `(strings, label)` batches. Read once into memory when their bytes
+    fit in `kerastl.data.MEMORY_CACHE_BYTES`, else streamed from the files, paths shuffled before reading
+    (`kerastl.data.example_dataset`). Text has no input augmentation.
+
+    `texts` may be given instead of reading `files` (the strings themselves, held in memory)."""
+    import tensorflow as tf
+
+    from kerastl.data import InputSpec, batched, example_dataset
+
+    spec = InputSpec(modality="text", shape=())
+    if texts is None:
+        examples = example_dataset(spec, files, labels, shuffle=shuffle, seed=seed)
+        return batched(spec, examples, batch_size=batch_size)
+    texts = list(texts)
+    dataset = tf.data.Dataset.from_tensor_slices((tf.constant(texts, tf.string),
                                                   np.asarray(list(labels), "int32")))
     if shuffle:
         dataset = dataset.shuffle(max(len(texts), 1), seed=seed, reshuffle_each_iteration=True)
