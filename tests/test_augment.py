@@ -96,3 +96,23 @@ def test_text_has_no_augmentation(tmp_path):
         data.make_dataset(spec, [tmp_path / "a.txt"], [0], batch_size=1, augment=True)
     with pytest.raises(UsageError, match="drop --augment"):
         data.training_examples(spec, [tmp_path / "a.txt"], [0], augment=True)
+
+
+def test_augment_changes_every_epoch_of_training(image_folder):
+    """`--augment` is applied (not only the feature cache switched off, which is all tests/test_strategies.py
+    checks): the training batches differ from the plain ones and from one epoch to the next."""
+    from kerastl.checkpointing import epoch_batches
+
+    scan = data.scan_folder(image_folder)
+    files = [p for paths in scan.files for p in paths][:8]
+    spec = InputSpec(modality="image", shape=(16, 16, 3))
+
+    def batches(augment):
+        inputs, labels, transform = data.training_examples(spec, files, [0] * len(files), augment=augment)
+        stream = epoch_batches(inputs, labels, batch_size=8, seed=1, first_epoch=0, epochs=2, shuffle=False,
+                               augment=transform)
+        return [x.numpy() for x, _ in stream]
+
+    plain, augmented = batches(False), batches(True)
+    np.testing.assert_array_equal(plain[0], plain[1])
+    assert not np.array_equal(augmented[0], plain[0]) and not np.array_equal(augmented[0], augmented[1])
