@@ -258,36 +258,56 @@ def load_waveforms(files, *, sample_rate: int, num_samples: int, workers: int | 
     return np.stack(waves)
 
 
-def augment_waveforms(x, seed: int | None = None):
-    """Graph function on a batch (B, samples): random time shift (up to 100 ms at 16 kHz, zero filled) and gain
-    (-6 to +3 dB). Training set only, so exported models carry none of it."""
+def wav_reader(sample_rate: int, num_samples: int):
+    """`(read, signature)` for streaming: `read(path)` is a graph function giving one WAV file's waveform as
+    `read_wav` gives it (float32, (num_samples,)), `signature` its tf.TensorSpec. The file is read in Python
+    (`tf.numpy_function`), as `load_waveforms` reads it, so both give the same samples."""
+    import tensorflow as tf
+
+    def read_one(path):
+        return read_wav(path.decode("utf-8", "surrogateescape"), sample_rate, num_samples)
+
+    def read(path):
+        wave = tf.numpy_function(read_one, [path], tf.float32, stateful=False)
+        return tf.ensure_shape(wave, (num_samples,))
+
+    return read, tf.TensorSpec((num_samples,), tf.float32)
+
+
+def augment_waveforms(x, key):
+    """The audio augmentation, the only one (in memory and streaming alike): a graph function on a batch
+    (B, samples) giving each waveform a random time shift (up to a tenth of the clip, at most 1,600 samples:
+    100 ms at 16 kHz; zero filled) and gain (-6 to +3 dB), clipped to [-1, 1].
+
+    Stateless: the draws are `tf.random.stateless_uniform` keyed on `key` (a shape-[2] int seed,
+    `kerastl.data.augmentation_key(seed, epoch, batch)`), so the same key gives the same batch bit for bit, in
+    a resumed process too. Training set only, so exported models carry none of it.
+    """
     import tensorflow as tf
 
     batch, samples = tf.shape(x)[0], tf.shape(x)[1]
-    generator = tf.random.Generator.from_seed(seed or 0) if seed is not None else tf.random.get_global_generator()
+    u = tf.random.stateless_uniform([batch, 2], seed=key)
     max_shift = tf.minimum(1600, samples // 10)
-    shift = generator.uniform([batch], -max_shift, max_shift + 1, dtype=tf.int32)
+    span = tf.cast(2 * max_shift + 1, tf.float32)
+    shift = tf.minimum(tf.cast(tf.floor(u[:, 0] * span), tf.int32), 2 * max_shift) - max_shift
     index = tf.range(samples)[None, :] - shift[:, None]
     valid = (index >= 0) & (index < samples)
     shifted = tf.where(valid, tf.gather(x, tf.clip_by_value(index, 0, samples - 1), batch_dims=1), 0.0)
-    gain = 10.0 ** (generator.uniform([batch, 1], -6.0, 3.0) / 20.0)
+    gain = 10.0 ** ((u[:, 1:] * 9.0 - 6.0) / 20.0)
     return tf.clip_by_value(shifted * gain, -1.0, 1.0)
 
 
 def waveform_dataset(files, labels, *, sample_rate: int, num_samples: int, batch_size: int,
                      shuffle: bool = False, augment: bool = False, seed: int = 0):
-    """The tf.data pipeline of a list of WAV files: read once into memory → shuffle (training) → batch →
-    augment (optional) → prefetch. Yields `(waveforms, label)`, waveforms float32 (batch, num_samples)."""
-    import tensorflow as tf
+    """The tf.data pipeline of a list of WAV files: `(waveforms, label)` batches, waveforms float32 (batch,
+    num_samples). Read once into memory when they fit in `kerastl.data.MEMORY_CACHE_BYTES`, else streamed
+    from the files, paths shuffled before reading (`kerastl.data.example_dataset`); `augment` as
+    `kerastl.data.batched` says."""
+    from kerastl.data import InputSpec, batched, example_dataset
 
-    waves = load_waveforms(files, sample_rate=sample_rate, num_samples=num_samples)
-    dataset = tf.data.Dataset.from_tensor_slices((waves, np.asarray(list(labels), "int32")))
-    if shuffle:
-        dataset = dataset.shuffle(max(len(waves), 1), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size)
-    if augment:
-        dataset = dataset.map(lambda x, y: (augment_waveforms(x, seed), y))
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    spec = InputSpec(modality="audio", shape=(int(num_samples),), sample_rate=int(sample_rate))
+    examples = example_dataset(spec, files, labels, shuffle=shuffle, seed=seed)
+    return batched(spec, examples, batch_size=batch_size, augment=augment, seed=seed)
 
 
 # ------------------------------------------------------------------------------------------ backbones

@@ -5,7 +5,9 @@ the epochs still to run: a `tf.data` shuffle, an augmentation layer and a dropou
 that a new process starts afresh. Here every source of randomness is a pure function of `(seed, epoch)`:
 
 - the order of each epoch's examples is a stateless permutation keyed on `(seed, epoch)` (`epoch_batches`);
-- image augmentation uses stateless random ops keyed on `(seed, epoch, batch)` (`augment_images`);
+- augmentation (`kerastl.data.augment_images`, `kerastl.audio.augment_waveforms`) uses stateless random ops
+  keyed on `(seed, epoch, batch)`, and a training set too large for memory streams through the same batches
+  (`kerastl.data.training_examples`: its paths are permuted, then read and augmented);
 - every dropout and other random layer's seed state is reset from `(seed, epoch)` when the epoch begins
   (`EpochSeeds`).
 
@@ -18,6 +20,9 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+
+# The image augmentation lives beside image decoding; its old name here stays for old imports.
+from kerastl.data import augment_images  # noqa: F401
 
 BACKUP_DIR = ".kerastl-backup"
 
@@ -81,39 +86,6 @@ def epoch_batches(x, y, *, batch_size: int, seed: int, first_epoch: int, epochs:
 
     epochs_range = tf.data.Dataset.range(int(first_epoch), int(epochs))
     return epochs_range.flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)
-
-
-def augment_images(images, key, *, translate: float = 0.1, rotate_degrees: float = 7.0, zoom: float = 0.1,
-                   contrast: float = 0.2):
-    """Stateless image augmentation of a batch (float pixels in [0, 255]): random translation, rotation and
-    zoom (one affine transform per image, constant fill) and contrast, all keyed on `key`."""
-    import math
-
-    import tensorflow as tf
-
-    shape = tf.shape(images)
-    batch = shape[0]
-    height = tf.cast(shape[1], tf.float32)
-    width = tf.cast(shape[2], tf.float32)
-    u = tf.random.stateless_uniform([batch, 5], seed=key, minval=-1.0, maxval=1.0)
-    angle = u[:, 0] * rotate_degrees * math.pi / 180.0
-    scale = 1.0 + u[:, 1] * zoom
-    dx = u[:, 2] * translate * width
-    dy = u[:, 3] * translate * height
-    cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
-    cx, cy = (width - 1.0) / 2.0, (height - 1.0) / 2.0
-    # Output pixel (x, y) samples input (a0 x + a1 y + a2, b0 x + b1 y + b2): a rotation and zoom about the
-    # centre, then a shift.
-    a2 = cx - cos * cx + sin * cy - dx
-    b2 = cy - sin * cx - cos * cy - dy
-    zeros = tf.zeros_like(cos)
-    transforms = tf.stack([cos, -sin, a2, sin, cos, b2, zeros, zeros], axis=1)
-    warped = tf.raw_ops.ImageProjectiveTransformV3(
-        images=images, transforms=transforms, output_shape=shape[1:3], fill_value=0.0,
-        interpolation="BILINEAR", fill_mode="CONSTANT")
-    factor = 1.0 + u[:, 4] * contrast
-    mean = tf.reduce_mean(warped, axis=[1, 2, 3], keepdims=True)
-    return tf.clip_by_value((warped - mean) * factor[:, None, None, None] + mean, 0.0, 255.0)
 
 
 def _seed_generators(model):

@@ -29,7 +29,9 @@ AUDIO_EXTENSIONS = (".wav",)
 TEXT_EXTENSIONS = (".txt",)
 MODALITY_EXTENSIONS = {"image": IMAGE_EXTENSIONS, "audio": AUDIO_EXTENSIONS, "text": TEXT_EXTENSIONS}
 
-# Decoded, resized training sets up to this size are cached in memory by tf.data after the first epoch.
+# Sets whose decoded inputs (`decoded_bytes`: float32 pixels or samples, the bytes of texts) fit in this are read
+# into memory once; larger ones stream from their files, paths shuffled before decoding (`example_dataset`,
+# `training_examples`). One bound for images, audio and text.
 MEMORY_CACHE_BYTES = 2 << 30
 
 # Limits on what one file may cost to read; files beyond them are skipped with the reason. Decoding allocates
@@ -345,6 +347,29 @@ def split(scan: FolderScan, *, validation_fraction: float = 0.2, shots: int | No
     return result
 
 
+def class_indices(data, class_names, labels) -> list[int]:
+    """The index in `labels` (a model's classes) of each class folder name of `data`, names matched up to
+    Unicode normalisation (NFC).
+
+    macOS stores file names decomposed (NFD), Linux as typed (NFC), so a model trained on one may be
+    evaluated or exported with a folder copied through the other; `evaluate` and export's verification set
+    both match classes here, so they accept and refuse the same folders.
+
+    Raises:
+        KerastlError: a folder names a class the model does not know (one line naming them and the fix).
+    """
+    import unicodedata
+
+    index = {unicodedata.normalize("NFC", label): i for i, label in enumerate(labels)}
+    known = [index.get(unicodedata.normalize("NFC", name)) for name in class_names]
+    unknown = [name for name, i in zip(class_names, known) if i is None]
+    if unknown:
+        raise KerastlError(
+            f"{data} has classes the model was not trained on: {', '.join(unknown[:5])}; the model knows "
+            f"{', '.join(labels[:10])}{'...' if len(labels) > 10 else ''}; remove or rename those folders")
+    return known
+
+
 def class_weights(labels: list[int], num_classes: int, imbalance: float = 1.5) -> dict | None:
     """Balanced class weights `n / (k * count)` when the largest class is more than `imbalance` times the
     smallest, else None (uniform)."""
@@ -369,58 +394,83 @@ def decode_image(path, image_size, channels: int):
     return tf.clip_by_value(image, 0.0, 255.0)
 
 
-def augmenter(seed: int | None = None):
-    """The optional augmentation: small translations, rotations, zooms and contrast changes.
+# Augmentation keys: `(seed, epoch * 2**20 + batch)`, int64, as `kerastl.checkpointing.epoch_batches` builds
+# them, so a batch's augmentation depends only on the seed, the epoch and the batch's place in that epoch (whose
+# examples are themselves a stateless permutation keyed on (seed, epoch)).
+AUGMENT_BATCHES_PER_EPOCH = 1 << 20
 
-    Flips are left out: they change the meaning of digits and text. Applied in the tf.data pipeline on the
-    training set only, so exported models carry none of it.
+
+def augmentation_key(seed: int, epoch, batch):
+    """The stateless key of a batch's augmentation: int64 `[seed, epoch * 2**20 + batch]` (see above)."""
+    import tensorflow as tf
+
+    epoch, batch = tf.cast(epoch, tf.int64), tf.cast(batch, tf.int64)
+    return tf.stack([tf.constant(int(seed), tf.int64), epoch * AUGMENT_BATCHES_PER_EPOCH + batch])
+
+
+def augment_images(images, key, *, translate: float = 0.1, rotate_degrees: float = 7.0, zoom: float = 0.1,
+                   contrast: float = 0.2):
+    """The image augmentation, the only one (in memory and streaming alike): a graph function on a batch of
+    float pixels in [0, 255] giving each image a random translation (up to `translate` of its size), rotation
+    (up to `rotate_degrees`), zoom (up to `zoom`) as one affine transform with constant (black) fill, then a
+    contrast change (up to `contrast`).
+
+    Stateless: the draws are `tf.random.stateless_uniform` keyed on `key` (a shape-[2] int seed,
+    `augmentation_key(seed, epoch, batch)`), so the same key gives the same batch bit for bit, in a resumed
+    process too. Flips are left out: they change the meaning of digits and text. Training set only, so
+    exported models carry none of it.
     """
-    import keras
+    import math
 
-    return keras.Sequential(
-        [
-            keras.layers.RandomTranslation(0.1, 0.1, fill_mode="constant", seed=seed),
-            keras.layers.RandomRotation(0.04, fill_mode="constant", seed=seed),
-            keras.layers.RandomZoom(0.1, fill_mode="constant", seed=seed),
-            keras.layers.RandomContrast(0.2, value_range=(0, 255), seed=seed),
-        ],
-        name="augmentation",
-    )
+    import tensorflow as tf
+
+    shape = tf.shape(images)
+    batch = shape[0]
+    height = tf.cast(shape[1], tf.float32)
+    width = tf.cast(shape[2], tf.float32)
+    u = tf.random.stateless_uniform([batch, 5], seed=key, minval=-1.0, maxval=1.0)
+    angle = u[:, 0] * rotate_degrees * math.pi / 180.0
+    scale = 1.0 + u[:, 1] * zoom
+    dx = u[:, 2] * translate * width
+    dy = u[:, 3] * translate * height
+    cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
+    cx, cy = (width - 1.0) / 2.0, (height - 1.0) / 2.0
+    # Output pixel (x, y) samples input (a0 x + a1 y + a2, b0 x + b1 y + b2): a rotation and zoom about the
+    # centre, then a shift.
+    a2 = cx - cos * cx + sin * cy - dx
+    b2 = cy - sin * cx - cos * cy - dy
+    zeros = tf.zeros_like(cos)
+    transforms = tf.stack([cos, -sin, a2, sin, cos, b2, zeros, zeros], axis=1)
+    warped = tf.raw_ops.ImageProjectiveTransformV3(
+        images=images, transforms=transforms, output_shape=shape[1:3], fill_value=0.0,
+        interpolation="BILINEAR", fill_mode="CONSTANT")
+    factor = 1.0 + u[:, 4] * contrast
+    mean = tf.reduce_mean(warped, axis=[1, 2, 3], keepdims=True)
+    return tf.clip_by_value((warped - mean) * factor[:, None, None, None] + mean, 0.0, 255.0)
 
 
 def image_dataset(files, labels, *, image_size, channels: int, batch_size: int, shuffle: bool = False,
                   augment: bool = False, seed: int = 0, cache: bool | None = None):
-    """The tf.data pipeline: map(decode, parallel) → cache → shuffle (training) → batch → augment → prefetch.
-
-    Yields `(pixels, label)` batches, pixels float32 in [0, 255] of shape (batch, *image_size, channels).
-    `cache=None` caches decoded images in memory when they fit in `MEMORY_CACHE_BYTES`.
+    """The tf.data pipeline of image files: `(pixels, label)` batches, pixels float32 in [0, 255] of shape
+    (batch, *image_size, channels). See `example_dataset` for `shuffle` and `cache` (None: decoded once into
+    memory when the set fits in `MEMORY_CACHE_BYTES`, else decoded as it streams) and `batched` for `augment`.
     """
-    import tensorflow as tf
-
-    image_size = tuple(int(s) for s in image_size)
-    dataset = tf.data.Dataset.from_tensor_slices(([str(f) for f in files], list(labels)))
-    dataset = dataset.map(lambda p, y: (decode_image(p, image_size, channels), y),
-                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if cache is None:
-        cache = len(files) * image_size[0] * image_size[1] * channels * 4 <= MEMORY_CACHE_BYTES
-    if cache:
-        dataset = dataset.cache()
-    if shuffle:
-        dataset = dataset.shuffle(max(len(files), 1), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size)
-    if augment:
-        layers = augmenter(seed)
-        dataset = dataset.map(lambda x, y: (layers(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    spec = InputSpec(modality="image", shape=(*(int(s) for s in image_size), int(channels)))
+    examples = example_dataset(spec, files, labels, shuffle=shuffle, seed=seed, in_memory=cache)
+    return batched(spec, examples, batch_size=batch_size, augment=augment, seed=seed)
 
 
 def load_images(files, *, image_size, channels: int, batch_size: int = 64):
     """Decodes `files` into one float32 array (N, H, W, C), in order."""
     import numpy as np
+    import tensorflow as tf
 
-    dataset = image_dataset(files, [0] * len(files), image_size=image_size, channels=channels,
-                            batch_size=batch_size, cache=False)
-    batches = [x.numpy() for x, _ in dataset]
+    image_size = tuple(int(s) for s in image_size)
+    dataset = (tf.data.Dataset.from_tensor_slices([str(f) for f in files] or tf.zeros((0,), tf.string))
+               .map(lambda p: decode_image(p, image_size, channels), num_parallel_calls=tf.data.AUTOTUNE,
+                    deterministic=True)
+               .batch(batch_size))
+    batches = [x.numpy() for x in dataset]
     return np.concatenate(batches) if batches else np.zeros((0, *image_size, channels), "float32")
 
 
@@ -502,22 +552,155 @@ def input_spec(model) -> InputSpec:
                        "waveforms (samples,) nor strings, so kerastl cannot read files into it")
 
 
+def decoded_bytes(spec: InputSpec, files) -> int:
+    """What `files` cost in memory once read for a model taking `spec`: 4 bytes per float32 pixel or sample,
+    and for text the bytes of the texts (their file sizes, an upper bound of their UTF-8 without a BOM). The one
+    estimate behind every in-memory decision (`fits_in_memory`)."""
+    if spec.modality == "text":
+        return sum(os.path.getsize(f) for f in files)
+    per_example = 1
+    for size in spec.shape:
+        per_example *= int(size or 1)
+    return 4 * per_example * len(files)
+
+
+def fits_in_memory(spec: InputSpec, files) -> bool:
+    """Whether `files`, read for `spec`, fit in `MEMORY_CACHE_BYTES` (read at call time, so it can be lowered)."""
+    return decoded_bytes(spec, files) <= MEMORY_CACHE_BYTES
+
+
+def _reader(spec: InputSpec):
+    """`(read, signature)`: `read(path)` is a graph function giving one file's input as `load_inputs` gives it,
+    of type `signature` (a tf.TensorSpec)."""
+    import tensorflow as tf
+
+    if spec.modality == "audio":
+        from kerastl.audio import wav_reader
+
+        return wav_reader(spec.sample_rate, spec.shape[0])
+    if spec.modality == "text":
+        from kerastl.text import text_reader
+
+        return text_reader()
+    size, channels = tuple(int(s) for s in spec.shape[:2]), int(spec.shape[2])
+    return (lambda path: decode_image(path, size, channels)), tf.TensorSpec((*size, channels), tf.float32)
+
+
+def read_batch(spec: InputSpec):
+    """A graph function from a batch of file paths (tf.string, (batch,)) to the batch of their inputs, read as
+    `load_inputs` reads them, bit for bit: what streams a training set too large for memory."""
+    import tensorflow as tf
+
+    read, signature = _reader(spec)
+    return lambda paths: tf.map_fn(read, paths, fn_output_signature=signature)
+
+
+def augmentation(spec: InputSpec):
+    """The one augmentation of `spec`'s modality, `augment(batch, key) -> batch` (stateless, keyed on
+    `augmentation_key(seed, epoch, batch)`): `augment_images`, or `kerastl.audio.augment_waveforms`.
+
+    Raises:
+        UsageError: text, which has no input augmentation (textcnn-l's word dropout is part of the model).
+    """
+    if spec.modality == "audio":
+        from kerastl.audio import augment_waveforms
+
+        return augment_waveforms
+    if spec.modality == "text":
+        raise UsageError("--augment applies to images and audio; text has no input augmentation (the word "
+                         "dropout of textcnn-l is part of the model): drop --augment")
+    return augment_images
+
+
+def example_dataset(spec: InputSpec, files, labels, *, shuffle: bool = False, seed: int = 0,
+                    in_memory: bool | None = None):
+    """Unbatched `(input, label)` examples of `files` for a model taking `spec`, the shuffle buffer holding
+    indices or paths, never decoded inputs.
+
+    `in_memory=None` decides by `fits_in_memory`. In memory: every file is read once (`load_inputs`), and with
+    `shuffle` a seeded permutation of their indices, new each pass, picks them. Otherwise the paths are shuffled
+    the same way and each file is read after (`read_batch`'s reader), so memory stays at one shuffle buffer of
+    paths and a few batches.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    labels = tf.constant(np.asarray(list(labels), "int32").reshape(-1))
+    if in_memory is None:
+        in_memory = fits_in_memory(spec, files)
+    n = len(files)
+    if in_memory:
+        inputs = load_inputs(spec, files)
+        inputs = tf.constant(list(inputs), tf.string) if spec.modality == "text" else tf.constant(inputs)
+        pick = lambda i: (tf.gather(inputs, i), tf.gather(labels, i))  # noqa: E731
+    else:
+        read, _ = _reader(spec)
+        paths = tf.constant([str(f) for f in files], tf.string)
+        pick = lambda i: (read(tf.gather(paths, i)), tf.gather(labels, i))  # noqa: E731
+    order = tf.data.Dataset.range(n)
+    if shuffle:
+        order = order.shuffle(max(n, 1), seed=seed, reshuffle_each_iteration=True)
+    return order.map(pick, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def batched(spec: InputSpec, examples, *, batch_size: int, augment: bool = False, seed: int = 0,
+            drop_remainder: bool = False):
+    """`examples` (an `example_dataset`) batched, with `augment` the modality's `augmentation` keyed on
+    `augmentation_key(seed, 0, batch)` (each pass of the dataset repeats it: fine-tuning itself trains through
+    `training_examples`, whose keys follow the epoch), then prefetched.
+
+    Raises:
+        UsageError: `augment` for text.
+    """
+    import tensorflow as tf
+
+    dataset = examples.batch(batch_size, drop_remainder=drop_remainder)
+    if augment:
+        augment_batch = augmentation(spec)
+        dataset = dataset.enumerate().map(
+            lambda i, batch: (augment_batch(batch[0], augmentation_key(seed, 0, i)), batch[1]),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def training_examples(spec: InputSpec, files, labels, *, augment: bool = False):
+    """A training set as `kerastl.checkpointing.epoch_batches` takes it: `(inputs, labels, transform)`.
+
+    When the set fits in memory (`fits_in_memory`), `inputs` are the decoded examples and `transform` is the
+    augmentation or None. Above it, `inputs` are the file paths, so each epoch's stateless permutation shuffles
+    paths, and `transform` reads a batch of them (`read_batch`), then augments it. Both paths give the same
+    batches bit for bit, augmentation included (one function per modality, keyed on (seed, epoch, batch)), so a
+    resumed run repeats the uninterrupted one whichever path it takes.
+
+    Raises:
+        UsageError: `augment` for text.
+    """
+    import numpy as np
+
+    augment_batch = augmentation(spec) if augment else None
+    labels = np.asarray(list(labels), "int32")
+    if fits_in_memory(spec, files):
+        return load_inputs(spec, files), labels, augment_batch
+    read = read_batch(spec)
+    if augment_batch is None:
+        transform = lambda paths, key: read(paths)  # noqa: E731
+    else:
+        transform = lambda paths, key: augment_batch(read(paths), key)  # noqa: E731
+    return np.asarray([str(f) for f in files], dtype=object), labels, transform
+
+
 def make_dataset(spec: InputSpec, files, labels, *, batch_size: int, shuffle: bool = False,
                  augment: bool = False, seed: int = 0):
-    """The tf.data pipeline of `files` for a model taking `spec`: batches of `(inputs, label)`."""
-    if spec.modality == "audio":
-        from kerastl.audio import waveform_dataset
+    """The tf.data pipeline of `files` for a model taking `spec`: batches of `(inputs, label)`, examples in
+    memory or streamed as `example_dataset` decides, augmented as `batched` says.
 
-        return waveform_dataset(files, labels, sample_rate=spec.sample_rate, num_samples=spec.shape[0],
-                                batch_size=batch_size, shuffle=shuffle, augment=augment, seed=seed)
-    if spec.modality == "text":
-        from kerastl.text import text_dataset
-
-        if augment:
-            raise UsageError("--augment applies to images and audio; text is used as it is: drop --augment")
-        return text_dataset(files, labels, batch_size=batch_size, shuffle=shuffle, seed=seed)
-    return image_dataset(files, labels, image_size=spec.shape[:2], channels=spec.shape[2], batch_size=batch_size,
-                         shuffle=shuffle, augment=augment, seed=seed)
+    Raises:
+        UsageError: `augment` for text.
+    """
+    if augment:
+        augmentation(spec)  # refuses text before anything is read
+    examples = example_dataset(spec, files, labels, shuffle=shuffle, seed=seed)
+    return batched(spec, examples, batch_size=batch_size, augment=augment, seed=seed)
 
 
 def load_inputs(spec: InputSpec, files, *, batch_size: int = 64):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import unicodedata
 from pathlib import Path
 
 from kerastl.errors import KerastlError
@@ -105,7 +104,7 @@ def evaluate(model_path, data_dir, *, batch_size: int = 64, trust: bool = False)
     """
     import numpy as np
 
-    from kerastl.data import drop_undecodable, input_spec, load_inputs, scan_folder
+    from kerastl.data import class_indices, drop_undecodable, input_spec, load_inputs, scan_folder
 
     model, labels = load_classifier(model_path, trust=trust)
     _require_class_scores(model, model_path)
@@ -113,16 +112,7 @@ def evaluate(model_path, data_dir, *, batch_size: int = 64, trust: bool = False)
     _check_data_type(spec, data_dir)
     # One class folder is enough here: scoring a model on some of its classes is a fair question.
     scan = drop_undecodable(scan_folder(data_dir, spec.modality, min_classes=1))
-    # Names match up to Unicode normalisation: macOS stores file names decomposed (NFD), Linux as typed (NFC),
-    # so a model trained on one may be evaluated on a folder copied through the other.
-    index = {unicodedata.normalize("NFC", label): i for i, label in enumerate(labels)}
-    known = [index.get(unicodedata.normalize("NFC", name)) for name in scan.class_names]
-    unknown = [name for name, i in zip(scan.class_names, known) if i is None]
-    if unknown:
-        raise KerastlError(
-            f"{data_dir} has classes the model was not trained on: {', '.join(unknown[:5])}; the model knows "
-            f"{', '.join(labels[:10])}{'...' if len(labels) > 10 else ''}; remove or rename those folders"
-        )
+    known = class_indices(data_dir, scan.class_names, labels)
     files = [p for paths in scan.files for p in paths]
     y_true = [i for i, paths in zip(known, scan.files) for _ in paths]
     inputs = load_inputs(spec, files, batch_size=batch_size)

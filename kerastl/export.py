@@ -687,7 +687,7 @@ def verification_set(data, labels: list[str], model, *, calibrate: bool = False,
 
     import numpy as np
 
-    from kerastl.data import detect_modality, drop_undecodable, scan_folder, split
+    from kerastl.data import class_indices, detect_modality, drop_undecodable, scan_folder, split
 
     spec = model_input(model)
     if data is None:
@@ -699,13 +699,8 @@ def verification_set(data, labels: list[str], model, *, calibrate: bool = False,
         raise KerastlError(f"{data} holds {found} files but the model takes {spec.modality} input; give --data a "
                            f"folder of {spec.modality} files (the model's own training data)")
     scan = drop_undecodable(scan_folder(data, spec.modality))
-    unknown = [name for name in scan.class_names if name not in labels]
-    if unknown:
-        raise KerastlError(
-            f"{data} has classes the model was not trained on: {', '.join(unknown[:5])}; the model knows "
-            f"{', '.join(labels[:10])}{'...' if len(labels) > 10 else ''}; remove or rename those folders")
+    to_model = class_indices(data, scan.class_names, labels)
     parts = split(scan, validation_fraction=validation_fraction, shots=shots, seed=seed)
-    to_model = [labels.index(name) for name in scan.class_names]
     held_out = bool(parts.val_files)
     # Without a validation part (one example per class) the training examples are all there is.
     files, y = (parts.val_files, parts.val_labels) if held_out else (parts.train_files, parts.train_labels)
@@ -878,11 +873,11 @@ def export(model, *, format: str = "tflite", quantize: str = "none", data=None, 
             figures["rgb_input_for_grayscale_model"] = spec.modality == "image" and spec.shape[2] == 1
             report["exports"]["tflite"] = _with_drop(figures, report["keras"])
             if "vocabulary" in targets:
-                from kerastl.text import preprocessing_record, vocabulary_of
+                from kerastl.text import tokenizer_rules, vocabulary_of
 
                 write_vocabulary(vocabulary_of(keras_model), stack.enter_context(atomic_path(targets["vocabulary"])))
                 report["tokenizer"] = {
-                    **preprocessing_record(keras_model),
+                    **tokenizer_rules(keras_model),
                     "vocabulary_file": targets["vocabulary"].name,
                     "input": "token ids, int32 (1, sequence_length), padded with 0 and cut at sequence_length",
                     "why": "TFLite has no builtin kernels for the tokenizer's string ops, so the .tflite file is "

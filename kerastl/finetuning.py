@@ -264,20 +264,12 @@ def _prepare_data(data_dir, backbone, config: FinetuneConfig):
 
 
 def _training_examples(spec, parts, config, make_dataset, common):
-    """The training set for `_fit`: decoded into memory as `(inputs, labels, augment)` when it fits (and its
-    augmentation, if any, is the stateless image one), else the streaming tf.data pipeline."""
-    import numpy as np
+    """The training set for `_fit`, `(inputs, labels, transform)` for `checkpointing.epoch_batches`: decoded
+    into memory when it fits, else file paths read batch by batch (`kerastl.data.training_examples`), with
+    the modality's one stateless augmentation either way."""
+    from kerastl.data import training_examples
 
-    from kerastl.checkpointing import augment_images
-    from kerastl.data import MEMORY_CACHE_BYTES, load_inputs
-
-    size = int(np.prod([d or 1 for d in spec.shape])) * 4 * len(parts.train_files)
-    in_memory = size <= MEMORY_CACHE_BYTES and (not config.augment or spec.modality == "image")
-    if not in_memory:
-        return make_dataset(spec, parts.train_files, parts.train_labels, shuffle=config.shuffle,
-                            augment=config.augment, **common)
-    inputs = load_inputs(spec, parts.train_files)
-    return inputs, np.asarray(parts.train_labels, "int32"), augment_images if config.augment else None
+    return training_examples(spec, parts.train_files, parts.train_labels, augment=config.augment)
 
 
 def check_modality(backbone, data_dir) -> None:

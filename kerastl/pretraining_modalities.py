@@ -138,20 +138,20 @@ def _split_lists(class_names, by_class, seed):
 
 
 def _audio_folder(config, scan, description, global_batch):
-    import numpy as np
+    """A folder of WAV files: read once into memory when the clips fit in `kerastl.data.MEMORY_CACHE_BYTES`,
+    else streamed from the files, paths shuffled before reading (`kerastl.data.example_dataset`)."""
     import tensorflow as tf
 
-    from kerastl.audio import load_waveforms
+    from kerastl.data import InputSpec, example_dataset
     from kerastl.pretraining import Source
 
     parts = _split_lists(scan.class_names, scan.files, config.seed)
-    options = dict(sample_rate=int(config.sample_rate), num_samples=_num_samples(config))
-    train_x, val_x = load_waveforms(parts.train_files, **options), load_waveforms(parts.val_files, **options)
-    train = (tf.data.Dataset.from_tensor_slices((train_x, np.asarray(parts.train_labels, "int32")))
-             .shuffle(len(train_x), seed=config.seed).repeat().batch(global_batch, drop_remainder=True))
-    val = tf.data.Dataset.from_tensor_slices((val_x, np.asarray(parts.val_labels, "int32"))).batch(global_batch)
+    spec = InputSpec(modality="audio", shape=(_num_samples(config),), sample_rate=int(config.sample_rate))
+    train = (example_dataset(spec, parts.train_files, parts.train_labels, shuffle=True, seed=config.seed)
+             .repeat().batch(global_batch, drop_remainder=True))
+    val = example_dataset(spec, parts.val_files, parts.val_labels).batch(global_batch)
     return Source(train.prefetch(tf.data.AUTOTUNE), val.prefetch(tf.data.AUTOTUNE), len(scan.class_names),
-                  description, max(1, len(train_x) // global_batch), modality="audio")
+                  description, max(1, len(parts.train_files) // global_batch), modality="audio")
 
 
 def _text_source(config, class_names, by_class, description, global_batch):

@@ -7,9 +7,10 @@ SavedModel, which therefore takes raw strings too.
 
 TFLite has no builtin kernels for string splitting and lookup, so a text classifier cannot become a .tflite
 file that takes strings. `tokenized_model(model)` gives what can be converted instead: the same classifier
-from token ids (int64, (batch, sequence_length)), plus the vocabulary and the tokenizer settings, so that an
-app tokenises (lowercase, strip punctuation, split on whitespace, look up, pad or truncate) before calling
-it. tests/test_text.py checks that the two agree.
+from token ids (int64, (batch, sequence_length)), plus the vocabulary and the tokenizer's exact rule
+(`tokenizer_rules`: ASCII-only lower-casing, the ASCII punctuation regex, the whitespace split, look-up, pad or
+truncate), so that an app tokenises before calling it. tests/test_text_contract.py checks that a tokenizer
+written from the record alone gives Keras' ids.
 
 The `textcnn-*` encoders: embedding → two 1-D convolutions (the second dilated); the backbone outputs the
 average over the real tokens (`MaskedAveragePooling1D`, so padding does not dilute short texts) of both the word
@@ -92,15 +93,37 @@ def load_texts(files) -> np.ndarray:
     return texts
 
 
-def text_dataset(files, labels, *, batch_size: int, shuffle: bool = False, seed: int = 0, texts=None):
-    """The tf.data pipeline: read once → shuffle (training) → batch → prefetch. Yields `(strings, label)`.
-
-    `texts` may be given instead of reading `files` (the strings themselves)."""
+def text_reader():
+    """`(read, signature)` for streaming: `read(path)` is a graph function giving one file's text as
+    `read_text` gives it (tf.string, ()), `signature` its tf.TensorSpec. The file is read in Python
+    (`tf.numpy_function`), so a BOM and line endings are handled as `load_texts` handles them."""
     import tensorflow as tf
 
-    texts = load_texts(files) if texts is None else np.asarray(list(texts), dtype=object)
-    dataset = tf.data.Dataset.from_tensor_slices((tf.constant(list(texts), tf.string) if len(texts)
-                                                  else tf.zeros((0,), tf.string),
+    def read_one(path):
+        return np.asarray(read_text(path.decode("utf-8", "surrogateescape")).encode("utf-8"), dtype=object)
+
+    def read(path):
+        return tf.ensure_shape(tf.numpy_function(read_one, [path], tf.string, stateful=False), ())
+
+    return read, tf.TensorSpec((), tf.string)
+
+
+def text_dataset(files, labels, *, batch_size: int, shuffle: bool = False, seed: int = 0, texts=None):
+    """The tf.data pipeline of text files: `(strings, label)` batches. Read once into memory when their bytes
+    fit in `kerastl.data.MEMORY_CACHE_BYTES`, else streamed from the files, paths shuffled before reading
+    (`kerastl.data.example_dataset`). Text has no input augmentation.
+
+    `texts` may be given instead of reading `files` (the strings themselves, held in memory)."""
+    import tensorflow as tf
+
+    from kerastl.data import InputSpec, batched, example_dataset
+
+    spec = InputSpec(modality="text", shape=())
+    if texts is None:
+        examples = example_dataset(spec, files, labels, shuffle=shuffle, seed=seed)
+        return batched(spec, examples, batch_size=batch_size)
+    texts = list(texts)
+    dataset = tf.data.Dataset.from_tensor_slices((tf.constant(texts, tf.string),
                                                   np.asarray(list(labels), "int32")))
     if shuffle:
         dataset = dataset.shuffle(max(len(texts), 1), seed=seed, reshuffle_each_iteration=True)
@@ -145,6 +168,80 @@ def vocabulary_of(model) -> list[str]:
     in it). Empty without a `TextVectorization` layer."""
     tokenizer = tokenizer_of(model)
     return [] if tokenizer is None else [str(token) for token in tokenizer.get_vocabulary()]
+
+
+# What `TextVectorization`'s "lower_and_strip_punctuation" and "whitespace" do, verified character by character
+# (tests/test_text_contract.py). Keras lower-cases with `tf.strings.lower` without an encoding, which maps
+# A-Z only: "É" and "Σ" stay capitals, where an app's `str.lower()` would change them. Its strip regex
+# (keras/src/layers/preprocessing/text_vectorization.py) is exactly the 32 ASCII punctuation characters of
+# Python's `string.punctuation`, "_" included, and it runs before the split, so "set_trainable" becomes one token
+# "settrainable" and "foo-bar" becomes "foobar". `tf.strings.split` splits on the six ASCII whitespace
+# characters only; U+00A0 or U+3000 stay inside a token.
+KERAS_STRIP_REGEX = r"""[!"#$%&()\*\+,-\./:;<=>?@\[\\\]^_`{|}~\']"""
+KERAS_SPLIT_REGEX = r"[\t\n\x0b\x0c\r ]+"
+_LOWERCASE_RULE = ("ASCII only: A-Z become a-z and every other character is kept as it is (tf.strings.lower "
+                   "without an encoding), so 'ÉCOLE' becomes 'École'; do not use a Unicode lower()")
+_STRIP_RULE = ("delete every match of strip_regex, i.e. each of the 32 ASCII punctuation characters "
+               "(Python's string.punctuation, '_' included), after lower-casing and before splitting: "
+               "'set_trainable_by_pattern' becomes 'settrainablebypattern', 'foo-bar' 'foobar'; non-ASCII "
+               "punctuation such as “ ” ’ — « » … ¿ is kept, as part of the token it touches")
+_SPLIT_RULE = ("split on runs of split_regex (space, tab, LF, VT, FF, CR only; leading and trailing runs "
+               "give no token); other whitespace such as U+00A0 or U+3000 stays inside a token")
+
+
+def tokenizer_rules(model) -> dict:
+    """The exact rule that turns a string into the token ids of `model`'s tokenizer, as a JSON-able dict,
+    so that an app without TensorFlow reproduces the ids (export's report records it).
+
+    Steps, in order: `lowercase`, `strip` (by `strip_regex`), `split` (by `split_regex`), `lookup` (a
+    token's id is its 0-based line in the vocabulary file, `oov_id` when absent), then `truncate`/`pad` to
+    `sequence_length` with `pad_id`. Each rule is stated in words beside its regex (Python `re` and RE2
+    read both regexes alike). `exact` is False, with the reason in `note`, when the tokenizer uses a setting
+    this record cannot state (a custom standardize or split function, n-grams, ...). `{"mode": "none"}`
+    without a `TextVectorization` layer.
+    """
+    tokenizer = tokenizer_of(model)
+    if tokenizer is None:
+        return {"mode": "none"}
+    config = tokenizer.get_config()
+    standardize, split_mode = config.get("standardize"), config.get("split")
+    rules = {"mode": "text_vectorization", "standardize": standardize, "split": split_mode,
+             "steps": ["lowercase", "strip", "split", "lookup", "truncate", "pad"]}
+    unknown = []
+    if standardize in ("lower", "lower_and_strip_punctuation"):
+        rules["lowercase"] = _LOWERCASE_RULE
+    elif standardize in (None, "strip_punctuation"):
+        rules["lowercase"] = "none: the case is kept"
+    else:
+        unknown.append(f"standardize={standardize!r}")
+    if standardize in ("strip_punctuation", "lower_and_strip_punctuation"):
+        rules.update(strip_regex=KERAS_STRIP_REGEX, strip=_STRIP_RULE)
+    elif standardize in (None, "lower"):
+        rules.update(strip_regex=None, strip="none: punctuation is kept")
+    if split_mode == "whitespace":
+        rules.update(split_regex=KERAS_SPLIT_REGEX, split_rule=_SPLIT_RULE)
+    elif split_mode == "character":
+        rules.update(split_regex=None, split_rule="one token per Unicode code point (UTF-8)")
+    elif split_mode is None:
+        rules.update(split_regex=None, split_rule="none: the whole standardised string is one token")
+    else:
+        unknown.append(f"split={split_mode!r}")
+    if config.get("ngrams"):
+        unknown.append(f"ngrams={config['ngrams']!r}")
+    if config.get("output_mode") != "int":
+        unknown.append(f"output_mode={config.get('output_mode')!r}")
+    length = config.get("output_sequence_length")
+    rules.update(
+        lookup="a token's id is its 0-based line number in the vocabulary file (exact match, after the steps "
+               "above); a token not in it gets oov_id",
+        pad_id=0, oov_id=1, sequence_length=length,
+        truncate=f"keep the first {length} tokens" if length else "none",
+        pad=f"append pad_id after the last token up to {length} ids" if length else "none",
+        vocabulary_size=int(tokenizer.vocabulary_size()),
+        exact=not unknown)
+    if unknown:
+        rules["note"] = f"the tokenizer uses {', '.join(unknown)}, which this record does not state"
+    return rules
 
 
 def preprocessing_record(model) -> dict:
@@ -227,7 +324,7 @@ def tokenized_model(model):
     `ids_model` is `model` minus its tokenizer, from token ids (int64, (batch, sequence_length)) to the same
     outputs, sharing its layers and weights; `vocabulary` is the token list (index i is id i: "" is padding,
     "[UNK]" out of vocabulary); `tokenizer` is the record of how to turn a string into ids
-    (`preprocessing_record`). `tokenize(model, texts)` does it in Python for checking.
+    (`tokenizer_rules`). `tokenize(model, texts)` does it in Python for checking.
 
     Raises:
         KerastlError: the model has no `TextVectorization` layer, or is not the chain that
@@ -255,7 +352,7 @@ def tokenized_model(model):
                                "kerastl.head.build_classifier")
         for layer in after[1:]:
             x = layer(x)
-    return keras.Model(ids, x, name=f"{model.name}_from_ids"), vocabulary_of(model), preprocessing_record(model)
+    return keras.Model(ids, x, name=f"{model.name}_from_ids"), vocabulary_of(model), tokenizer_rules(model)
 
 
 def tokenize(model, texts) -> np.ndarray:
