@@ -7,19 +7,20 @@ are converted here directly with TFLite's converter and verified the same way (`
 measurements behind `kerastl.export.check_quantization` and `quantize_dynamic_except`:
 
 - audio: `dynamic` by TFLite's converter, which also quantizes the log-mel front end (kerastl quantizes the
-  network only, through ai-edge-quantizer), and full-integer int8, front end included (refused);
+  network only, through litert-quantizer), and full-integer int8, front end included (refused);
 - text: full-integer int8 of the token-id model (refused).
 
 Data: audio, the ten Speech Commands keywords spoken by espeak-ng (`--clips` per word, random voices, speeds
 and pitches); text, the first docstring paragraphs of eight libraries (`--per-class` per library). Latency is the
 median of single-example invokes, one thread; the ratios are to float32 in the same run.
 
-    python tools/bench_export_audio_text.py [--modality audio text] [--clips 40] [--per-class 100]
+    python tools/bench_export_audio_text.py [--modality audio text] [--clips 40] [--per-class 100] [--json F]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -39,6 +40,7 @@ def parse_args():
     parser.add_argument("--clips", type=int, default=40, help="clips per keyword (audio)")
     parser.add_argument("--per-class", type=int, default=100, help="paragraphs per library (text)")
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--json", default=None, help="also write the raw figures to this file")
     return parser.parse_args()
 
 
@@ -100,8 +102,10 @@ def main():
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    raw = {}
     for modality in args.modality:
         keras_accuracy, n, rows = bench(modality, args, work)
+        raw[modality] = {"keras_accuracy": keras_accuracy, "n": n, "rows": {name: f for name, f in rows}}
         base = rows[0][1]
         print(f"\n{modality}: {n} held-out examples, Keras accuracy {keras_accuracy:.2%}\n")
         print("| TFLite | size | size ratio | median latency | latency ratio | top-1 = Keras | accuracy | max abs diff |")
@@ -111,6 +115,8 @@ def main():
                   f"{f['median_latency_ms']:.3f} ms | {f['median_latency_ms'] / base['median_latency_ms']:.2f} | "
                   f"{f['top1_agreement']:.2%} | {f['accuracy']:.2%} | {f['max_abs_diff']:.3g} |", flush=True)
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps(raw, indent=1, default=str))
 
 
 if __name__ == "__main__":
