@@ -1,0 +1,36 @@
+"""Guards against wrong inputs (issue 10, item 9): settings and models that would train into garbage, or train
+on the wrong thing, are refused in one line or handled with the change said."""
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from kerastl.cli import main
+from kerastl.errors import KerastlError, UsageError
+
+from .conftest import one_line_error
+
+
+# --------------------------------------------------------------------------- feature standardisation floor
+
+
+def test_a_feature_constant_in_training_is_not_scaled_by_1e7():
+    """A pooled feature that never moves over the training examples (a dead ReLU channel) and then moves by a
+    typical amount comes out as a few standard units, not ~1e7 (Keras' own floor)."""
+    import keras
+
+    from kerastl.head import build_classifier
+
+    inputs = keras.Input((3,))
+    classifier = build_classifier(keras.Model(inputs, keras.layers.Identity()(inputs)), 2)
+    rng = np.random.default_rng(0)
+    features = rng.normal(0.0, 2.0, (5, 3))
+    features[:, 0] = 0.0  # constant over the 5 training examples
+    classifier.adapt(features)
+    norm = classifier.model.get_layer("feature_norm")
+    moved = np.array([[2.0, 0.0, 0.0]], "float32")  # the dead feature moves by a typical std (about 2)
+    value = float(np.asarray(norm(moved))[0, 0])
+    assert 0 < value <= 20, value  # 1 / kerastl.head.STD_FLOOR standard units at most; Keras alone gives 2e7
+    # Features that vary are standardised exactly as before.
+    out = np.asarray(norm(features.astype("float32")))
+    np.testing.assert_allclose(out[:, 1:].std(axis=0), 1.0, atol=1e-4)
