@@ -34,3 +34,33 @@ def test_a_feature_constant_in_training_is_not_scaled_by_1e7():
     # Features that vary are standardised exactly as before.
     out = np.asarray(norm(features.astype("float32")))
     np.testing.assert_allclose(out[:, 1:].std(axis=0), 1.0, atol=1e-4)
+
+
+# --------------------------------------------------------------------------- --weights none
+
+
+@pytest.mark.parametrize("strategy", ["head", "full", "top:2", "auto"])
+def test_random_weights_with_a_pretrained_strategy_are_refused_on_the_cli(strategy, image_folder, tmp_path):
+    result = CliRunner().invoke(main, ["finetune", "--data", str(image_folder), "--backbone",
+                                       "keras:MobileNetV3Small", "--weights", "none", "--image-size", "32",
+                                       "--strategy", strategy, "--epochs", "1", "--out", str(tmp_path / "out")])
+    one_line_error(result, 2, "--weights none", f"--strategy {strategy}", "--from-scratch")
+    assert not (tmp_path / "out").exists()
+
+
+def test_random_weights_with_a_pretrained_strategy_are_refused_by_the_api(image_folder, tmp_path):
+    from kerastl.backbones import Backbone
+    from kerastl.finetuning import FinetuneConfig, finetune
+
+    from .conftest import make_tiny_backbone
+
+    with pytest.raises(UsageError, match="--from-scratch"):
+        finetune(image_folder, "keras:MobileNetV3Small", weights="none", config=FinetuneConfig(strategy="full"))
+    # A Backbone loaded with random weights is refused the same way.
+    random = Backbone(model=make_tiny_backbone(), spec="tiny", modality="image", input_shape=(16, 16, 3),
+                      preprocessing={"mode": "scale"}, feature_width=16, weights="none")
+    with pytest.raises(UsageError, match="random weights"):
+        finetune(image_folder, random, config=FinetuneConfig(strategy="head", epochs=1))
+    # With --from-scratch the same backbone trains.
+    result = finetune(image_folder, random, config=FinetuneConfig(strategy="head", epochs=1, from_scratch=True))
+    assert result.metrics["strategy"] == "from-scratch"
