@@ -64,3 +64,33 @@ def test_random_weights_with_a_pretrained_strategy_are_refused_by_the_api(image_
     # With --from-scratch the same backbone trains.
     result = finetune(image_folder, random, config=FinetuneConfig(strategy="head", epochs=1, from_scratch=True))
     assert result.metrics["strategy"] == "from-scratch"
+
+
+# --------------------------------------------------------------------------- pre-training keeps the caller's config
+
+
+def _tiny_corpus(root):
+    rng = np.random.default_rng(1)
+    for topic in ("music", "travel"):
+        (root / topic).mkdir(parents=True)
+        for i in range(12):
+            (root / topic / f"{i}.txt").write_text(" ".join(f"{topic}{j}" for j in rng.integers(0, 5, 6)))
+    return root
+
+
+def test_text_pretraining_leaves_the_callers_config_unchanged(tmp_path):
+    """Text pre-trains in float32, decided on pretrain's own copy: the caller's `precision` stays "auto" (a
+    config reused for an image run afterwards would otherwise silently lose its precision choice)."""
+    import json
+
+    from kerastl.pretraining import PretrainConfig, pretrain
+
+    config = PretrainConfig(source=str(_tiny_corpus(tmp_path / "corpus")), arch="textcnn-s", epochs=1,
+                            steps_per_epoch=2, batch_size=8, validation_steps=1, precision="auto",
+                            jit_compile=False, deterministic=True, sequence_length=8, vocabulary_size=100)
+    pretrain(config, tmp_path / "out", verbose=0)
+    assert config.precision == "auto"
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["pretraining"]["precision"] == "float32"
+    with pytest.raises(UsageError, match="float32"):
+        pretrain(PretrainConfig(**{**config.__dict__, "precision": "mixed"}), tmp_path / "out2", verbose=0)
