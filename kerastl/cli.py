@@ -197,6 +197,8 @@ def _print_finetune_summary(result):
     click.echo("")
     click.echo(f"backbone  {m['backbone']['spec']}  ({m['backbone']['weights']} weights, "
                f"{m['backbone']['feature_width']} features)")
+    for note in m["backbone"].get("notes", []):
+        click.echo(f"note      {note}")
     click.echo(f"strategy  {m['strategy']}" + (f"  [auto: {m['auto_rule']}]" if m.get("auto_rule") else ""))
     click.echo(f"trained on {m['train_examples']} examples; evaluated on {m['n']} held-out examples")
     if m["accuracy"] is not None:
