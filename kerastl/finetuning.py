@@ -289,11 +289,13 @@ def check_modality(backbone, data_dir) -> None:
             data's type from `saved_models/`.
     """
     from kerastl.backbones import suggest_backbone
-    from kerastl.data import detect_modality, input_spec
+    from kerastl.data import UndeclaredInput, detect_modality, input_spec
 
     found = detect_modality(data_dir)
     try:
         spec = input_spec(backbone.model)
+    except UndeclaredInput as error:
+        raise KerastlError(f"{backbone.spec}: {error}") from None
     except KerastlError:
         shape = tuple(backbone.model.input.shape[1:])
         wanted = found or backbone.modality
