@@ -599,7 +599,7 @@ def _from_keras_model(spec, model, manifest, from_scratch) -> Backbone:
     notes, refusal = [], None
     # "Keep every layer but its output layer", where the output layer is a classifier top found by its
     # structure; a model without a softmax at its end (a projection, an embedding) is kept whole.
-    top = classifier_top(model)
+    top = _classifier_top(model)
     if top is not None and top["features"] is not None:
         features, removed = top["features"], top["layers"]
         if features is model.input:
@@ -689,7 +689,7 @@ _TOP_PASS_THROUGH = ("Flatten", "Reshape", "Dropout", "SpatialDropout1D", "Spati
                      "GlobalMaxPooling2D")
 
 
-def classifier_top(model):
+def _classifier_top(model):
     """The classifier top at the end of a functional `model`, found by its structure: a Dense layer or a 1x1
     convolution, possibly global pooling, flattening, dropout or an activation, then a softmax (a `Softmax` or
     `Activation("softmax")` layer, or the softmax activation of the Dense/convolution itself). Dropout and
