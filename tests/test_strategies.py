@@ -95,10 +95,16 @@ def test_from_scratch_reinitialises_and_trains_batchnorm_statistics(image_folder
     before = _initial(tiny_backbone_path)
     result = _run(image_folder, tiny_backbone_path, "head", from_scratch=True)
     after = _snapshot(result.model)
-    assert result.metrics["strategy"] == "from-scratch"
-    # Fresh initial weights: not the pretrained ones; and BatchNorm learns its statistics as usual.
+    assert result.metrics["strategy"] == "from-scratch" and result.metrics["backbone"]["weights"] == "none"
+    # BatchNorm learns its statistics as usual.
     assert _changed(before, after, "conv1", "kernel")
     assert _changed(before, after, "bn1", "moving_mean")
+    # Fresh initial weights, not the pretrained ones (training alone would change the kernel too).
+    from kerastl.backbones import load_backbone
+
+    fresh = load_backbone(str(tiny_backbone_path), from_scratch=True).model
+    assert not np.allclose(fresh.get_layer("conv1").kernel.numpy(), before["conv1"]["kernel"])
+    assert not fresh.get_layer("bn1").moving_mean.numpy().any()  # reset to 0, not the pretrained statistics
 
 
 def test_layer_patterns_choose_what_trains(image_folder, tiny_backbone_path):
