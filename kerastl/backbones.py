@@ -67,6 +67,10 @@ class Backbone:
         feature_width: the width of the pooled features the new output layer sees.
         weights: `imagenet`, `none`, `pretrained` (our manifests, hub modules) or a weights file path.
         manifest: the manifest of a `saved_models/` backbone, else None.
+        notes: what loading changed that the user should hear about (e.g. which classifier top was cut);
+            `finetune` records them in its metrics and the CLI prints them.
+        refusal: why the backbone cannot be used as it is, unless `--cut` names the feature layer (a model that
+            ends in a softmax whose classifier layer kerastl cannot find); `load_backbone` raises it.
     """
 
     model: object
@@ -77,6 +81,8 @@ class Backbone:
     feature_width: int
     weights: str
     manifest: dict | None = None
+    notes: list = dataclasses.field(default_factory=list)
+    refusal: str | None = None
 
     def record(self) -> dict:
         """The JSON-able description written into metrics and export metadata."""
@@ -87,6 +93,7 @@ class Backbone:
             "preprocessing": self.preprocessing,
             "feature_width": self.feature_width,
             "weights": self.weights,
+            "notes": list(self.notes),
         }
 
 
@@ -192,13 +199,16 @@ def load_backbone(
         spec: `keras:<Name>`, `hub:<url-or-dir>`, or a path (see the module docstring).
         weights: for `keras:` specs, `imagenet` (default), `none`, or a path to a local weights file. Other
             sources carry their own weights; passing `imagenet` with them is an error.
-        cut: name of a layer at which to cut the network (its output becomes the features).
+        cut: name of a layer at which to cut the network (its output becomes the features); a layer inside a
+            nested model is named `outer/inner` as `kerastl inspect` lists it, or by its own name if unique.
         image_size: square input size for sources whose size is free (keras applications, hub modules).
         from_scratch: the same architecture with random initial weights (the no-transfer baseline).
         trust: allow `.keras` files to run arbitrary code (Lambda layers); see SECURITY.md.
 
     Raises:
-        UsageError: the spec, weights, cut or image size is invalid (the message names what was received).
+        UsageError: the spec, weights, cut or image size is invalid (the message names what was received), a
+            hub module's input type is ambiguous and undeclared, or a loaded classifier's top cannot be found
+            (the message lists candidate `--cut` layers).
         KerastlError: the source cannot be loaded (missing file, offline without cached weights, ...).
     """
     if not isinstance(spec, str) or not spec.strip():
@@ -222,6 +232,8 @@ def load_backbone(
             backbone = _load_path(spec, image_size, from_scratch, trust)
     if cut:
         backbone = cut_backbone(backbone, cut)
+    if backbone.refusal:
+        raise UsageError(backbone.refusal)
     return backbone
 
 
@@ -326,6 +338,31 @@ def _keras_application_error(name, weights, size, error) -> KerastlError:
     return UsageError(f"cannot build keras:{name} at {size}x{size} with weights={weights}: {first_line}")
 
 
+HUB_MODALITIES = ("image", "audio", "text")
+
+
+def split_modality(handle: str) -> tuple[str, str | None]:
+    """`<handle>#modality=audio` → `(<handle>, "audio")`: a hub spec's declared input type. Other fragment
+    keys (joined by `&`) stay on the handle.
+
+    Raises:
+        UsageError: a modality other than image, audio or text.
+    """
+    base, sep, fragment = handle.partition("#")
+    if not sep:
+        return handle, None
+    declared, rest = None, []
+    for part in fragment.split("&"):
+        key, _, value = part.partition("=")
+        if key == "modality":
+            if value not in HUB_MODALITIES:
+                raise UsageError(f"a hub: spec declares #modality=image, audio or text. Received: #{part}")
+            declared = value
+        elif part:
+            rest.append(part)
+    return (f"{base}#{'&'.join(rest)}" if rest else base), declared
+
+
 def _load_savedmodel(spec, handle, image_size, from_scratch) -> Backbone:
     import keras
 
@@ -337,14 +374,15 @@ def _load_savedmodel(spec, handle, image_size, from_scratch) -> Backbone:
             f"--from-scratch needs an architecture to re-initialise; {spec} is an opaque SavedModel. "
             "Use a keras: or .keras backbone for the from-scratch baseline"
         )
+    handle, declared = split_modality(handle)
     hub = HubLayer(handle, trainable=True, name="hub")
-    # The module's input tells its type: strings are text, one float axis (after the batch) a waveform.
-    kind = _hub_input_kind(hub)
+    kind = _hub_input_kind(spec, hub, declared)
     if kind == "text":
         from kerastl.text import hub_backbone
 
         return hub_backbone(spec, hub)
     if kind == "audio":
+        # hub_backbone puts an `audio.Waveform` marker first, so later loads of the model need no declaration.
         from kerastl.audio import hub_backbone
 
         return hub_backbone(spec, hub)
@@ -356,9 +394,17 @@ def _load_savedmodel(spec, handle, image_size, from_scratch) -> Backbone:
                            name="hub_backbone")
 
 
-def _hub_input_kind(hub) -> str:
-    """text (a string input), audio (a float input of rank 2, batch and samples, or of rank 1, one waveform as
-    YAMNet takes) or image (anything else, which the image path then checks by calling the module)."""
+def _hub_input_kind(spec, hub, declared=None) -> str:
+    """The input type of a hub module: text for a string input (its dtype says so); audio only when the spec
+    declares it (`#modality=audio`) and the input is a float waveform, (batch, samples) or one (samples,) as
+    YAMNet takes; image for anything else, which the image path then checks by calling the module.
+
+    A float input of rank 1 or 2 may be waveforms or feature vectors, so kerastl does not guess from the
+    shape: without a declaration it is refused.
+
+    Raises:
+        UsageError: an undeclared rank-1/2 float input, or a declaration the input contradicts.
+    """
     from kerastl.hub import _first_input_spec
 
     input_spec = None
@@ -368,13 +414,24 @@ def _hub_input_kind(hub) -> str:
     elif fn is not None:
         specs = list(fn.structured_input_signature[1].values())
         input_spec = specs[0] if len(specs) == 1 else None
-    if input_spec is None:
-        return "image"
-    if input_spec.dtype == "string":
-        return "text"
-    if input_spec.shape.rank in (1, 2) and input_spec.dtype.is_floating:
-        return "audio"
-    return "image"
+    if input_spec is not None and input_spec.dtype == "string":
+        kind = "text"
+    elif input_spec is not None and input_spec.shape.rank in (1, 2) and input_spec.dtype.is_floating:
+        if declared is None:
+            raise UsageError(
+                f"{spec} takes {input_spec.dtype.name} inputs of shape {tuple(input_spec.shape)}, which may be "
+                f"waveforms or feature vectors; kerastl does not guess from a shape: if it takes mono waveforms "
+                f"(16 kHz), write {spec}#modality=audio"
+            )
+        kind = "audio" if declared == "audio" else None
+    else:
+        kind = "image"
+    if declared is not None and declared != kind:
+        shape = "?" if input_spec is None else tuple(input_spec.shape)
+        dtype = "?" if input_spec is None else input_spec.dtype.name
+        raise UsageError(f"{spec} declares modality={declared} but the module takes {dtype} inputs of shape "
+                         f"{shape}; drop or correct #modality")
+    return kind
 
 
 def resolve_path(spec: str) -> Path | None:
@@ -662,17 +719,41 @@ def _from_keras_model(spec, model, manifest, from_scratch) -> Backbone:
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise UsageError(f"{spec}: a backbone needs one input and one output; this model has "
                          f"{len(model.inputs)} and {len(model.outputs)}")
-    # "Keep every layer but its output layer": a model that ends in a Dense classifier loses that layer.
-    last = model.layers[-1]
-    if isinstance(last, keras.layers.Dense) and len(model.layers) > 2:
-        model = keras.Model(model.input, last.input, name=model.name)
+    if isinstance(model, keras.Sequential):
+        # A loaded Sequential model has no `input`/`output` of its own; its graph as a functional model has.
+        model = keras.Model(model.inputs[0], model.outputs[0], name=model.name)
+    notes, refusal = [], None
+    # "Keep every layer but its output layer", where the output layer is a classifier top found by its
+    # structure; a model without a softmax at its end (a projection, an embedding) is kept whole.
+    top = _classifier_top(model)
+    if top is not None and top["features"] is not None:
+        features, removed = top["features"], top["layers"]
+        if features is model.input:
+            raise UsageError(f"{spec} is only a classifier ({', '.join(removed)}); nothing is left to use as "
+                             "a backbone")
+        model = keras.Model(model.input, features, name=model.name)
+        notes.append(f"cut the classifier top of {spec} ({' -> '.join(reversed(removed))}): its features are "
+                     f"the output of layer '{model.layers[-1].name}' ({int(features.shape[-1])} wide); pass "
+                     "--cut LAYER to choose another layer")
+    elif top is not None:
+        refusal = (f"{spec} ends in a softmax ({', '.join(top['layers'])}) but not in the Dense or 1x1 "
+                   "convolution classifier kerastl knows how to cut off; pass --cut LAYER with the layer whose "
+                   f"output should be the features, e.g. {', '.join(top['candidates'])}")
     if from_scratch:
+        hub = _hub_layers(model)
+        if hub:
+            # clone_model rebuilds a HubLayer from its config, and its first call restores the module's
+            # pretrained variables: the "from scratch" baseline would secretly be pretrained.
+            raise UsageError(f"--from-scratch cannot re-initialise {spec}: it holds a TF-Hub module "
+                             f"({hub[0]}), whose weights reload as pretrained; use a keras: or kerastl "
+                             "backbone for the from-scratch baseline")
         # Fresh layers from the same configs: the same architecture with new random initial weights.
         model = keras.models.clone_model(model)
     input_shape = tuple(int(d) for d in model.input.shape[1:])
     if manifest is not None:
         modality = manifest["modality"]
         preprocessing = manifest.get("preprocessing", {})
+        model = _with_modality_marker(model, modality, manifest)
     else:
         modality = _modality_of(model)
         if modality == "audio":
@@ -694,11 +775,139 @@ def _from_keras_model(spec, model, manifest, from_scratch) -> Backbone:
         preprocessing=preprocessing,
         feature_width=int(model.output.shape[-1]),
         weights="none" if from_scratch else "pretrained",
+        notes=notes,
+        refusal=refusal,
     )
 
 
+def _hub_layers(model) -> list[str]:
+    """Names of the TF-Hub modules inside `model`: HubLayers, also those a `PerWaveform` layer wraps."""
+    from kerastl.hub import HubLayer
+    from kerastl.layers import walk_layers
+
+    found = []
+    for layer in walk_layers(model):
+        inner = getattr(layer, "module", None)
+        if isinstance(layer, HubLayer) or isinstance(inner, HubLayer):
+            found.append(layer.name)
+    return found
+
+
+def _with_modality_marker(model, modality, manifest):
+    """A manifest's audio backbone whose model has no sample-rate layer gets an `audio.Waveform` marker first,
+    so that the model itself says what it takes (`kerastl.data.input_spec` reads markers, not shapes)."""
+    if modality != "audio":
+        return model
+    from kerastl.audio import DEFAULT_SAMPLE_RATE, Waveform, sample_rate_of
+
+    if sample_rate_of(model) is not None or len(model.input.shape) != 2:
+        return model
+    import keras
+
+    rate = int(manifest.get("input", {}).get("sample_rate") or DEFAULT_SAMPLE_RATE)
+    inputs = keras.Input(model.input.shape[1:], name="waveforms")
+    return keras.Model(inputs, model(Waveform(rate, name="waveform")(inputs)), name=model.name)
+
+
+# Layers that may sit between a classifier layer and its softmax, or around the global pooling of a top.
+_TOP_PASS_THROUGH = ("Flatten", "Reshape", "Dropout", "SpatialDropout1D", "SpatialDropout2D", "ReLU",
+                     "Activation", "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalMaxPooling1D",
+                     "GlobalMaxPooling2D")
+
+
+def _classifier_top(model):
+    """The classifier top at the end of a functional `model`, found by its structure: a Dense layer or a 1x1
+    convolution, possibly global pooling, flattening, dropout or an activation, then a softmax (a `Softmax` or
+    `Activation("softmax")` layer, or the softmax activation of the Dense/convolution itself). Dropout and
+    global pooling just before the classifier layer belong to the top too (the new head pools itself).
+
+    Returns:
+        None when the model does not end in a softmax. Otherwise a dict: `layers`, the names of the top's
+        layers from the output backwards; `features`, the tensor below the top (None when no classifier layer
+        was found between the softmax and the rest of the network); `candidates`, a few layer names just
+        below the softmax, for a `--cut` suggestion.
+    """
+    layers, tensor = [], model.output
+    layer, tensor_in = _producer(tensor)
+    if layer is None or not _is_softmax(layer):
+        return None
+    found_classifier = _is_classifier_layer(layer)
+    layers.append(layer.name)
+    tensor = tensor_in
+    while not found_classifier:
+        layer, tensor_in = _producer(tensor)
+        if layer is None:
+            break
+        if _is_classifier_layer(layer):
+            found_classifier = True
+        elif type(layer).__name__ not in _TOP_PASS_THROUGH:
+            break
+        layers.append(layer.name)
+        tensor = tensor_in
+    if not found_classifier:
+        candidates = []
+        probe = _producer(model.output)[1]
+        while probe is not None and len(candidates) < 4:
+            layer, probe = _producer(probe)
+            if layer is None:
+                break
+            candidates.append(layer.name)
+        return {"layers": layers, "features": None, "candidates": candidates or ["(none)"]}
+    while True:  # dropout and global pooling just below the classifier layer belong to the top
+        layer, tensor_in = _producer(tensor)
+        if layer is None or not type(layer).__name__.startswith(("Dropout", "SpatialDropout", "GlobalAverage",
+                                                                  "GlobalMax")):
+            break
+        layers.append(layer.name)
+        tensor = tensor_in
+    return {"layers": layers, "features": tensor, "candidates": []}
+
+
+def _producer(tensor):
+    """`(layer, its input tensor)` of the layer call that made `tensor`, when that call had one input;
+    `(None, None)` at the model input or for anything else (merges)."""
+    import keras
+
+    history = getattr(tensor, "_keras_history", None)
+    if history is None:
+        return None, None
+    layer = history.operation
+    nodes = getattr(layer, "_inbound_nodes", [])
+    if isinstance(layer, keras.layers.InputLayer) or history.node_index >= len(nodes):
+        return None, None
+    inputs = nodes[history.node_index].input_tensors
+    if len(inputs) != 1:
+        return None, None
+    return layer, inputs[0]
+
+
+def _activation_name(layer) -> str:
+    activation = getattr(layer, "activation", None)
+    return getattr(activation, "__name__", "") if activation is not None else ""
+
+
+def _is_softmax(layer) -> bool:
+    import keras
+
+    if isinstance(layer, keras.layers.Softmax):
+        return True
+    return _activation_name(layer) in ("softmax", "log_softmax")
+
+
+def _is_classifier_layer(layer) -> bool:
+    """A Dense layer, or a convolution with a 1x1 (or 1) kernel: the layer that maps features to classes."""
+    import keras
+
+    if isinstance(layer, keras.layers.Dense):
+        return True
+    if isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D)):
+        return all(int(k) == 1 for k in layer.kernel_size)
+    return False
+
+
 def _modality_of(model) -> str:
-    """image, audio or text from a model's input (`kerastl.data.input_spec`), else "unknown"."""
+    """image, audio or text from the markers `kerastl.data.input_spec` reads (a string input, a sample-rate
+    layer, an image shape), else "unknown" (finetune then refuses the backbone in one line)."""
     from kerastl.data import input_spec
 
     try:
@@ -711,21 +920,85 @@ def cut_backbone(backbone: Backbone, layer_name: str) -> Backbone:
     """Cuts `backbone` at the output of the layer named `layer_name` (a cut in the middle is often the better
     feature extractor, e.g. VGG16's block4_pool against block5_pool).
 
+    A layer inside a nested model is named `outer/inner` (as `kerastl inspect` lists it), or by its own name
+    when no other layer has it.
+
     Raises:
-        UsageError: no such layer (the message suggests close names), or the backbone is an opaque hub module.
+        UsageError: no such layer (the message suggests close names), a name that several nested layers share,
+            or a nested model that cannot be cut (it is shared or has several inputs).
     """
     import keras
 
     model = backbone.model
-    names = [layer.name for layer in model.layers]
-    if layer_name not in names:
+    path = _layer_path(model, layer_name)
+    if path is None:
+        names = _layer_names(model)
         close = difflib.get_close_matches(layer_name, names, n=3)
         hint = f" Close names: {', '.join(close)}." if close else ""
         raise UsageError(
             f"--cut: no layer named '{layer_name}' in {backbone.spec}.{hint} `kerastl inspect "
             f"{backbone.spec}` lists the layers"
         )
-    layer = model.get_layer(layer_name)
-    cut = keras.Model(model.input, layer.output, name=f"{model.name}_cut")
-    width = int(layer.output.shape[-1])
-    return dataclasses.replace(backbone, model=cut, spec=f"{backbone.spec}@{layer_name}", feature_width=width)
+    features = _cut_output(model, path, layer_name)
+    cut = keras.Model(model.input, features, name=f"{model.name}_cut")
+    width = int(features.shape[-1])
+    return dataclasses.replace(backbone, model=cut, spec=f"{backbone.spec}@{layer_name}", feature_width=width,
+                               refusal=None)
+
+
+def _layer_names(model, prefix="") -> list[str]:
+    """Every layer's name, nested ones as `outer/inner`."""
+    import keras
+
+    names = []
+    for layer in model.layers:
+        names.append(prefix + layer.name)
+        if isinstance(layer, keras.Model):
+            names += _layer_names(layer, f"{prefix}{layer.name}/")
+    return names
+
+
+def _layer_path(model, name):
+    """The chain of layers from `model` down to the layer `name` (`outer/inner`, or a unique bare name), or
+    None when there is none.
+
+    Raises:
+        UsageError: a bare name that several nested layers share.
+    """
+    import keras
+
+    def find(container, parts):
+        for layer in container.layers:
+            if layer.name == parts[0]:
+                if len(parts) == 1:
+                    return [layer]
+                if isinstance(layer, keras.Model):
+                    rest = find(layer, parts[1:])
+                    if rest:
+                        return [layer, *rest]
+        return None
+
+    path = find(model, name.split("/"))
+    if path is not None:
+        return path
+    matches = [full for full in _layer_names(model) if full.rsplit("/", 1)[-1] == name]
+    if len(matches) > 1:
+        raise UsageError(f"--cut: several nested layers are named '{name}': {', '.join(matches[:4])}; name one "
+                         "as outer/inner")
+    return find(model, matches[0].split("/")) if matches else None
+
+
+def _cut_output(model, path, layer_name):
+    """The tensor in `model`'s own graph that carries the output of the last layer of `path` (nested models
+    are cut and re-applied to the tensor that feeds them)."""
+    import keras
+
+    if len(path) == 1:
+        return path[0].output
+    nested = path[0]
+    nodes = getattr(nested, "_inbound_nodes", [])
+    if len(nodes) != 1 or len(nodes[0].input_tensors) != 1 or len(nested.inputs) != 1:
+        raise UsageError(f"--cut {layer_name}: the nested model '{nested.name}' is shared or takes several "
+                         "inputs, so it cannot be cut inside; cut at a top-level layer")
+    inner = keras.Model(nested.input, _cut_output(nested, path[1:], layer_name), name=f"{nested.name}_cut")
+    return inner(nodes[0].input_tensors[0])

@@ -146,8 +146,10 @@ def main(debug, offline):
 @click.option("--backbone", default=None, metavar="SPEC",
               help="keras:<Name>, hub:<url-or-dir>, a .keras file, a SavedModel dir or saved_models/NAME. "
                    "Default: the shipped pretrained backbone.")
-@click.option("--weights", default=None, metavar="imagenet|none|PATH", help="Weights of a keras: backbone.")
-@click.option("--cut", default=None, metavar="LAYER", help="Cut the backbone at this layer's output.")
+@click.option("--weights", default=None, metavar="imagenet|none|PATH",
+              help="Weights of a keras: backbone (none: random, only with --from-scratch).")
+@click.option("--cut", default=None, metavar="LAYER",
+              help="Cut the backbone at this layer's output (outer/inner inside a nested model).")
 @click.option("--strategy", default="auto", show_default=True, help=STRATEGY_HELP)
 @click.option("--shots", type=click.IntRange(min=1), default=None, help="Train on N images per class.")
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
@@ -197,6 +199,8 @@ def _print_finetune_summary(result):
     click.echo("")
     click.echo(f"backbone  {m['backbone']['spec']}  ({m['backbone']['weights']} weights, "
                f"{m['backbone']['feature_width']} features)")
+    for note in m["backbone"].get("notes", []):
+        click.echo(f"note      {note}")
     click.echo(f"strategy  {m['strategy']}" + (f"  [auto: {m['auto_rule']}]" if m.get("auto_rule") else ""))
     click.echo(f"trained on {m['train_examples']} examples; evaluated on {m['n']} held-out examples")
     if m["accuracy"] is not None:

@@ -528,12 +528,20 @@ class InputSpec:
     sample_rate: int | None = None
 
 
+class UndeclaredInput(KerastlError):
+    """A model whose input could be audio but carries no marker saying so (see `input_spec`)."""
+
+
 def input_spec(model) -> InputSpec:
-    """The `InputSpec` of a Keras model (a backbone or a classifier) from its input: strings are text; one
-    float axis is a waveform (its rate from the model's `LogMelSpectrogram` or `Waveform` layer); three
-    axes with 1 or 3 channels are images.
+    """The `InputSpec` of a Keras model (a backbone or a classifier), from what the model records rather than
+    a guess from its shape: strings are text (the dtype says so); a float (samples,) input is a waveform only
+    when a `LogMelSpectrogram` or `Waveform` layer in the model gives its sample rate (kerastl's audio
+    backbones carry one); three axes with 1 or 3 channels are images, kerastl's default (its image backbones
+    carry an `ImagePreprocessing` layer).
 
     Raises:
+        UndeclaredInput: a float (samples,) input with no sample-rate layer (it may be a feature vector);
+            the one line says how to declare a waveform.
         KerastlError: an input of none of these forms (one line naming its shape and dtype).
     """
     if len(model.inputs) != 1:
@@ -542,10 +550,18 @@ def input_spec(model) -> InputSpec:
     dtype = str(model.input.dtype)
     if "string" in dtype:
         return InputSpec("text", shape)
-    if len(shape) == 1 and shape[0] is not None:
-        from kerastl.audio import DEFAULT_SAMPLE_RATE, sample_rate_of
+    if len(shape) == 1 and shape[0] is not None and "float" in dtype:
+        from kerastl.audio import sample_rate_of
 
-        return InputSpec("audio", shape, sample_rate_of(model) or DEFAULT_SAMPLE_RATE)
+        rate = sample_rate_of(model)
+        if rate is None:
+            raise UndeclaredInput(
+                f"the model takes {dtype} inputs of shape {shape} and nothing in it says they are waveforms "
+                "(they may be feature vectors; kerastl does not guess from a shape): to use it as audio, put a "
+                "kerastl.audio.Waveform(sample_rate) layer first, or give it a manifest with \"modality\": "
+                "\"audio\" (a hub: module: append #modality=audio to the spec)"
+            )
+        return InputSpec("audio", shape, rate)
     if len(shape) == 3 and shape[2] in (1, 3) and None not in shape:
         return InputSpec("image", shape)
     raise KerastlError(f"the model takes {dtype} inputs of shape {shape}: neither images (H, W, 1 or 3), raw "

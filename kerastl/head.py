@@ -18,7 +18,8 @@ zero-initialises its new heads too. A network trained from scratch keeps the usu
 since its features move with the head (`zero_init=False`).
 
 The standardisation is a fixed `Normalization` of the pooled features, adapted once on the training
-features (`Classifier.adapt`); it is not trained. Linear probes standardise features for the same reason
+features (`Classifier.adapt`, each standard deviation floored at `STD_FLOOR` of the typical one); it is not
+trained. Linear probes standardise features for the same reason
 (scikit-learn's StandardScaler before LogisticRegression): pretrained features come in very different scales,
 and a single Dense layer trained for a few hundred steps learns far better on standardised ones. Until it is
 adapted it is the identity.
@@ -54,15 +55,47 @@ class Classifier:
         return self.model.get_layer("predictions")
 
     def adapt(self, features) -> None:
-        """Sets the feature standardisation from pooled training features (N, width)."""
+        """Sets the feature standardisation from pooled training features (N, width).
+
+        Each feature's standard deviation is floored at `STD_FLOOR` times the median standard deviation of the
+        features that vary (see `feature_variance`), so that a feature constant over the training examples is
+        not scaled up by ~1e7 when it moves at test time or under Option 2.
+        """
         import numpy as np
 
         features = np.asarray(features, dtype="float64")
         norm = self.model.get_layer("feature_norm")
         # Assigned rather than `Normalization.adapt()`, which builds a tf.data pipeline for an in-memory array.
         norm.adapt_mean.assign(features.mean(axis=0).reshape(norm.adapt_mean.shape).astype("float32"))
-        norm.adapt_variance.assign(features.var(axis=0).reshape(norm.adapt_variance.shape).astype("float32"))
+        norm.adapt_variance.assign(feature_variance(features).reshape(norm.adapt_variance.shape).astype("float32"))
         norm.finalize_state()  # models compiled after this use the new statistics
+
+
+# A feature's standard deviation is at least this share of the typical (median) one. Keras' Normalization
+# divides by max(std, 1e-7): a pooled feature that is constant over a handful of training examples (a dead
+# ReLU channel, common at 1-5 shots) would be multiplied by ~1e7 as soon as it moves, at test time or when
+# Option 2 trains the backbone. Floored, such a feature moving by a typical amount reaches at most
+# 1 / STD_FLOOR = 10 standard units, the scale of an outlier rather than of an overflow.
+STD_FLOOR = 0.1
+
+
+def feature_variance(features):
+    """Per-feature variances of `features` (N, width) with the floor described at `STD_FLOOR`.
+
+    The typical scale is the median standard deviation of the features that vary; if none varies (e.g. one
+    example), it is the mean absolute feature value, else 1.
+    """
+    import numpy as np
+
+    features = np.asarray(features, dtype="float64")
+    std = features.std(axis=0)
+    varying = std[std > 0]
+    if varying.size:
+        typical = float(np.median(varying))
+    else:
+        typical = float(np.abs(features).mean()) if features.size else 0.0
+        typical = typical if typical > 0 else 1.0
+    return np.maximum(std, STD_FLOOR * typical) ** 2
 
 
 def build_classifier(backbone_model, num_classes: int, *, pooling: str = "avg", dropout: float = 0.2,

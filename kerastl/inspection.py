@@ -104,6 +104,7 @@ def describe_backbones() -> list[str]:
             keras_application_names()]
     lines += ["  " + r for r in format_table(rows, ("spec", "modality", "preprocessing"))]
     lines.append("")
-    lines.append("TF-Hub TF2 SavedModels: hub:<url-or-local-dir>: image feature vectors or classifiers, audio "
-                 "modules taking (batch, samples) waveforms at 16 kHz, text embeddings taking strings.")
+    lines.append("TF-Hub TF2 SavedModels: hub:<url-or-local-dir>: image feature vectors or classifiers, text "
+                 "embeddings taking strings, and audio modules taking 16 kHz waveforms, declared as "
+                 "hub:<url-or-local-dir>#modality=audio.")
     return lines

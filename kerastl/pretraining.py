@@ -573,6 +573,8 @@ def pretrain(config: PretrainConfig, out, *, command: str | None = None, verbose
     import keras
 
     config.validate()
+    # The run settles some options on its own copy (text trains in float32); the caller's config stays as given.
+    config = dataclasses.replace(config)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise KerastlError(f"--out {out} is a file; give a directory such as saved_models/NAME")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kerastl.errors import KerastlError
+from kerastl.errors import KerastlError, UsageError
 
 
 def other_source(config, global_batch: int):
@@ -182,7 +182,7 @@ def other_model_factory(config, source):
     Text trains in float32: `keras.mixed_precision` would give the tokenizer a float dtype on saving.
 
     Raises:
-        UsageError: an architecture of another modality.
+        UsageError: an architecture of another modality, or text with precision "mixed".
     """
     if source.modality == "audio":
         return _audio_factory(config, source)
@@ -224,6 +224,10 @@ def _audio_factory(config, source):
 def _text_factory(config, source):
     from kerastl.text import SPLIT, STANDARDIZE, build_text_backbone, build_vocabulary
 
+    if config.precision == "mixed":
+        raise UsageError("text pre-training runs in float32 (mixed precision would give the tokenizer a float "
+                         "dtype on saving): drop --precision mixed")
+    # `config` is pretrain's own copy (see kerastl.pretraining.pretrain): "auto" resolves to float32 here.
     config.precision = "float32"
     vocabulary = build_vocabulary(source.texts, vocabulary_size=int(config.vocabulary_size),
                                   sequence_length=int(config.sequence_length))

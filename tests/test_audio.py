@@ -354,7 +354,7 @@ def test_hub_waveform_module_is_an_audio_backbone(hub_waveform_module, words, tm
     from kerastl.backbones import load_backbone
     from kerastl.finetuning import FinetuneConfig, finetune
 
-    backbone = load_backbone(f"hub:{hub_waveform_module}")
+    backbone = load_backbone(f"hub:{hub_waveform_module}#modality=audio")
     assert backbone.modality == "audio" and backbone.input_shape == (RATE,) and backbone.feature_width == 8
     assert backbone.preprocessing == {"mode": "waveform", "sample_rate": RATE}
     result = finetune(words, backbone, out=tmp_path / "run",
@@ -399,7 +399,7 @@ def test_hub_yamnet_style_module_runs_per_waveform(hub_yamnet_style_module, word
     from kerastl.evaluation import evaluate, load_classifier
     from kerastl.finetuning import FinetuneConfig, finetune
 
-    backbone = load_backbone(f"hub:{hub_yamnet_style_module}")
+    backbone = load_backbone(f"hub:{hub_yamnet_style_module}#modality=audio")
     # The widest frame-wise output (the embeddings, 8 wide) averaged over frames.
     assert backbone.modality == "audio" and backbone.feature_width == 8
     result = finetune(words, backbone, out=tmp_path / "run",

@@ -116,16 +116,18 @@ def test_weights_only_for_keras_specs(tiny_backbone_path):
         load_backbone(str(tiny_backbone_path), weights="imagenet")
 
 
-def test_keras_file_backbone_drops_a_dense_output_layer(tmp_path, tiny_backbone_path):
+def test_keras_file_backbone_drops_a_softmax_classifier_top(tmp_path, tiny_backbone_path):
+    """The classifier top (pooling, then a Dense softmax) goes; tests/test_guards.py covers other tops and a
+    Dense projection that must stay."""
     import keras
 
     base = keras.saving.load_model(tiny_backbone_path)
     pooled = keras.layers.GlobalAveragePooling2D()(base.output)
-    classifier = keras.Model(base.input, keras.layers.Dense(5, name="old_output")(pooled))
+    classifier = keras.Model(base.input, keras.layers.Dense(5, activation="softmax", name="old_output")(pooled))
     classifier.save(tmp_path / "classifier.keras")
     backbone = load_backbone(str(tmp_path / "classifier.keras"))
     assert "old_output" not in [layer.name for layer in backbone.model.layers]
-    assert backbone.feature_width == 16
+    assert backbone.model.layers[-1].name == "conv3" and backbone.feature_width == 16
     assert backbone.preprocessing["mode"] == "scale"
 
 

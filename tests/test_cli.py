@@ -58,7 +58,9 @@ def test_evaluate_json(finetuned, image_folder):
     result = _invoke("evaluate", out, "--data", image_folder, "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
-    assert report["n"] == 36 and 0 <= report["accuracy"] <= 1
+    # The patterns are separable: chance is 1/3, and the fine-tuned model gets nearly all 36 (0.97 when written).
+    assert report["n"] == 36 and report["accuracy"] >= 0.8, report["accuracy"]
+    assert sum(row["support"] for row in report["per_class"].values()) == 36
     assert set(report["per_class"]) == {"circles", "horizontal", "vertical"}
     # A .keras file works too (labels.txt beside it).
     assert _invoke("evaluate", out / "model.keras", "--data", image_folder, "--json").exit_code == 0
@@ -79,8 +81,10 @@ def test_predict_one_line_per_file(finetuned, image_folder):
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 3
-    path, label, probability = lines[0].split("\t")
-    assert path == str(files[0]) and label in ("circles", "horizontal", "vertical") and 0 <= float(probability) <= 1
+    rows = [line.split("\t") for line in lines]
+    assert [row[0] for row in rows] == [str(f) for f in files]
+    assert all(label in ("circles", "horizontal", "vertical") and 1 / 3 <= float(p) <= 1 for _, label, p in rows)
+    assert sum(label == "circles" for _, label, _ in rows) >= 2, rows  # the model is right on most circles
 
 
 def test_predict_missing_and_bad_files(finetuned, tmp_path):
@@ -114,8 +118,10 @@ def test_backbones_lists_keras_apps_and_saved_models():
     (["finetune", "--epochs", "0", "--out", "x"], 2, "--epochs"),
     (["finetune", "--learning-rate", "-1", "--out", "x"], 2, "--learning-rate"),
     (["finetune", "--backbone", "MobileNetV2", "--out", "x"], 2, "ambiguous"),
-    (["finetune", "--data", "/no/such/dir", "--backbone", "keras:MobileNetV2", "--weights", "none", "--out", "x"],
-     1, "not found"),
+    (["finetune", "--data", "/no/such/dir", "--backbone", "keras:MobileNetV2", "--weights", "none", "--from-scratch",
+      "--out", "x"], 1, "not found"),
+    (["finetune", "--backbone", "keras:MobileNetV2", "--weights", "none", "--strategy", "full", "--out", "x"],
+     2, "--from-scratch"),
     (["evaluate", "/no/such/model", "--data", "."], 1, "not found"),
     (["nonsense"], 2, "No such command"),
 ])
