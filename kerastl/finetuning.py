@@ -480,7 +480,13 @@ def _auto_rule_text(requested, min_per_class: int) -> str | None:
 
 
 def save_outputs(out, model, class_names, metrics) -> dict:
-    """Writes model.keras, labels.txt, metrics.json and report.png into `out`, each atomically.
+    """Writes model.keras, labels.txt, metrics.json and report.png into `out` as one set.
+
+    The set is staged complete in a new directory beside `out`, fsynced, and swapped with `out` in one atomic
+    step (`kerastl.atomic.commit_directory`): a failed or killed run leaves the previous set or the new one,
+    never a mix. Everything else in `out` (your files, the run's backups) is kept. `metrics["outputs"]` records
+    the sha256 of model.keras and labels.txt, so that `load_classifier` refuses a labels.txt that is not the one
+    written with the model.
 
     The saved model uses plain BatchNormalization layers (their statistics are what training left), so it
     loads in plain Keras; only a hub backbone needs `import kerastl` for its layer.
@@ -488,21 +494,21 @@ def save_outputs(out, model, class_names, metrics) -> dict:
     Raises:
         KerastlError: `out` exists and is not a directory.
     """
-    from kerastl.atomic import atomic_path, write_text
-    from kerastl.evaluation import LABELS_FILE, MODEL_FILE
+    from kerastl.atomic import commit_directory, staged_directory
+    from kerastl.evaluation import LABELS_FILE, METRICS_FILE, MODEL_FILE, REPORT_FILE, output_record
     from kerastl.layers import restore_batchnorm
     from kerastl.report import plot_report
 
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise KerastlError(f"--out {out} is a file; give a directory path")
-    out.mkdir(parents=True, exist_ok=True)
-    files = {"model": out / MODEL_FILE, "labels": out / LABELS_FILE, "metrics": out / "metrics.json",
-             "report": out / "report.png"}
-    with atomic_path(files["model"]) as tmp:
-        restore_batchnorm(model).save(tmp)
-    write_text(files["labels"], "".join(f"{name}\n" for name in class_names))
-    write_text(files["metrics"], json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
-    with atomic_path(files["report"]) as tmp:
-        plot_report(metrics.get("history", []), metrics, tmp, title=f"kerastl finetune: {metrics.get('strategy')}")
-    return {key: str(path) for key, path in files.items()}
+    names = {"model": MODEL_FILE, "labels": LABELS_FILE, "metrics": METRICS_FILE, "report": REPORT_FILE}
+    with staged_directory(out) as staged:
+        restore_batchnorm(model).save(staged / MODEL_FILE)
+        (staged / LABELS_FILE).write_text("".join(f"{name}\n" for name in class_names), encoding="utf-8")
+        metrics["outputs"] = output_record(staged, [MODEL_FILE, LABELS_FILE])
+        (staged / METRICS_FILE).write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        plot_report(metrics.get("history", []), metrics, staged / REPORT_FILE,
+                    title=f"kerastl finetune: {metrics.get('strategy')}")
+    commit_directory(staged, out, owned=names.values())
+    return {key: str(out / name) for key, name in names.items()}
