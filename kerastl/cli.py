@@ -195,6 +195,8 @@ def finetune(data, backbone, weights, cut, strategy, shots, epochs, head_epochs,
 def _print_finetune_summary(result):
     m = result.metrics
     click.echo("")
+    for note in m.get("notes", []):
+        click.echo(f"note  {note}")
     click.echo(f"backbone  {m['backbone']['spec']}  ({m['backbone']['weights']} weights, "
                f"{m['backbone']['feature_width']} features)")
     click.echo(f"strategy  {m['strategy']}" + (f"  [auto: {m['auto_rule']}]" if m.get("auto_rule") else ""))

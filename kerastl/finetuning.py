@@ -161,7 +161,7 @@ def _fit(model, training, *, epochs: int, phase: str, config: FinetuneConfig, ou
 
     In-memory examples are batched by `checkpointing.epoch_batches`, so each epoch's order and augmentation
     depend only on (seed, epoch); every random layer's seed state is reset from (seed, epoch) too. With `out`,
-    the phase is backed up each epoch into `out` and a re-run resumes it from there.
+    the phase is backed up each epoch into `out`, and a re-run of the same run (`_claim_backups`) resumes it.
     """
     import keras
 
@@ -338,7 +338,12 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
 
     Returns:
         A `FinetuneResult`; `metrics` holds validation accuracy, per-class figures, the resolved strategy,
-        skipped files, the training history and timings.
+        skipped files, the training history, timings and `notes` (lines for the user, e.g. that a backup in
+        `out` belonged to another run and was not resumed).
+
+    A killed run started again with the same data, backbone, options and config resumes each phase from its
+    last epoch backup in `out/.kerastl-backup`; any other run into the same `out` discards that backup and
+    starts afresh (`_claim_backups`), saying so in `notes`.
 
     Raises:
         UsageError: an invalid option (named, with what was received).
@@ -385,6 +390,8 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
     scan, parts, weights_by_class, data = _prepare_data(data_dir, backbone, config)
     min_per_class = min(parts.train_counts())
     strategy = resolve_auto(requested, min_per_class)
+    notes = [] if out is None else _claim_backups(out, backbone, config, parts,
+                                                 {"weights": weights, "cut": cut, "image_size": image_size})
 
     backbone_model = backbone.model if config.from_scratch else prepare_backbone(backbone.model)
     # A head on pretrained features starts at zero weights, a network from scratch at random ones (kerastl.head).
@@ -441,6 +448,7 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
         "history": history,
         "timing": timing,
         "config": dataclasses.asdict(config),
+        "notes": notes,
     })
     model = classifier.model
     files = {}
@@ -450,6 +458,21 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
         files = save_outputs(out, model, parts.class_names, metrics)
         clear_backups(out)  # only once every output is in place
     return FinetuneResult(model=model, class_names=parts.class_names, metrics=metrics, files=files)
+
+
+def _claim_backups(out, backbone, config: FinetuneConfig, parts, options: dict) -> list[str]:
+    """Keeps `out`'s backups only if this same run made them (`kerastl.checkpointing.claim_backup`): the same
+    options and config, the same training and validation files (sizes and modification times) and the same
+    backbone (its record and the sha256 of its weights before training). Returns the notes to report: one
+    line when another run's backup was discarded."""
+    from kerastl.checkpointing import BACKUP_DIR, claim_backup, run_fingerprint, weights_sha256
+
+    fingerprint = run_fingerprint(
+        "finetune", options=options, config=dataclasses.asdict(config),
+        data_files=[*parts.train_files, *parts.val_files],
+        backbone={**backbone.record(), "weights_sha256": weights_sha256(backbone.model)})
+    note = claim_backup(Path(out) / BACKUP_DIR, fingerprint)
+    return [note] if note else []
 
 
 def _settle_batchnorm_quickly(model, momentum: float = 0.9) -> None:
