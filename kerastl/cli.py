@@ -338,9 +338,14 @@ def pretrain(source, arch, image_size, channels, classes, epochs, steps, steps_p
                             sample_rate=sample_rate,
                             clip_seconds=clip_seconds, sequence_length=sequence_length,
                             vocabulary_size=vocabulary_size)
-    result = run(config, out, verbose=1 if sys.stdout.isatty() else 2, log_dir=logdir)
+    import shlex
+
+    result = run(config, out, verbose=1 if sys.stdout.isatty() else 2, log_dir=logdir,
+                 command=" ".join(shlex.quote(a) for a in ["kerastl", *sys.argv[1:]]))
     manifest = result.manifest
     click.echo("")
+    for note in result.notes:
+        click.echo(f"note  {note}")
     click.echo(f"weights digest  {result.weights_digest}")
     click.echo(f"precision  {manifest['pretraining']['precision']}, XLA {manifest['pretraining']['jit_compile']}")
     compute = manifest["compute"]

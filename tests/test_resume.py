@@ -134,3 +134,82 @@ def test_finetune_cli_says_in_one_line_that_a_different_command_starts_afresh(tm
     assert len(notes) == 1 and "not resuming" in notes[0] and "the settings differ" in notes[0], result.output
     history = json.loads((out / "metrics.json").read_text())["history"]
     assert [row["epoch"] for row in history] == [1, 2]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# pretrain
+
+
+def _pretrain_config(**overrides):
+    from kerastl.pretraining import PretrainConfig
+
+    values = dict(source="synthetic:glyphs", arch="smallnet-s", image_size=16, classes=4, epochs=3,
+                  steps_per_epoch=2, batch_size=8, validation_steps=1, precision="float32", jit_compile=False,
+                  seed=0)
+    values.update(overrides)
+    return PretrainConfig(**values)
+
+
+class _KillAtEpoch:
+    """Stops `model.fit` after the given epoch's backup is written, as a kill there would."""
+
+    def __init__(self, monkeypatch, epoch):
+        import keras
+
+        real = keras.callbacks.BackupAndRestore.on_epoch_end
+
+        def on_epoch_end(callback, index, logs=None):
+            real(callback, index, logs)
+            if index + 1 == epoch:
+                raise Killed()
+
+        monkeypatch.setattr(keras.callbacks.BackupAndRestore, "on_epoch_end", on_epoch_end)
+
+
+@pytest.mark.slow
+def test_pretrain_resume_records_the_whole_run_and_only_resumes_the_same_run(tmp_path, monkeypatch):
+    """A1.14 and A1.3 for pre-training: after a resume the manifest's loss curve has every epoch, and
+    `examples_seen` and `train_seconds` describe the same epochs; another run discards the backup."""
+    import keras
+
+    from kerastl.pretraining import pretrain
+
+    out = tmp_path / "saved_models" / "glyphs-t"
+    backup = out.parent / f".{out.name}.backup"
+    with monkeypatch.context() as patch:
+        _KillAtEpoch(patch, 2)
+        with pytest.raises(Killed):
+            pretrain(_pretrain_config(), out, verbose=0)
+    assert checkpointing.completed_epochs(backup) == 2
+    first = checkpointing.read_progress(backup, 2)
+    first_losses = first["loss"]
+    assert len(first_losses) == 2
+
+    resumed = pretrain(_pretrain_config(), out, verbose=0)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert resumed.notes == []
+    assert manifest["loss_history"][:2] == first_losses and len(manifest["loss_history"]) == 3
+    assert manifest["pretraining"]["resumed_from_epoch"] == 2
+    assert manifest["pretraining"]["examples_seen"] == 3 * 2 * 8
+    assert manifest["train_seconds"] >= round(first["seconds"][-1], 1)  # the first process's epochs included
+    # The utilisation is computed from the epochs this process ran, in the seconds it took.
+    assert manifest["compute"]["examples_this_process"] == 1 * 2 * 8
+    # From the API, the recorded command is the equivalent CLI command, not the host's sys.argv.
+    assert manifest["command"].startswith("kerastl pretrain --data synthetic:glyphs --arch smallnet-s")
+    assert manifest["command"].endswith(f"--out {out}")
+    for flag in ("--image-size 16", "--classes 4", "--epochs 3", "--steps-per-epoch 2", "--batch-size 8",
+                 "--validation-steps 1", "--precision float32", "--no-xla"):
+        assert flag in manifest["command"]
+    assert " -p " not in manifest["command"] and "-q" not in manifest["command"].split()  # pytest's own argv
+    assert not backup.exists()
+
+    # Another run (other settings) into the same --out: the backup of the first is not resumed.
+    with monkeypatch.context() as patch:
+        _KillAtEpoch(patch, 2)
+        with pytest.raises(Killed):
+            pretrain(_pretrain_config(), out, verbose=0)
+    keras.mixed_precision.set_global_policy("float32")
+    other = pretrain(_pretrain_config(learning_rate=1e-3), out, verbose=0)
+    assert len(other.notes) == 1 and "the settings differ" in other.notes[0]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["pretraining"]["resumed_from_epoch"] == 0 and len(manifest["loss_history"]) == 3
