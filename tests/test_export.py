@@ -106,7 +106,8 @@ def assert_one_line_error(result, code, *words):
 
 
 def leftovers(directory):
-    """Temporary names that atomic writes use (".NAME.tmpPID..." and ".NAME.oldPID")."""
+    """Hidden names in `directory`: the temporary ones atomic writes use (".NAME.kerastl-new...", ".NAME.kerastl-old",
+    ".NAME.kerastl-commit") must not outlive an export."""
     return sorted(p.name for p in directory.iterdir() if p.name.startswith("."))
 
 
