@@ -17,7 +17,9 @@ Three mechanisms, from the strongest:
   the next kerastl command that reads or writes that folder (`recover`, which every kerastl reader and writer
   of these outputs calls first). Until then, a program other than kerastl may see part of the new set beside
   the rest of the old one. A directory swap falls back to this where `RENAME_EXCHANGE` is unsupported (another
-  OS, a file system answering EINVAL), or when the process's working directory is inside the target.
+  OS, a file system answering EINVAL: the journal then renames the old directory aside and the new one in),
+  and when the process's working directory is inside the target (the owned files are then committed one by
+  one inside it, so that the process is not left in a deleted directory).
 - **One file** (`atomic_path`, `write_text`): written under a temporary name, fsynced, renamed over the target
   (atomic on POSIX), and the directory fsynced.
 
@@ -271,11 +273,35 @@ def commit_directory(staged, target, *, owned=None) -> None:
         os.rename(staged, target)
         fsync_path(target.parent)
         return
-    if not _cwd_inside(target) and exchange(staged, target):
+    if _cwd_inside(target):
+        # Renaming the directory would leave this process (and the shell that started it) in the old,
+        # deleted one: the set is committed file by file inside it instead, through a journal there.
+        _commit_inside(staged, target, owned)
+        return
+    if exchange(staged, target):
         fsync_path(target.parent)
         _remove(staged)  # now the old directory
         return
     commit_set([(staged, target)])
+
+
+def _commit_inside(staged: Path, target: Path, owned) -> None:
+    names = sorted(set(owned) if owned is not None else
+                   {p.name for p in staged.iterdir()} | {p.name for p in target.iterdir()
+                                                          if not p.name.startswith(".")})
+    entries = []
+    for name in names:
+        source, final = staged / name, target / name
+        if source.exists() or source.is_symlink():
+            moved = staged_path(final)
+            _remove(moved)
+            os.rename(source, moved)
+            entries.append((moved, final))
+        elif final.exists() or final.is_symlink():
+            entries.append((None, final))
+    _remove(staged)
+    if entries:
+        commit_set(entries)
 
 
 def _carry_over(source: Path, destination: Path, owned: set) -> None:

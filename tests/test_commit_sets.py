@@ -130,21 +130,27 @@ def fake_save(monkeypatch):
     return write
 
 
-@pytest.mark.parametrize("exchange_supported", [True, False], ids=["renameat2-exchange", "journal-fallback"])
-def test_save_outputs_is_one_set_at_every_step(tmp_path, monkeypatch, fake_save, exchange_supported):
+@pytest.mark.parametrize("mode", ["renameat2-exchange", "journal-fallback", "cwd-inside-out"])
+def test_save_outputs_is_one_set_at_every_step(tmp_path, monkeypatch, fake_save, mode):
     out = tmp_path / "run"
     out.mkdir()
+    exchange_supported = mode == "renameat2-exchange"
+    if mode == "cwd-inside-out":
+        # `--out .`: swapping the directory would leave the shell in a deleted one; files commit inside it.
+        monkeypatch.chdir(out)
     (out / "notes.txt").write_text("mine")  # a user's file in --out survives every outcome
     (out / ".kerastl-backup").mkdir()
     (out / ".kerastl-backup" / "state").write_text("backup")
     outcomes = check_every_step(monkeypatch, lambda version: fake_save(out, version), out,
-                                old_of=lambda target: target, exchange_supported=exchange_supported)
+                                old_of=lambda target: target, exchange_supported=mode != "journal-fallback")
     assert outcomes[-1].startswith("new") and any(o.startswith("old") for o in outcomes)
     if exchange_supported:
         # One atomic swap: old or new on disk at every moment, for every program, not only after recovery.
         assert all(o.endswith("(before recovery too)") for o in outcomes), outcomes
     assert (out / "notes.txt").read_text() == "mine"
     assert (out / ".kerastl-backup" / "state").read_text() == "backup"
+    if mode == "cwd-inside-out":
+        assert Path.cwd() == out.resolve() and (Path.cwd() / "model.keras").is_file()
 
 
 def test_save_outputs_failure_before_the_commit_leaves_the_old_set(tmp_path, monkeypatch, fake_save):
