@@ -197,6 +197,8 @@ def finetune(data, backbone, weights, cut, strategy, shots, epochs, head_epochs,
 def _print_finetune_summary(result):
     m = result.metrics
     click.echo("")
+    for note in m.get("notes", []):
+        click.echo(f"note  {note}")
     click.echo(f"backbone  {m['backbone']['spec']}  ({m['backbone']['weights']} weights, "
                f"{m['backbone']['feature_width']} features)")
     for note in m["backbone"].get("notes", []):
@@ -340,9 +342,14 @@ def pretrain(source, arch, image_size, channels, classes, epochs, steps, steps_p
                             sample_rate=sample_rate,
                             clip_seconds=clip_seconds, sequence_length=sequence_length,
                             vocabulary_size=vocabulary_size)
-    result = run(config, out, verbose=1 if sys.stdout.isatty() else 2, log_dir=logdir)
+    import shlex
+
+    result = run(config, out, verbose=1 if sys.stdout.isatty() else 2, log_dir=logdir,
+                 command=" ".join(shlex.quote(a) for a in ["kerastl", *sys.argv[1:]]))
     manifest = result.manifest
     click.echo("")
+    for note in result.notes:
+        click.echo(f"note  {note}")
     click.echo(f"weights digest  {result.weights_digest}")
     click.echo(f"precision  {manifest['pretraining']['precision']}, XLA {manifest['pretraining']['jit_compile']}")
     compute = manifest["compute"]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from kerastl.errors import KerastlError
 
 MODEL_FILE = "model.keras"
 LABELS_FILE = "labels.txt"
+METRICS_FILE = "metrics.json"
+REPORT_FILE = "report.png"
 
 
 def classification_metrics(y_true, probabilities, class_names) -> dict:
@@ -48,6 +51,42 @@ def read_labels(path) -> list[str]:
     return [label for label in labels if label]
 
 
+def output_record(directory, names) -> dict:
+    """`{name: {"sha256", "bytes"}}` of the files `names` in `directory`: what metrics.json records of the set
+    it was written with (`check_output_set`)."""
+    from kerastl.downloads import sha256_file
+
+    directory = Path(directory)
+    return {name: {"sha256": sha256_file(directory / name), "bytes": (directory / name).stat().st_size}
+            for name in names}
+
+
+def check_output_set(model_path) -> None:
+    """Refuses a model.keras or labels.txt that is not the one its metrics.json was written with, so a stale
+    labels.txt with the right number of classes cannot relabel a model silently. Models without such a record
+    (older kerastl, a .keras file of your own) pass.
+
+    Raises:
+        KerastlError: a recorded file is missing or has another sha256.
+    """
+    from kerastl.downloads import sha256_file
+
+    model_path = Path(model_path)
+    metrics_path = model_path.parent / METRICS_FILE
+    try:
+        record = json.loads(metrics_path.read_text(encoding="utf-8")).get("outputs")
+    except (OSError, ValueError, AttributeError):
+        return
+    if not isinstance(record, dict) or model_path.name not in record:
+        return
+    for name, expected in record.items():
+        path = model_path.parent / name
+        if not isinstance(expected, dict) or not path.is_file() or sha256_file(path) != expected.get("sha256"):
+            raise KerastlError(f"{path} is not the file written with {metrics_path} (its sha256 differs or it is "
+                               "missing): the files there come from different runs; restore the set that "
+                               "`kerastl finetune` wrote together, or run it again")
+
+
 def load_classifier(path, *, trust: bool = False):
     """Loads a `kerastl finetune` output directory or a `.keras` file.
 
@@ -55,14 +94,18 @@ def load_classifier(path, *, trust: bool = False):
     `.keras` file); without one they are "0".."K-1".
 
     Raises:
-        KerastlError: nothing loadable at `path`, or labels.txt disagrees with the model's output width.
+        KerastlError: nothing loadable at `path`, labels.txt disagrees with the model's output width, or
+            model.keras and labels.txt are not the pair metrics.json was written with (`check_output_set`).
     """
+    from kerastl.atomic import recover_around
     from kerastl.backbones import load_keras_file
 
     path = Path(path)
+    recover_around(path)  # a set whose commit a kill interrupted is completed before it is read
     model_path = path / MODEL_FILE if path.is_dir() else path
     if path.is_dir() and not model_path.is_file():
         raise KerastlError(f"{path} has no {MODEL_FILE}; give a `kerastl finetune` output directory or a .keras file")
+    check_output_set(model_path)
     model = load_keras_file(model_path, trust=trust)
     width = int(model.output.shape[-1])
     labels_path = model_path.parent / LABELS_FILE

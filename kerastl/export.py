@@ -286,8 +286,9 @@ def export_saved_model(model, out, *, labels: list[str]) -> Path:
         KerastlError: the model is not a classifier of fixed-size images, waveforms or strings, or `out` is not
             replaceable (see `output_paths`).
     """
-    from kerastl.atomic import atomic_path
+    from kerastl.atomic import atomic_path, recover_around
 
+    recover_around(out)
     out = output_paths(out, "saved_model")["saved_model"]
     with atomic_path(out, directory=True) as tmp:
         write_saved_model(model, labels, tmp)
@@ -501,22 +502,36 @@ def quantize_dynamic_except(blob: bytes, layers: list[str]) -> bytes:
 
 
 def export_tflite(model, out, *, labels: list[str], quantize: str = "none", calibration=None) -> Path:
-    """Writes `convert_tflite(...)` to `out` (a .tflite path) atomically, and for a text model its vocabulary
-    beside it (`vocabulary_path(out)`). Returns `out` as a Path.
+    """Writes `convert_tflite(...)` to `out` (a .tflite path), and for a text model its vocabulary beside it
+    (`vocabulary_path(out)`), as one set (`kerastl.atomic.commit_set`; a vocabulary left beside `out` by a
+    previous text export goes with the old set). Returns `out` as a Path.
 
     Raises:
         UsageError, KerastlError: as `convert_tflite` and `output_paths`.
     """
-    from kerastl.atomic import atomic_path
+    from kerastl import atomic
     from kerastl.text import vocabulary_of
 
+    atomic.recover_around(out)
     out = output_paths(out, "tflite")["tflite"]
     data = convert_tflite(model, labels=labels, quantize=quantize, calibration=calibration)
-    with contextlib.ExitStack() as stack:
-        tmp = stack.enter_context(atomic_path(out))
-        Path(tmp).write_bytes(data)
+    vocabulary = vocabulary_path(out, "tflite")
+    staged = [atomic.staged_path(out), atomic.staged_path(vocabulary)]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for path in staged:
+        atomic.discard(path)  # what a killed export left
+    try:
+        staged[0].write_bytes(data)
         if model_input(model).modality == "text":
-            write_vocabulary(vocabulary_of(model), stack.enter_context(atomic_path(vocabulary_path(out, "tflite"))))
+            write_vocabulary(vocabulary_of(model), staged[1])
+    except BaseException:
+        for path in staged:
+            atomic.discard(path)
+        raise
+    entries = [(staged[0], out)]
+    if staged[1].exists() or vocabulary.exists():
+        entries.append((staged[1] if staged[1].exists() else None, vocabulary))
+    atomic.commit_set(entries)
     return out
 
 
@@ -813,9 +828,13 @@ def export(model, *, format: str = "tflite", quantize: str = "none", data=None, 
         figures from `verify_saved_model` and `verify_tflite`, `verified_on`, `files`, `passed`, and for text
         `tokenizer` (how to turn a string into the TFLite file's token ids).
 
-    All files are written to temporary names beside their targets and renamed into place once every export has
-    been converted, verified and passed the gate: an interrupted or failed export leaves earlier files
-    untouched and no partial one.
+    The files are one set: written under temporary names, fsynced, and committed together only once every
+    export has been converted, verified and passed the gate (`_staged_outputs`). A failed export leaves the
+    previous set untouched and no partial file. A killed one leaves the previous set or the new one, complete,
+    never a mix: for `format="all"` on disk at every moment (one atomic directory swap, see `kerastl.atomic`);
+    for a .tflite or SavedModel target beside other files, as kerastl sees it: a commit journal, which the
+    next kerastl command reading or writing there completes first (a kill inside the few milliseconds of the
+    renames leaves other programs a mix until that command runs).
 
     Raises:
         UsageError: an invalid option or combination (named).
@@ -823,9 +842,10 @@ def export(model, *, format: str = "tflite", quantize: str = "none", data=None, 
         KerastlError: the model, data or output path is unusable, the data is of another input type than the
             model, a package is missing, or conversion fails.
     """
-    from kerastl.atomic import atomic_path
+    from kerastl.atomic import recover_around
 
     check_options(format, quantize, data, max_accuracy_drop)
+    recover_around(out)  # complete an export a kill interrupted, before looking at what is there
     targets = output_paths(out, format)
     keras_model, labels, source = _load(model, labels, trust)
     spec = model_input(keras_model)
@@ -856,19 +876,15 @@ def export(model, *, format: str = "tflite", quantize: str = "none", data=None, 
     if spec.sample_rate is not None:
         report["sample_rate"] = spec.sample_rate
     created = _missing_directories(targets.values())
-    with _removed_if_empty_on_failure(created), contextlib.ExitStack() as stack:
-        # Entered first, renamed last: the report appears only after the files it describes.
-        report_tmp = stack.enter_context(atomic_path(targets["report"]))
+    with _removed_if_empty_on_failure(created), _staged_outputs(targets, format) as staged:
         if "saved_model" in targets:
-            tmp = stack.enter_context(atomic_path(targets["saved_model"], directory=True))
-            write_saved_model(keras_model, labels, tmp)
-            figures = verify_saved_model(tmp, samples.inputs, reference=reference, y_true=samples.y_true,
-                                         signature=serving_inputs(keras_model)[-1][0])
+            write_saved_model(keras_model, labels, staged["saved_model"])
+            figures = verify_saved_model(staged["saved_model"], samples.inputs, reference=reference,
+                                         y_true=samples.y_true, signature=serving_inputs(keras_model)[-1][0])
             report["exports"]["saved_model"] = _with_drop(figures, report["keras"])
         if "tflite" in targets:
-            tmp = stack.enter_context(atomic_path(targets["tflite"]))
             blob = convert_tflite(keras_model, labels=labels, quantize=quantize, calibration=samples.calibration)
-            Path(tmp).write_bytes(blob)
+            staged["tflite"].write_bytes(blob)
             figures = verify_tflite(blob, samples.tflite_inputs, reference=reference, y_true=samples.y_true)
             figures["quantize"] = quantize
             figures["rgb_input_for_grayscale_model"] = spec.modality == "image" and spec.shape[2] == 1
@@ -876,7 +892,7 @@ def export(model, *, format: str = "tflite", quantize: str = "none", data=None, 
             if "vocabulary" in targets:
                 from kerastl.text import tokenizer_rules, vocabulary_of
 
-                write_vocabulary(vocabulary_of(keras_model), stack.enter_context(atomic_path(targets["vocabulary"])))
+                write_vocabulary(vocabulary_of(keras_model), staged["vocabulary"])
                 report["tokenizer"] = {
                     **tokenizer_rules(keras_model),
                     "vocabulary_file": targets["vocabulary"].name,
@@ -891,8 +907,50 @@ def export(model, *, format: str = "tflite", quantize: str = "none", data=None, 
             raise ExportRejected(
                 f"{'; '.join(failures)}, more than --max-accuracy-drop {max_accuracy_drop:g}; nothing was written "
                 "(try a milder --quantize, or more --data to calibrate int8)", report)
-        Path(report_tmp).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        staged["report"].write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return report
+
+
+# What an export owns: for `all`, names in its directory; else the siblings of its target (a vocabulary that a
+# previous text export left beside NAME.tflite goes with the set it belonged to).
+_ALL_NAMES = (SAVED_MODEL_DIR, TFLITE_FILE, VOCABULARY_FILE, REPORT_FILE)
+_COMMIT_ORDER = ("saved_model", "tflite", "vocabulary", "report")  # the report, describing the rest, last
+
+
+@contextlib.contextmanager
+def _staged_outputs(targets: dict, format: str):
+    """Yields `{key: where to write it}` for `targets`; when the block ends without an exception, they all
+    become the targets as one set (`kerastl.atomic`); on any exception, nothing is kept.
+
+    `format="all"`: the new directory is staged beside `--out` and swapped with it; files in `--out` that the
+    export does not write are kept. Other formats: each file is staged beside its target and the set committed
+    through a journal.
+    """
+    from kerastl import atomic
+
+    if format == "all":
+        out = targets["report"].parent
+        with atomic.staged_directory(out) as directory:
+            yield {key: directory / path.name for key, path in targets.items()}
+        atomic.commit_directory(directory, out, owned=_ALL_NAMES)
+        return
+    parent = targets["report"].parent
+    parent.mkdir(parents=True, exist_ok=True)
+    staged = {key: atomic.staged_path(path) for key, path in targets.items()}
+    for path in staged.values():
+        atomic.discard(path)
+    try:
+        yield staged
+    except BaseException:
+        for path in staged.values():
+            atomic.discard(path)
+        raise
+    entries = [(staged[key], targets[key]) for key in _COMMIT_ORDER if key in targets]
+    if "tflite" in targets and "vocabulary" not in targets:
+        stale = vocabulary_path(targets["tflite"], format)
+        if stale.exists():
+            entries.insert(1, (None, stale))
+    atomic.commit_set(entries)
 
 
 def _missing_directories(paths) -> list[Path]:

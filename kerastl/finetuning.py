@@ -161,7 +161,7 @@ def _fit(model, training, *, epochs: int, phase: str, config: FinetuneConfig, ou
 
     In-memory examples are batched by `checkpointing.epoch_batches`, so each epoch's order and augmentation
     depend only on (seed, epoch); every random layer's seed state is reset from (seed, epoch) too. With `out`,
-    the phase is backed up each epoch into `out` and a re-run resumes it from there.
+    the phase is backed up each epoch into `out`, and a re-run of the same run (`_claim_backups`) resumes it.
     """
     import keras
 
@@ -332,7 +332,12 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
 
     Returns:
         A `FinetuneResult`; `metrics` holds validation accuracy, per-class figures, the resolved strategy,
-        skipped files, the training history and timings.
+        skipped files, the training history, timings and `notes` (lines for the user, e.g. that a backup in
+        `out` belonged to another run and was not resumed).
+
+    A killed run started again with the same data, backbone, options and config resumes each phase from its
+    last epoch backup in `out/.kerastl-backup`; any other run into the same `out` discards that backup and
+    starts afresh (`_claim_backups`), saying so in `notes`.
 
     Raises:
         UsageError: an invalid option (named, with what was received), among them random weights
@@ -384,6 +389,8 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
     scan, parts, weights_by_class, data = _prepare_data(data_dir, backbone, config)
     min_per_class = min(parts.train_counts())
     strategy = resolve_auto(requested, min_per_class)
+    notes = [] if out is None else _claim_backups(out, backbone, config, parts,
+                                                 {"weights": weights, "cut": cut, "image_size": image_size})
 
     backbone_model = backbone.model if config.from_scratch else prepare_backbone(backbone.model)
     # A head on pretrained features starts at zero weights, a network from scratch at random ones (kerastl.head).
@@ -440,6 +447,7 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
         "history": history,
         "timing": timing,
         "config": dataclasses.asdict(config),
+        "notes": notes,
     })
     model = classifier.model
     files = {}
@@ -461,6 +469,21 @@ def _refuse_random_weights(spec, strategy) -> None:
         f"--weights none gives {spec} random weights, but --strategy {strategy} fine-tunes pretrained ones; "
         "pass --from-scratch to train the random network (the no-transfer baseline), or drop --weights none"
     )
+
+
+def _claim_backups(out, backbone, config: FinetuneConfig, parts, options: dict) -> list[str]:
+    """Keeps `out`'s backups only if this same run made them (`kerastl.checkpointing.claim_backup`): the same
+    options and config, the same training and validation files (sizes and modification times) and the same
+    backbone (its record and the sha256 of its weights before training). Returns the notes to report: one
+    line when another run's backup was discarded."""
+    from kerastl.checkpointing import BACKUP_DIR, claim_backup, run_fingerprint, weights_sha256
+
+    fingerprint = run_fingerprint(
+        "finetune", options=options, config=dataclasses.asdict(config),
+        data_files=[*parts.train_files, *parts.val_files],
+        backbone={**backbone.record(), "weights_sha256": weights_sha256(backbone.model)})
+    note = claim_backup(Path(out) / BACKUP_DIR, fingerprint)
+    return [note] if note else []
 
 
 def _settle_batchnorm_quickly(model, momentum: float = 0.9) -> None:
@@ -491,7 +514,13 @@ def _auto_rule_text(requested, min_per_class: int) -> str | None:
 
 
 def save_outputs(out, model, class_names, metrics) -> dict:
-    """Writes model.keras, labels.txt, metrics.json and report.png into `out`, each atomically.
+    """Writes model.keras, labels.txt, metrics.json and report.png into `out` as one set.
+
+    The set is staged complete in a new directory beside `out`, fsynced, and swapped with `out` in one atomic
+    step (`kerastl.atomic.commit_directory`): a failed or killed run leaves the previous set or the new one,
+    never a mix. Everything else in `out` (your files, the run's backups) is kept. `metrics["outputs"]` records
+    the sha256 of model.keras and labels.txt, so that `load_classifier` refuses a labels.txt that is not the one
+    written with the model.
 
     The saved model uses plain BatchNormalization layers (their statistics are what training left), so it
     loads in plain Keras; only a hub backbone needs `import kerastl` for its layer.
@@ -499,21 +528,21 @@ def save_outputs(out, model, class_names, metrics) -> dict:
     Raises:
         KerastlError: `out` exists and is not a directory.
     """
-    from kerastl.atomic import atomic_path, write_text
-    from kerastl.evaluation import LABELS_FILE, MODEL_FILE
+    from kerastl.atomic import commit_directory, staged_directory
+    from kerastl.evaluation import LABELS_FILE, METRICS_FILE, MODEL_FILE, REPORT_FILE, output_record
     from kerastl.layers import restore_batchnorm
     from kerastl.report import plot_report
 
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise KerastlError(f"--out {out} is a file; give a directory path")
-    out.mkdir(parents=True, exist_ok=True)
-    files = {"model": out / MODEL_FILE, "labels": out / LABELS_FILE, "metrics": out / "metrics.json",
-             "report": out / "report.png"}
-    with atomic_path(files["model"]) as tmp:
-        restore_batchnorm(model).save(tmp)
-    write_text(files["labels"], "".join(f"{name}\n" for name in class_names))
-    write_text(files["metrics"], json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
-    with atomic_path(files["report"]) as tmp:
-        plot_report(metrics.get("history", []), metrics, tmp, title=f"kerastl finetune: {metrics.get('strategy')}")
-    return {key: str(path) for key, path in files.items()}
+    names = {"model": MODEL_FILE, "labels": LABELS_FILE, "metrics": METRICS_FILE, "report": REPORT_FILE}
+    with staged_directory(out) as staged:
+        restore_batchnorm(model).save(staged / MODEL_FILE)
+        (staged / LABELS_FILE).write_text("".join(f"{name}\n" for name in class_names), encoding="utf-8")
+        metrics["outputs"] = output_record(staged, [MODEL_FILE, LABELS_FILE])
+        (staged / METRICS_FILE).write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        plot_report(metrics.get("history", []), metrics, staged / REPORT_FILE,
+                    title=f"kerastl finetune: {metrics.get('strategy')}")
+    commit_directory(staged, out, owned=names.values())
+    return {key: str(out / name) for key, name in names.items()}

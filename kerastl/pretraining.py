@@ -27,7 +27,6 @@ import math
 import os
 import platform
 import shlex
-import sys
 import time
 from pathlib import Path
 
@@ -438,29 +437,35 @@ def is_chief() -> bool:
 
 def weights_digest(model) -> str:
     """sha256 over all weights: two workers that stayed in sync print the same digest."""
-    import hashlib
+    from kerastl.checkpointing import weights_sha256
 
-    digest = hashlib.sha256()
-    for weight in model.weights:
-        digest.update(weight.numpy().tobytes())
-    return digest.hexdigest()
+    return weights_sha256(model)
 
 
 def _custom_training(model, optimizer, strategy, source, config, epochs, steps_per_epoch, global_batch,
-                     backup_dir: Path, log_dir: Path, verbose) -> dict:
+                     backup_dir: Path, log_dir: Path, verbose, fingerprint: dict) -> tuple:
     """The multi-worker path: a train step under `strategy.run` on a distributed dataset, with
-    CheckpointManager backups each epoch (resuming from the latest) and TensorBoard scalars."""
+    CheckpointManager backups each epoch (resuming from the latest, if `fingerprint` is the backup's) and
+    TensorBoard scalars. Returns `(last logs, notes, progress, epochs done before, their seconds)`,
+    `progress` holding every epoch's loss and the cumulative seconds (see `checkpointing.read_progress`)."""
     import keras
     import tensorflow as tf
+
+    from kerastl.checkpointing import claim_backup, read_progress, write_progress
 
     loss_fn = keras.losses.SparseCategoricalCrossentropy(reduction="none")
     epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var)
     # Every worker writes a checkpoint (collective ops need all of them); only the chief's is kept.
     directory = backup_dir if is_chief() else backup_dir.with_name(backup_dir.name + f".worker{_task_index()}")
+    note = claim_backup(directory, fingerprint)
     manager = tf.train.CheckpointManager(checkpoint, str(directory), max_to_keep=1)
     if manager.latest_checkpoint:
         checkpoint.restore(manager.latest_checkpoint)
+    done = int(epoch_var.numpy())
+    progress = read_progress(directory, done)
+    seconds_before = progress["seconds"][-1] if progress["seconds"] else 0.0
+    start = time.perf_counter()
     # Continue the data stream where the restored epoch left it.
     train_iter = iter(strategy.experimental_distribute_dataset(
         source.train.skip(int(epoch_var.numpy()) * steps_per_epoch)))
@@ -494,8 +499,8 @@ def _custom_training(model, optimizer, strategy, source, config, epochs, steps_p
         return strategy.run(replica_fn)
 
     writer = tf.summary.create_file_writer(str(log_dir)) if is_chief() else tf.summary.create_noop_writer()
-    logs, loss_history = {}, []
-    for epoch in range(int(epoch_var.numpy()), epochs):
+    logs = {}
+    for epoch in range(done, epochs):
         bar = keras.utils.Progbar(steps_per_epoch, verbose=1 if verbose and is_chief() else 0)
         losses, accuracies = [], []
         for step in range(steps_per_epoch):
@@ -504,15 +509,18 @@ def _custom_training(model, optimizer, strategy, source, config, epochs, steps_p
             accuracies.append(float(accuracy))
             bar.update(step + 1, [("loss", losses[-1]), ("accuracy", accuracies[-1])])
         logs = {"loss": sum(losses) / len(losses), "accuracy": sum(accuracies) / len(accuracies)}
-        loss_history.append(round(logs["loss"], 5))
         with writer.as_default():
             for key, value in logs.items():
                 tf.summary.scalar(key, value, step=epoch + 1)
         for variable, value in zip(statistics, average_statistics()):
             variable.assign(strategy.experimental_local_results(value)[0])
         epoch_var.assign(epoch + 1)
+        # Written before the checkpoint, so that the record is never behind the backup it describes.
+        progress["loss"].append(round(logs["loss"], 5))
+        progress["seconds"].append(round(seconds_before + time.perf_counter() - start, 3))
+        write_progress(directory, progress)
         manager.save()
-    return logs, loss_history
+    return logs, [note] if note else [], progress, done, seconds_before
 
 
 def _task_index() -> int:
@@ -524,12 +532,14 @@ def _task_index() -> int:
 
 @dataclasses.dataclass
 class PretrainResult:
-    """The trained backbone model, its manifest, and the output directory (None on non-chief workers)."""
+    """The trained backbone model, its manifest, the output directory (None on non-chief workers), and `notes`:
+    lines for the user (e.g. that a backup beside `out` was another run's and was not resumed)."""
 
     backbone: object
     manifest: dict
     out: Path | None
     weights_digest: str
+    notes: list = dataclasses.field(default_factory=list)
 
 
 def _estimate_statistics(dataset, channels: int, batches: int = 4):
@@ -563,8 +573,13 @@ def pretrain(config: PretrainConfig, out, *, command: str | None = None, verbose
 
     `out` receives `backbone.keras` (raw pixels → features, preprocessing inside) and `manifest.json`
     (modality, input spec, preprocessing, classes, source, command, hardware, time, metrics, weights sha256),
-    written together atomically. A killed run started again with the same command resumes from its last
-    epoch backup (kept in a hidden directory beside `out` until the run succeeds).
+    written together as one set. A killed run started again as the same run (the same settings and, for a
+    folder source, the same files: `_fingerprint`) resumes from its last epoch backup (kept in a hidden
+    directory beside `out` until the run succeeds); another run into the same `out` discards that backup,
+    starts afresh and says so in `notes`. After a resume the manifest still describes the whole run: every
+    epoch's loss, `examples_seen` and `train_seconds` over all epochs, and the utilisation from the epochs this
+    process ran. `command` is recorded as given (the CLI passes its command line), else as the equivalent
+    `kerastl pretrain` command (`equivalent_command`).
 
     Raises:
         UsageError: invalid options.
@@ -633,36 +648,55 @@ def pretrain(config: PretrainConfig, out, *, command: str | None = None, verbose
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         backup_dir = out.parent / f".{out.name}.backup"
         log_dir = Path(log_dir) if log_dir else out.parent / ".logs" / out.name
+        fingerprint = _fingerprint(config, channels)
         start = time.perf_counter()
         if multiworker:
-            logs, loss_history = _custom_training(model, optimizer, strategy, source, config, epochs,
-                                                  steps_per_epoch, global_batch, backup_dir, log_dir, verbose)
+            logs, notes, progress, done, seconds_before = _custom_training(
+                model, optimizer, strategy, source, config, epochs, steps_per_epoch, global_batch, backup_dir,
+                log_dir, verbose, fingerprint)
         else:
             with strategy.scope():
                 model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"],
                               jit_compile=execution["jit_compile"])
-            from kerastl.checkpointing import completed_epochs, epoch_seeds_callback
+            from kerastl.checkpointing import (
+                claim_backup,
+                completed_epochs,
+                epoch_seeds_callback,
+                progress_callback,
+                read_progress,
+            )
 
+            note = claim_backup(backup_dir, fingerprint)  # another run's backup is discarded, not resumed
+            notes = [note] if note else []
             # A resumed run continues the data stream where the backup left it (the stream is a function of
             # the seed and the batch index), and every random layer's seed is reset from (seed, epoch).
             done = min(completed_epochs(backup_dir), epochs)
-            callbacks = [keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=True),
+            # fit's history holds only the epochs this process runs: the earlier ones' losses and seconds come
+            # from the record kept beside the backup.
+            progress = read_progress(backup_dir, done)
+            seconds_before = progress["seconds"][-1] if progress["seconds"] else 0.0
+            callbacks = [progress_callback(backup_dir, progress, seconds_before),
+                         keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=True),
                          keras.callbacks.TensorBoard(str(log_dir)), epoch_seeds_callback(model, config.seed)]
             history = model.fit(source.train.skip(done * steps_per_epoch), epochs=epochs, initial_epoch=done,
                                 steps_per_epoch=steps_per_epoch, shuffle=False, validation_data=source.validation,
                                 callbacks=callbacks, verbose=verbose)
             logs = {key: values[-1] for key, values in history.history.items()} if history.history else {}
-            # After a resume, fit's history holds only the epochs run since; the backup kept the rest.
-            loss_history = [round(float(v), 5) for v in history.history.get("loss", [])]
-        train_seconds = time.perf_counter() - start
+        seconds_here = time.perf_counter() - start
     finally:
         keras.mixed_precision.set_global_policy("float32")
 
     digest = weights_digest(model)
     examples = epochs * steps_per_epoch * global_batch
+    examples_here = (epochs - done) * steps_per_epoch * global_batch
+    loss_history = progress["loss"]
+    # The whole run's training time: the earlier processes' (recorded with the backup) and this one's.
+    train_seconds = seconds_before + seconds_here
     flops = count_flops(backbone)
     head_flops = count_flops(model) - flops
-    achieved = 3 * (flops + head_flops) * examples / max(train_seconds, 1e-9)  # forward + backward ≈ 3×
+    # Utilisation from the examples this process trained on, in the time it took (after a resume the earlier
+    # epochs ran at another time, maybe on another machine).
+    achieved = 3 * (flops + head_flops) * examples_here / max(seconds_here, 1e-9)  # forward + backward ≈ 3×
     peak_dtype = "bfloat16" if execution["policy"] == "mixed_bfloat16" else (
         "float16" if execution["policy"] == "mixed_float16" else "float32")
     peak = matmul_peak_flops(peak_dtype) if is_chief() else None
@@ -685,6 +719,7 @@ def pretrain(config: PretrainConfig, out, *, command: str | None = None, verbose
             "steps_per_epoch": steps_per_epoch,
             "batch_size": global_batch,
             "examples_seen": examples,
+            "resumed_from_epoch": done,
             "learning_rate": config.learning_rate,
             "seed": config.seed,
             "precision": execution["policy"],
@@ -697,39 +732,86 @@ def pretrain(config: PretrainConfig, out, *, command: str | None = None, verbose
         "loss_history": loss_history,
         "compute": {
             "forward_flops_per_example": flops + head_flops,
+            "examples_this_process": examples_here,
+            "seconds_this_process": round(seconds_here, 1),
             "achieved_flops_per_second": round(achieved),
             "matmul_peak_flops_per_second": round(peak) if peak else None,
             "peak_dtype": peak_dtype,
             "utilisation": round(achieved / peak, 4) if peak else None,
         },
-        "command": command or " ".join(shlex.quote(a) for a in ["kerastl", *sys.argv[1:]]),
+        "command": command or equivalent_command(config, out, log_dir=log_dir if log_dir != out.parent / ".logs" /
+                                                 out.name else None),
         "hardware": hardware_summary(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "train_seconds": round(train_seconds, 1),
         "weights": {"file": "backbone.keras"},
     }
     if not is_chief():
-        return PretrainResult(backbone=backbone, manifest=manifest, out=None, weights_digest=digest)
+        return PretrainResult(backbone=backbone, manifest=manifest, out=None, weights_digest=digest, notes=notes)
     manifest = write_backbone(backbone, manifest, out)
     import shutil
 
     shutil.rmtree(backup_dir, ignore_errors=True)
-    return PretrainResult(backbone=backbone, manifest=manifest, out=out, weights_digest=digest)
+    return PretrainResult(backbone=backbone, manifest=manifest, out=out, weights_digest=digest, notes=notes)
+
+
+# Options that change what is written about a run but not what it trains: a backup stays valid across them.
+_NOT_FINGERPRINTED = ("description", "default")
+
+
+def _fingerprint(config: "PretrainConfig", channels: int) -> dict:
+    """The run a pre-training backup belongs to (`kerastl.checkpointing.run_fingerprint`): the config (but
+    the description and the default mark) and, for a folder source, every file's size and mtime."""
+    from kerastl.checkpointing import run_fingerprint
+
+    settings = {key: value for key, value in dataclasses.asdict(config).items() if key not in _NOT_FINGERPRINTED}
+    source = Path(config.source)
+    files = [p for p in source.rglob("*") if p.is_file()] if source.is_dir() else []
+    return run_fingerprint("pretrain", options={"channels": channels}, config=settings, data_files=files)
+
+
+def equivalent_command(config: "PretrainConfig", out, *, log_dir=None) -> str:
+    """The `kerastl pretrain` command line that runs `config` into `out` (every option that differs from the
+    CLI's default): what the manifest records when `pretrain` is called from Python, where the host's
+    `sys.argv` says nothing about the run."""
+    defaults = PretrainConfig(source=config.source)
+    flags = {"arch": "--arch", "image_size": "--image-size", "channels": "--channels", "classes": "--classes",
+             "epochs": "--epochs", "steps": "--steps", "steps_per_epoch": "--steps-per-epoch",
+             "batch_size": "--batch-size", "learning_rate": "--learning-rate", "precision": "--precision",
+             "distribution": "--strategy", "validation_steps": "--validation-steps", "seed": "--seed",
+             "description": "--description", "sample_rate": "--sample-rate", "clip_seconds": "--clip-seconds",
+             "sequence_length": "--sequence-length", "vocabulary_size": "--vocabulary-size"}
+    words = ["kerastl", "pretrain", "--data", str(config.source), "--arch", str(config.arch)]
+    for field, flag in flags.items():
+        value = getattr(config, field)
+        if field != "arch" and value is not None and value != getattr(defaults, field):
+            words += [flag, str(value)]
+    if config.jit_compile is not None:
+        words.append("--xla" if config.jit_compile else "--no-xla")
+    if config.default:
+        words.append("--default")
+    if config.deterministic:
+        words.append("--deterministic")
+    if log_dir is not None:
+        words += ["--logdir", str(log_dir)]
+    words += ["--out", str(out)]
+    return " ".join(shlex.quote(word) for word in words)
 
 
 def write_backbone(backbone, manifest: dict, out) -> dict:
-    """Writes `backbone.keras` and `manifest.json` (with the weights' sha256) into `out`, atomically as a
-    directory: a killed write leaves the previous `out` untouched. Returns the manifest as written."""
-    from kerastl.atomic import atomic_path
+    """Writes `backbone.keras` and `manifest.json` (with the weights' sha256) into `out` as one set
+    (`kerastl.atomic.commit_directory`): a killed write leaves the previous pair or the new one, and other
+    files in `out` are kept. Returns the manifest as written."""
+    from kerastl.atomic import commit_directory, staged_directory
     from kerastl.downloads import sha256_file
     from kerastl.layers import restore_batchnorm, to_float32
 
     out = Path(out)
-    with atomic_path(out, directory=True) as tmp:
-        tmp.mkdir(parents=True)
+    with staged_directory(out) as tmp:
         weights = tmp / manifest["weights"]["file"]
         to_float32(restore_batchnorm(backbone)).save(weights)
         manifest = dict(manifest, weights=dict(manifest["weights"], sha256=sha256_file(weights),
                                                bytes=weights.stat().st_size))
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    commit_directory(tmp, out, owned=(manifest["weights"]["file"], "manifest.json"))
     return manifest

@@ -9,6 +9,7 @@ exact (float32) and with tolerances elsewhere.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -105,7 +106,8 @@ def assert_one_line_error(result, code, *words):
 
 
 def leftovers(directory):
-    """Temporary names that atomic writes use (".NAME.tmpPID..." and ".NAME.oldPID")."""
+    """Hidden names in `directory`: the temporary ones atomic writes use (".NAME.kerastl-new...", ".NAME.kerastl-old",
+    ".NAME.kerastl-commit") must not outlive an export."""
     return sorted(p.name for p in directory.iterdir() if p.name.startswith("."))
 
 
@@ -327,9 +329,15 @@ def previous_export(classifier, tmp_path_factory):
     return out
 
 
+@pytest.mark.parametrize("where", ["conversion", "swap", "fallback-rename"])
 @pytest.mark.parametrize("failure", [RuntimeError("converter exploded"), KeyboardInterrupt()])
 def test_failure_mid_export_leaves_previous_files_untouched(classifier, previous_export, tmp_path, monkeypatch,
-                                                            failure):
+                                                            failure, where):
+    """A failure while converting, at the one directory swap that commits the set, or (where the swap is not
+    supported) at the rename that moves the old set aside, leaves exactly the previous set. Every other commit
+    step, for every form, is covered by tests/test_commit_sets.py."""
+    from kerastl import atomic
+
     out = tmp_path / "deploy"
     shutil.copytree(previous_export, out)
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
@@ -337,12 +345,32 @@ def test_failure_mid_export_leaves_previous_files_untouched(classifier, previous
     def fail(*args, **kwargs):
         raise failure
 
-    # The metadata step comes after the SavedModel is written and the TFLite file converted.
-    monkeypatch.setattr(tflite_metadata, "add_image_classifier_metadata", fail)
+    if where == "conversion":
+        # The metadata step comes after the SavedModel is written and the TFLite file converted.
+        monkeypatch.setattr(tflite_metadata, "add_image_classifier_metadata", fail)
+    elif where == "swap":
+        monkeypatch.setattr(atomic, "exchange", fail)
+    else:
+        real_replace = os.replace
+
+        def replace(src, dst):
+            if Path(dst).name.endswith(atomic.OLD):
+                raise failure
+            return real_replace(src, dst)
+
+        monkeypatch.setattr(atomic, "exchange", lambda a, b: False)
+        monkeypatch.setattr(os, "replace", replace)
     with pytest.raises(type(failure)):
         export(classifier, format="all", out=out)
+    monkeypatch.undo()
+    atomic.recover_around(out)  # what the next kerastl command does first: the journal rolls forward
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    assert after == before
+    if where == "fallback-rename":
+        # The set was committed (the journal written) before the failure: the new set, complete.
+        assert sorted(after) == sorted(before)
+        assert json.loads((out / "export_report.json").read_text())["passed"] is True
+    else:
+        assert after == before
     assert leftovers(out) == []
 
 
