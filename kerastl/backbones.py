@@ -592,7 +592,7 @@ def load_keras_file(path, *, trust: bool = False):
     import kerastl.audio
     import kerastl.hub
     import kerastl.layers
-    import kerastl.text  # noqa: F401
+    import kerastl.text
 
     path = Path(path)
     if not path.is_file():

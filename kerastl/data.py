@@ -648,11 +648,11 @@ def example_dataset(spec: InputSpec, files, labels, *, shuffle: bool = False, se
     if in_memory:
         inputs = load_inputs(spec, files)
         inputs = tf.constant(list(inputs), tf.string) if spec.modality == "text" else tf.constant(inputs)
-        pick = lambda i: (tf.gather(inputs, i), tf.gather(labels, i))  # noqa: E731
+        pick = lambda i: (tf.gather(inputs, i), tf.gather(labels, i))
     else:
         read, _ = _reader(spec)
         paths = tf.constant([str(f) for f in files], tf.string)
-        pick = lambda i: (read(tf.gather(paths, i)), tf.gather(labels, i))  # noqa: E731
+        pick = lambda i: (read(tf.gather(paths, i)), tf.gather(labels, i))
     order = tf.data.Dataset.range(n)
     if shuffle:
         order = order.shuffle(max(n, 1), seed=seed, reshuffle_each_iteration=True)
@@ -699,9 +699,9 @@ def training_examples(spec: InputSpec, files, labels, *, augment: bool = False):
         return load_inputs(spec, files), labels, augment_batch
     read = read_batch(spec)
     if augment_batch is None:
-        transform = lambda paths, key: read(paths)  # noqa: E731
+        transform = lambda paths, key: read(paths)
     else:
-        transform = lambda paths, key: augment_batch(read(paths), key)  # noqa: E731
+        transform = lambda paths, key: augment_batch(read(paths), key)
     return np.asarray([str(f) for f in files], dtype=object), labels, transform
 
 

@@ -759,7 +759,7 @@ def pretrain(config: PretrainConfig, out, *, command: str | None = None, verbose
 _NOT_FINGERPRINTED = ("description", "default")
 
 
-def _fingerprint(config: "PretrainConfig", channels: int) -> dict:
+def _fingerprint(config: PretrainConfig, channels: int) -> dict:
     """The run a pre-training backup belongs to (`kerastl.checkpointing.run_fingerprint`): the config (but
     the description and the default mark) and, for a folder source, every file's size and mtime."""
     from kerastl.checkpointing import run_fingerprint
@@ -770,7 +770,7 @@ def _fingerprint(config: "PretrainConfig", channels: int) -> dict:
     return run_fingerprint("pretrain", options={"channels": channels}, config=settings, data_files=files)
 
 
-def equivalent_command(config: "PretrainConfig", out, *, log_dir=None) -> str:
+def equivalent_command(config: PretrainConfig, out, *, log_dir=None) -> str:
     """The `kerastl pretrain` command line that runs `config` into `out` (every option that differs from the
     CLI's default): what the manifest records when `pretrain` is called from Python, where the host's
     `sys.argv` says nothing about the run."""

@@ -249,9 +249,9 @@ def test_export_is_one_set_at_every_step(tmp_path, monkeypatch, tiny_classifier,
                 return report
             return real_fake(model, format, out, now)
 
-        write = lambda version: run(tiny_classifier, format, target, version)  # noqa: E731
+        write = lambda version: run(tiny_classifier, format, target, version)
     else:
-        write = lambda version: fake_conversion(tiny_classifier, format, target, version)  # noqa: E731
+        write = lambda version: fake_conversion(tiny_classifier, format, target, version)
     outcomes = check_every_step(monkeypatch, write, target, old_of=lambda t: folder,
                                 exchange_supported=form != "all-journal-fallback")
     assert outcomes[-1].startswith("new") and any(o.startswith("old") for o in outcomes)

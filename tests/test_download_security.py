@@ -13,7 +13,6 @@ import pytest
 
 from kerastl.errors import KerastlError
 
-
 # ------------------------------------------------------------------------------------------------------------
 # Manifests name files inside their directory only
 

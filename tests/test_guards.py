@@ -6,10 +6,9 @@ import pytest
 from click.testing import CliRunner
 
 from kerastl.cli import main
-from kerastl.errors import KerastlError, UsageError
+from kerastl.errors import UsageError
 
 from .conftest import one_line_error
-
 
 # --------------------------------------------------------------------------- feature standardisation floor
 

@@ -126,7 +126,7 @@ def test_streaming_datasets_shuffle_paths_and_read_no_set_whole(image_folder, tm
     reference = data.load_images(files, image_size=(16, 16), channels=3)
     passes = [np.concatenate([x.numpy() for x, _ in data.make_dataset(IMAGE, files, labels, batch_size=4,
                                                                        shuffle=True, seed=1)]) for _ in range(2)]
-    key = lambda a: sorted(map(bytes, a))  # noqa: E731 (the same images, in another order)
+    key = lambda a: sorted(map(bytes, a))  # the same images, in another order
     assert key(passes[0]) == key(passes[1]) == key(reference)
     assert not np.array_equal(passes[0], reference)
 
