@@ -162,8 +162,8 @@ def main(debug, offline):
               help="adam, or sgd with momentum 0.9.")
 @click.option("--image-size", type=click.IntRange(8, 1024), default=None,
               help="Input size for keras: and hub: backbones (others have a fixed input).")
-@click.option("--augment", is_flag=True, help="Random shifts, rotations, zooms and contrast (slower: the "
-              "backbone then runs every epoch).")
+@click.option("--augment", is_flag=True, help="Images: random shifts, rotations, zooms and contrast; audio: "
+              "time shifts and gain (slower: the backbone then runs every epoch). Text has none.")
 @click.option("--from-scratch", is_flag=True, help="Same architecture with random weights: the no-transfer baseline.")
 @click.option("--validation-split", type=_NumberRange(0, 1, max_open=True), default=0.2, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)

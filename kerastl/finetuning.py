@@ -43,7 +43,9 @@ class FinetuneConfig:
         momentum: SGD momentum.
         dropout: dropout before the new output layer.
         pooling: avg or max.
-        augment: random translation/rotation/zoom/contrast on training images (disables the feature cache).
+        augment: the modality's stateless augmentation of the training examples (images: translation,
+            rotation, zoom, contrast; audio: time shift and gain; text has none), which disables the feature
+            cache.
         from_scratch: random initial weights instead of the pretrained ones.
         shots: train on N images per class (the rest validate).
         validation_fraction: share of each class held out when `shots` is not given.
