@@ -133,7 +133,9 @@ class Source:
     description: str
     finite_steps: int | None  # steps in one pass over a finite source
     modality: str = "image"
-    texts: list | None = None  # text sources: the training texts, from which the vocabulary is built
+    # Text sources: the training texts the vocabulary is built from, a list of strings or, for a folder over the
+    # memory bound, a tf.data.Dataset of them read from the files.
+    texts: object = None
 
 
 def load_source(config: PretrainConfig, channels: int, global_batch: int) -> Source:

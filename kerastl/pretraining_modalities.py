@@ -48,10 +48,15 @@ def other_source(config, global_batch: int):
     scan = drop_undecodable(scan_folder(spec, modality))
     description = f"folder {spec} ({len(scan.class_names)} classes)"
     if modality == "text":
+        from kerastl.data import InputSpec, fits_in_memory
         from kerastl.text import load_texts
 
-        by_class = [list(load_texts(files)) for files in scan.files]
-        return _text_source(config, scan.class_names, by_class, description, global_batch)
+        if fits_in_memory(InputSpec(modality="text", shape=()), [f for files in scan.files for f in files]):
+            by_class = [list(load_texts(files)) for files in scan.files]
+            return _text_source(config, scan.class_names, by_class, description, global_batch)
+        # Above the memory bound that images and audio keep too, the texts stream from their files.
+        by_class = [[str(f) for f in files] for files in scan.files]
+        return _text_source(config, scan.class_names, by_class, description, global_batch, from_files=True)
     return _audio_folder(config, scan, description, global_batch)
 
 
@@ -154,25 +159,38 @@ def _audio_folder(config, scan, description, global_batch):
                   description, max(1, len(parts.train_files) // global_batch), modality="audio")
 
 
-def _text_source(config, class_names, by_class, description, global_batch):
+def _text_source(config, class_names, by_class, description, global_batch, *, from_files: bool = False):
+    """The Source of texts grouped by class: `by_class` holds the strings themselves, or with `from_files` the
+    paths of `.txt` files, which are then read as the pipeline runs (paths shuffled before reading) and never
+    held all at once; the vocabulary is then adapted on a stream of the training files too (`Source.texts`)."""
     import numpy as np
     import tensorflow as tf
 
     from kerastl.pretraining import Source
+    from kerastl.text import text_reader
 
     parts = _split_lists(class_names, by_class, config.seed)
     if len(parts.train_files) < global_batch:
         raise KerastlError(f"{config.source} has {len(parts.train_files)} training texts, fewer than one batch of "
                            f"{global_batch}; lower --batch-size or add texts")
-    train = (tf.data.Dataset.from_tensor_slices((tf.constant(parts.train_files, tf.string),
-                                                 np.asarray(parts.train_labels, "int32")))
-             .shuffle(len(parts.train_files), seed=config.seed).repeat().batch(global_batch, drop_remainder=True))
-    val = None
-    if parts.val_files:
-        val = tf.data.Dataset.from_tensor_slices((tf.constant(parts.val_files, tf.string),
-                                                  np.asarray(parts.val_labels, "int32"))).batch(global_batch)
+    read = text_reader()[0] if from_files else None
+
+    def examples(items, labels, *, training: bool):
+        dataset = tf.data.Dataset.from_tensor_slices((tf.constant(items, tf.string), np.asarray(labels, "int32")))
+        if training:
+            dataset = dataset.shuffle(len(items), seed=config.seed).repeat()
+        if from_files:  # after the shuffle, which then holds paths, not texts
+            dataset = dataset.map(lambda x, y: (read(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+        return dataset.batch(global_batch, drop_remainder=training)
+
+    train = examples(parts.train_files, parts.train_labels, training=True)
+    val = examples(parts.val_files, parts.val_labels, training=False) if parts.val_files else None
+    texts = list(parts.train_files)
+    if from_files:
+        texts = tf.data.Dataset.from_tensor_slices(tf.constant(texts, tf.string)).map(
+            read, num_parallel_calls=tf.data.AUTOTUNE)
     return Source(train.prefetch(tf.data.AUTOTUNE), val, len(class_names), description,
-                  max(1, len(parts.train_files) // global_batch), modality="text", texts=list(parts.train_files))
+                  max(1, len(parts.train_files) // global_batch), modality="text", texts=texts)
 
 
 def other_model_factory(config, source):

@@ -143,11 +143,14 @@ def make_tokenizer(vocabulary=None, *, vocabulary_size: int = DEFAULT_VOCABULARY
 def build_vocabulary(texts, *, vocabulary_size: int = DEFAULT_VOCABULARY_SIZE,
                      sequence_length: int = DEFAULT_SEQUENCE_LENGTH) -> list[str]:
     """The `vocabulary_size - 2` most frequent tokens of `texts` (without the padding and OOV entries, which
-    `TextVectorization` adds), most frequent first."""
+    `TextVectorization` adds), most frequent first. `texts` is a sequence of strings or a tf.data.Dataset of
+    scalar strings (streamed: adapting counts tokens batch by batch)."""
     import tensorflow as tf
 
     tokenizer = make_tokenizer(vocabulary_size=vocabulary_size, sequence_length=sequence_length)
-    tokenizer.adapt(tf.data.Dataset.from_tensor_slices(tf.constant(list(texts), tf.string)).batch(512))
+    if not isinstance(texts, tf.data.Dataset):
+        texts = tf.data.Dataset.from_tensor_slices(tf.constant(list(texts), tf.string))
+    tokenizer.adapt(texts.batch(512))
     return [str(token) for token in tokenizer.get_vocabulary()[2:]]
 
 

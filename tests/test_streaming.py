@@ -179,3 +179,35 @@ def test_image_streaming_finetune_trains_with_the_same_augmentation(image_folder
         row["loss"] for row in in_memory.metrics["history"]]
     for a, b in zip(in_memory.model.weights, streamed.model.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+
+
+def text_folder(root, per_class=12):
+    for topic in ("music", "garden"):
+        (root / topic).mkdir(parents=True)
+        for i in range(per_class):
+            (root / topic / f"{i}.txt").write_text(f"{topic} words number {i} about the {topic} topic")
+    return root
+
+
+def test_text_pretraining_folder_streams_above_the_bound(tmp_path, monkeypatch, streaming):
+    """A text folder over the bound is neither loaded whole for its batches nor for its vocabulary, which is
+    the one the in-memory path builds."""
+    import tensorflow as tf
+
+    from kerastl import pretraining_modalities, text
+    from kerastl.pretraining import PretrainConfig
+
+    folder = text_folder(tmp_path / "texts")
+    config = PretrainConfig(source=str(folder), arch="textcnn-s", batch_size=4, sequence_length=8,
+                            vocabulary_size=50)
+    monkeypatch.setattr(data, "MEMORY_CACHE_BYTES", 1 << 30)
+    in_memory = pretraining_modalities.other_source(config, 4)
+    monkeypatch.setattr(data, "MEMORY_CACHE_BYTES", 0)
+    monkeypatch.setattr(text, "load_texts", streaming)
+    streamed = pretraining_modalities.other_source(config, 4)
+    assert isinstance(streamed.texts, tf.data.Dataset)
+    build = dict(vocabulary_size=50, sequence_length=8)
+    assert text.build_vocabulary(streamed.texts, **build) == text.build_vocabulary(in_memory.texts, **build)
+    first = [next(iter(s.train)) for s in (in_memory, streamed)]
+    assert first[0][0].dtype == first[1][0].dtype == tf.string
+    assert [t.numpy().tolist() for t in first[0]] == [t.numpy().tolist() for t in first[1]]
