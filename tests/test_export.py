@@ -8,9 +8,11 @@ exact (float32) and with tolerances elsewhere.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import keras
@@ -450,13 +452,30 @@ def test_cli_data_with_unknown_classes(classifier, tmp_path):
 
 
 def test_missing_tflite_packages(classifier, tmp_path, monkeypatch):
-    real = export_module.importlib.util.find_spec
-    monkeypatch.setattr(export_module.importlib.util, "find_spec",
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "ai_edge_litert" else real(name, *a))
     result = invoke("export", classifier, "--format", "tflite", "--out", tmp_path / "m.tflite")
     assert_one_line_error(result, 1, "ai-edge-litert", 'pip install "kerastl[tflite]"')
     # A SavedModel does not need them.
     assert invoke("export", classifier, "--format", "saved_model", "--out", tmp_path / "sm").exit_code == 0
+
+
+QUANTIZERS = ("litert_quantizer", "ai_edge_quantizer")  # the maintained name and the one it continues
+
+
+def test_image_tflite_export_does_not_need_the_quantizer(classifier, tmp_path, monkeypatch):
+    """litert-quantizer serves audio dynamic-range quantization only; without it an image model still exports,
+    quantized too (a fresh `pip install kerastl[test]` once lacked it and every export test failed)."""
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in QUANTIZERS else real(name, *a))
+    for name in QUANTIZERS:  # an import of either would now fail
+        monkeypatch.setitem(sys.modules, name, None)
+    result = invoke("export", classifier, "--format", "tflite", "--quantize", "dynamic", "--out",
+                    tmp_path / "m.tflite")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "m.tflite").stat().st_size > 0
 
 
 def test_output_paths():
