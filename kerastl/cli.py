@@ -179,8 +179,8 @@ def finetune(data, backbone, weights, cut, strategy, shots, epochs, head_epochs,
     Writes OUT/model.keras, OUT/labels.txt, OUT/metrics.json and OUT/report.png.
     """
     _quiet_tensorflow()
-    from kerastl.finetuning import FinetuneConfig
-    from kerastl.finetuning import finetune as run
+    from kerastl.train.finetune import FinetuneConfig
+    from kerastl.train.finetune import finetune as run
 
     config = FinetuneConfig(strategy=strategy, epochs=epochs, head_epochs=head_epochs, batch_size=batch_size,
                             learning_rate=learning_rate, optimizer=optimizer, augment=augment,
@@ -232,7 +232,7 @@ def _print_per_class(per_class: dict):
 def evaluate(model, data, batch_size, as_json, trust):
     """Evaluate MODEL (a finetune output directory or a .keras file) on a class-per-folder directory."""
     _quiet_tensorflow()
-    from kerastl.evaluation import evaluate as run
+    from kerastl.train.evaluate import evaluate as run
 
     metrics = run(model, data, batch_size=batch_size, trust=trust)
     if as_json:
@@ -255,7 +255,7 @@ def predict(model, files, trust):
     """Classify FILES (images, WAV or .txt, as the model takes): one line per file with path, label and
     probability."""
     _quiet_tensorflow()
-    from kerastl.evaluation import predict as run
+    from kerastl.train.evaluate import predict as run
 
     for path, label, probability in run(model, files, trust=trust):
         click.echo(f"{path}\t{label}\t{probability:.4f}")
@@ -268,7 +268,7 @@ def predict(model, files, trust):
 def inspect(target, image_size, trust):
     """Print a table of layers: name, type, output shape, parameters, trainable."""
     _quiet_tensorflow()
-    from kerastl.inspection import describe_target
+    from kerastl.reporting.inspect import describe_target
 
     for line in describe_target(target, image_size=image_size, trust=trust):
         click.echo(line)
@@ -278,7 +278,7 @@ def inspect(target, image_size, trust):
 def backbones():
     """List the backbone specs kerastl knows: our saved_models/ entries and the Keras applications."""
     _quiet_tensorflow()
-    from kerastl.inspection import describe_backbones
+    from kerastl.reporting.inspect import describe_backbones
 
     for line in describe_backbones():
         click.echo(line)
@@ -330,8 +330,8 @@ def pretrain(source, arch, image_size, channels, classes, epochs, steps, steps_p
              deterministic, logdir, sample_rate, clip_seconds, sequence_length, vocabulary_size, out):
     """Supervised pre-training of a backbone (Step 1), written with a manifest to OUT."""
     _quiet_tensorflow()
-    from kerastl.pretraining import PretrainConfig
-    from kerastl.pretraining import pretrain as run
+    from kerastl.pretrain.run import PretrainConfig
+    from kerastl.pretrain.run import pretrain as run
 
     config = PretrainConfig(source=source, arch=arch, image_size=image_size,
                             channels=int(channels) if channels else None, classes=classes, epochs=epochs,

@@ -40,7 +40,7 @@ def speak_folder(root, words=WORDS, per_word=8):
                 subprocess.run(["espeak-ng", "-w", str(root / word / f"{i:02d}.wav"), "-v", voice, "-s",
                                 str(speed), "-p", str(pitch), word], check=True, capture_output=True)
         return root
-    from kerastl.synthetic_audio import synthetic_audio_dataset
+    from kerastl.pretrain.synthetic_audio import synthetic_audio_dataset
 
     counts = {w: 0 for w in words}
     dataset = synthetic_audio_dataset("pseudowords", num_classes=len(words), num_samples=SAMPLES, seed=7)
@@ -77,7 +77,7 @@ def pretrained(tmp_path_factory):
 def test_front_end_matches_tf_signal_stft():
     import tensorflow as tf
 
-    from kerastl.audio import LogMelSpectrogram
+    from kerastl.modalities.audio import LogMelSpectrogram
 
     layer = LogMelSpectrogram(mean=1.0, std=2.0)
     x = np.random.default_rng(0).normal(0, 0.2, (2, 4000)).astype("float32")
@@ -93,7 +93,7 @@ def test_front_end_matches_tf_signal_stft():
 def test_mel_filters_have_tensorflows_edges():
     import tensorflow as tf
 
-    from kerastl.audio import mel_filter_bank
+    from kerastl.modalities.audio import mel_filter_bank
 
     ours = mel_filter_bank(201, RATE, 40, 60.0, 7600.0)
     theirs = tf.signal.linear_to_mel_weight_matrix(40, 201, RATE, 60.0, 7600.0).numpy()
@@ -103,7 +103,7 @@ def test_mel_filters_have_tensorflows_edges():
 
 
 def test_read_wav_mixes_down_resamples_and_fits_length(tmp_path):
-    from kerastl.audio import read_wav
+    from kerastl.modalities.audio import read_wav
 
     t = np.arange(8000) / 8000.0
     tone = 0.5 * np.sin(2 * np.pi * 440 * t)
@@ -126,7 +126,7 @@ def test_read_wav_mixes_down_resamples_and_fits_length(tmp_path):
 
 
 def test_pseudowords_are_deterministic_and_share_classes_across_splits():
-    from kerastl.synthetic_audio import synthetic_audio_dataset
+    from kerastl.pretrain.synthetic_audio import synthetic_audio_dataset
 
     def first(split, seed=0, n=4):
         data = synthetic_audio_dataset("pseudowords", num_classes=5, num_samples=SAMPLES, seed=seed, split=split)
@@ -144,7 +144,7 @@ def test_tfds_audio_source_reads_prepared_data(tmp_path, monkeypatch):
     """A prepared TFDS audio set (as speech_commands is, once `tfds build`) is an audio pre-training source."""
     import tensorflow_datasets as tfds
 
-    from kerastl.pretraining import PretrainConfig, pretrain
+    from kerastl.pretrain.run import PretrainConfig, pretrain
 
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
 
@@ -234,9 +234,9 @@ def test_export_all_takes_raw_waveforms(finetuned, words, tmp_path):
     import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter
 
-    from kerastl import tflite_metadata
     from kerastl.data import input_spec, load_inputs
-    from kerastl.evaluation import load_classifier
+    from kerastl.export import metadata as tflite_metadata
+    from kerastl.train.evaluate import load_classifier
 
     out = tmp_path / "exported"
     result = CliRunner().invoke(main, ["export", str(finetuned), "--format", "all", "--data", str(words),
@@ -352,7 +352,7 @@ def hub_waveform_module(tmp_path_factory):
 
 def test_hub_waveform_module_is_an_audio_backbone(hub_waveform_module, words, tmp_path):
     from kerastl.backbones import load_backbone
-    from kerastl.finetuning import FinetuneConfig, finetune
+    from kerastl.train.finetune import FinetuneConfig, finetune
 
     backbone = load_backbone(f"hub:{hub_waveform_module}#modality=audio")
     assert backbone.modality == "audio" and backbone.input_shape == (RATE,) and backbone.feature_width == 8
@@ -396,8 +396,8 @@ def hub_yamnet_style_module(tmp_path_factory):
 
 def test_hub_yamnet_style_module_runs_per_waveform(hub_yamnet_style_module, words, tmp_path):
     from kerastl.backbones import load_backbone
-    from kerastl.evaluation import evaluate, load_classifier
-    from kerastl.finetuning import FinetuneConfig, finetune
+    from kerastl.train.evaluate import evaluate, load_classifier
+    from kerastl.train.finetune import FinetuneConfig, finetune
 
     backbone = load_backbone(f"hub:{hub_yamnet_style_module}#modality=audio")
     # The widest frame-wise output (the embeddings, 8 wide) averaged over frames.
@@ -417,7 +417,7 @@ def test_hub_yamnet_style_module_runs_per_waveform(hub_yamnet_style_module, word
 
 @pytest.fixture(scope="module")
 def tiny_audio_backbone(tmp_path_factory):
-    from kerastl.audio import build_audio_backbone
+    from kerastl.backbones.archs import build_audio_backbone
 
     path = tmp_path_factory.mktemp("audio-backbone") / "audio.keras"
     build_audio_backbone("smallnet-s", sample_rate=RATE, num_samples=SAMPLES).save(path)
@@ -455,7 +455,7 @@ def test_rank_mismatch_is_one_line(words, saved_models, tmp_path):
 
 
 def test_audio_model_evaluated_on_images_is_one_line(pretrained, words, image_folder, tmp_path):
-    from kerastl.finetuning import FinetuneConfig, finetune
+    from kerastl.train.finetune import FinetuneConfig, finetune
 
     finetune(words, str(pretrained), out=tmp_path / "run", config=FinetuneConfig(strategy="head", epochs=1),
              verbose=0)

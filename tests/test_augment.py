@@ -1,5 +1,5 @@
 """One augmentation per modality, stateless and keyed on (seed, epoch, batch): `kerastl.data.augment_images`
-(also under its old name `kerastl.checkpointing.augment_images`), `kerastl.audio.augment_waveforms`, and none
+(also under its old name `kerastl.train.resume.augment_images`), `kerastl.modalities.audio.augment_waveforms`, and none
 for text (its word dropout lives in the architecture)."""
 
 import numpy as np
@@ -7,13 +7,14 @@ import pytest
 from scipy.io import wavfile
 
 from kerastl import data
-from kerastl.audio import augment_waveforms, waveform_dataset
-from kerastl.data import InputSpec, augment_images, augmentation_key
+from kerastl.core.records import InputSpec
+from kerastl.data import augment_images, augmentation_key, make_dataset
 from kerastl.errors import UsageError
+from kerastl.modalities.audio import augment_waveforms
 
 
 def test_image_augmentation_is_reproducible_for_seed_and_epoch():
-    from kerastl import checkpointing
+    from kerastl.train import resume as checkpointing
 
     assert checkpointing.augment_images is augment_images
     images = np.random.default_rng(0).uniform(0, 255, (4, 16, 16, 3)).astype("float32")
@@ -44,24 +45,23 @@ def speech_like_folder(root, per_class=4, rate=16000, samples=2800):
     return root
 
 
-def test_waveform_dataset_augments_the_same_way_on_every_pass(tmp_path):
+def test_audio_dataset_augments_the_same_way_on_every_pass(tmp_path):
     """The augmentation draws from its key, not from a tf.random.Generator living in the tf.data map (which
     gave another augmentation on each pass, and another after a restart)."""
     folder = speech_like_folder(tmp_path / "wav")
     files = sorted(folder.glob("*/*.wav"))
-    dataset = waveform_dataset(files, [0] * len(files), sample_rate=16000, num_samples=2800, batch_size=4,
-                               augment=True, seed=3)
+    spec = InputSpec(modality="audio", shape=(2800,), sample_rate=16000)
+    dataset = make_dataset(spec, files, [0] * len(files), batch_size=4, augment=True, seed=3)
     one, two = ([x.numpy() for x, _ in dataset] for _ in range(2))
     for a, b in zip(one, two):
         np.testing.assert_array_equal(a, b)
-    plain = [x.numpy() for x, _ in waveform_dataset(files, [0] * len(files), sample_rate=16000, num_samples=2800,
-                                                     batch_size=4)]
+    plain = [x.numpy() for x, _ in make_dataset(spec, files, [0] * len(files), batch_size=4)]
     assert not np.array_equal(one[0], plain[0])
 
 
 @pytest.fixture(scope="module")
 def audio_backbone(tmp_path_factory):
-    from kerastl.audio import build_audio_backbone
+    from kerastl.backbones.archs import build_audio_backbone
 
     path = tmp_path_factory.mktemp("audio-backbone") / "audio.keras"
     build_audio_backbone("smallnet-s", sample_rate=16000, num_samples=2800).save(path)
@@ -71,7 +71,7 @@ def audio_backbone(tmp_path_factory):
 def test_audio_augment_finetunes_deterministically_for_a_seed(tmp_path, audio_backbone):
     """`finetune --augment` on audio runs (in memory, as the clips fit) and two runs with one seed end with the
     same weights; the augmentation is on (another seed differs)."""
-    from kerastl.finetuning import FinetuneConfig, finetune
+    from kerastl.train.finetune import FinetuneConfig, finetune
 
     folder = speech_like_folder(tmp_path / "wav")
 
@@ -101,7 +101,7 @@ def test_text_has_no_augmentation(tmp_path):
 def test_augment_changes_every_epoch_of_training(image_folder):
     """`--augment` is applied (not only the feature cache switched off, which is all tests/test_strategies.py
     checks): the training batches differ from the plain ones and from one epoch to the next."""
-    from kerastl.checkpointing import epoch_batches
+    from kerastl.train.resume import epoch_batches
 
     scan = data.scan_folder(image_folder)
     files = [p for paths in scan.files for p in paths][:8]

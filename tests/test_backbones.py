@@ -13,7 +13,7 @@ from kerastl.backbones import (
     load_backbone,
 )
 from kerastl.errors import KerastlError, UsageError
-from kerastl.layers import ImagePreprocessing
+from kerastl.modalities.image import ImagePreprocessing
 
 
 def test_preprocessing_table_matches_keras_applications():
@@ -55,7 +55,7 @@ def test_bad_cut_names_close_layers():
 def test_offline_imagenet_error_names_file_and_place(tmp_path):
     """KERASTL_OFFLINE is set for every test (conftest): the weights are not cached, so one line says what to
     fetch and where to put it."""
-    from kerastl.downloads import cache_dir
+    from kerastl.net import cache_dir
 
     with pytest.raises(KerastlError) as error:
         load_backbone("keras:MobileNetV2", weights="imagenet", image_size=96)
@@ -71,7 +71,7 @@ def test_imagenet_weights_come_from_our_verified_cache(tmp_path, monkeypatch):
 
     import keras
 
-    from kerastl.downloads import cache_path
+    from kerastl.net import cache_path
 
     reference = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3))
     reference.save_weights(tmp_path / "w.weights.h5")
@@ -134,7 +134,7 @@ def test_keras_file_backbone_drops_a_softmax_classifier_top(tmp_path, tiny_backb
 def _manifest_dir(root, tiny_backbone_path, **extra):
     import shutil
 
-    from kerastl.downloads import sha256_file
+    from kerastl.net import sha256_file
 
     folder = root / "tiny-pretrained"
     folder.mkdir()
@@ -199,7 +199,7 @@ def test_hub_backbone_finetunes_with_adam(tmp_path, image_folder):
     x = tf_keras.layers.GlobalAveragePooling2D()(x)
     tf.saved_model.save(tf_keras.Model(inputs, x), str(tmp_path / "module"))
 
-    from kerastl.finetuning import FinetuneConfig, finetune
+    from kerastl.train.finetune import FinetuneConfig, finetune
 
     backbone = load_backbone(f"hub:{tmp_path / 'module'}", image_size=16)
     before = [v.numpy().copy() for v in backbone.model.trainable_weights]
@@ -219,7 +219,7 @@ def test_keras_file_with_embedded_savedmodel_needs_trust(tmp_path):
     import tf_keras
 
     from kerastl.backbones import load_keras_file
-    from kerastl.hub import HubLayer
+    from kerastl.backbones.hub_layer import HubLayer
 
     inputs = tf_keras.Input((8, 8, 3))
     tf.saved_model.save(tf_keras.Model(inputs, tf_keras.layers.GlobalAveragePooling2D()(inputs)),
@@ -253,7 +253,7 @@ def test_lambda_layers_are_refused_without_trust(tmp_path):
 
 
 def test_released_backbone_downloads_verified_from_a_local_server(tmp_path, tiny_backbone_path, monkeypatch):
-    """url: specs fetch a released saved_models/NAME archive through kerastl.downloads (127.0.0.1 server)."""
+    """url: specs fetch a released saved_models/NAME archive through kerastl.net (127.0.0.1 server)."""
     import functools
     import hashlib
     import http.server

@@ -114,7 +114,7 @@ def bad_choice(choices):
 
 
 def bad_strategies():
-    from kerastl.freezing import parse_strategy
+    from kerastl.train.strategies import parse_strategy
 
     near = ["top:0", "top:-1", "top:", "top:1.5", "top: 3", "top:x", "top", "heads", "ful", "auto:1", "head,full",
             "option1", "Top:0", "full!", "", "none"]
@@ -328,7 +328,7 @@ def test_pretrain_bad_sources(world, data):
 @given(arch=st.one_of(BARE_WORD, TEXT))
 def test_pretrain_bad_arch(world, arch):
     from kerastl.backbones import keras_application_names
-    from kerastl.smallnets import SMALLNETS
+    from kerastl.backbones.archs import SMALLNETS
 
     valid = set(keras_application_names()) | set(SMALLNETS)
     if arch.removeprefix("keras:") in valid:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kerastl import atomic
+from kerastl.core import atomic
 from kerastl.errors import KerastlError
 
 
@@ -114,15 +114,15 @@ class FakeModel:
 
 @pytest.fixture()
 def fake_save(monkeypatch):
-    import kerastl.layers
-    import kerastl.report
+    import kerastl.core.graph
+    import kerastl.reporting.plots
 
-    monkeypatch.setattr(kerastl.layers, "restore_batchnorm", lambda model: model)
-    monkeypatch.setattr(kerastl.report, "plot_report",
+    monkeypatch.setattr(kerastl.core.graph, "restore_batchnorm", lambda model: model)
+    monkeypatch.setattr(kerastl.reporting.plots, "plot_report",
                         lambda history, metrics, path, title: Path(path).write_bytes(f"png {title}".encode()))
 
     def write(out, version):
-        from kerastl.finetuning import save_outputs
+        from kerastl.train.finetune import save_outputs
 
         labels = ["a", "b"] if version == "old" else ["b", "a"]
         return save_outputs(out, FakeModel(version), labels, {"strategy": version, "history": []})
@@ -154,7 +154,7 @@ def test_save_outputs_is_one_set_at_every_step(tmp_path, monkeypatch, fake_save,
 
 
 def test_save_outputs_failure_before_the_commit_leaves_the_old_set(tmp_path, monkeypatch, fake_save):
-    import kerastl.report
+    import kerastl.reporting.plots
 
     out = tmp_path / "run"
     fake_save(out, "old")
@@ -163,7 +163,7 @@ def test_save_outputs_failure_before_the_commit_leaves_the_old_set(tmp_path, mon
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(kerastl.report, "plot_report", broken)
+    monkeypatch.setattr(kerastl.reporting.plots, "plot_report", broken)
     with pytest.raises(RuntimeError):
         fake_save(out, "new")
     assert snapshot(out) == old
@@ -174,8 +174,8 @@ def test_stale_labels_with_the_same_class_count_are_refused(tmp_path):
     """A labels.txt from another run (same number of classes) beside a model no longer passes evaluation."""
     import keras
 
-    from kerastl.evaluation import load_classifier
-    from kerastl.finetuning import save_outputs
+    from kerastl.train.evaluate import load_classifier
+    from kerastl.train.finetune import save_outputs
 
     inputs = keras.Input((4,))
     model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))

@@ -176,8 +176,8 @@ def _tarball(files):
 
 def test_unpinned_http_and_file_urls_are_refused_before_any_request(http_server, tmp_path):
     from kerastl.backbones import load_backbone
-    from kerastl.downloads import fetch, fetch_and_extract
-    from kerastl.hub import resolve_handle
+    from kerastl.backbones.hub_layer import resolve_handle
+    from kerastl.net import fetch, fetch_and_extract
 
     http_server.files["/w.bin"] = b"weights"
     local = tmp_path / "w.bin"
@@ -199,14 +199,14 @@ def test_unpinned_http_and_file_urls_are_refused_before_any_request(http_server,
 
 
 def test_unpinned_https_is_fetched(https_server):
-    from kerastl.downloads import fetch
+    from kerastl.net import fetch
 
     https_server.files["/w.bin"] = b"weights"
     assert fetch(https_server.url("/w.bin")).read_bytes() == b"weights"
 
 
 def test_https_redirect_to_http_is_refused_unless_pinned(https_server, http_server):
-    from kerastl.downloads import fetch
+    from kerastl.net import fetch
 
     http_server.files["/w.bin"] = b"weights"
     https_server.redirects["/w.bin"] = http_server.url("/w.bin")
@@ -219,7 +219,7 @@ def test_https_redirect_to_http_is_refused_unless_pinned(https_server, http_serv
 
 def test_every_redirect_hop_is_checked_against_the_trusted_hub_hosts(https_server, monkeypatch):
     """KERASTL_TRUSTED_HUB_HOSTS once checked only the URL given; a trusted host could redirect anywhere."""
-    from kerastl.hub import resolve_handle
+    from kerastl.backbones.hub_layer import resolve_handle
 
     https_server.files["/module.tar.gz"] = _tarball({"saved_model.pb": b"graph"})
     https_server.redirects["/google/m/1"] = https_server.url("/module.tar.gz", host="localhost")
@@ -234,8 +234,8 @@ def test_every_redirect_hop_is_checked_against_the_trusted_hub_hosts(https_serve
 
 
 def test_hub_handles_take_a_sha256_pin(http_server):
+    from kerastl.backbones.hub_layer import resolve_handle
     from kerastl.errors import UsageError
-    from kerastl.hub import resolve_handle
 
     tarball = _tarball({"saved_model.pb": b"graph"})
     http_server.files["/m"] = tarball
@@ -291,8 +291,8 @@ def test_keras_weights_without_a_hash_are_recorded_and_a_changed_file_refused(ht
 
 
 def test_archive_extraction_has_a_size_and_a_member_limit(tmp_path, monkeypatch):
-    from kerastl.downloads import extract_archive
     from kerastl.errors import UsageError
+    from kerastl.net import extract_archive
 
     archive = tmp_path / "a.tar.gz"
     archive.write_bytes(_tarball({"a": b"x" * 600, "b": b"y" * 600, "c": b""}))
@@ -315,7 +315,7 @@ def test_zip_members_count_against_the_size_limit(tmp_path):
     """The limit counts the bytes written (a zip's declared sizes are the archive's word), zip as tar."""
     import zipfile
 
-    from kerastl.downloads import extract_archive
+    from kerastl.net import extract_archive
 
     archive = tmp_path / "a.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:

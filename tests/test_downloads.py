@@ -1,4 +1,4 @@
-"""Tests for kerastl.downloads, against a local HTTP server: no internet, no TensorFlow."""
+"""Tests for kerastl.net, against a local HTTP server: no internet, no TensorFlow."""
 
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from kerastl import downloads
-from kerastl.downloads import (
+from kerastl import net as downloads
+from kerastl.errors import KerastlError, UsageError
+from kerastl.net import (
     cache_dir,
     cache_path,
     extract_archive,
@@ -28,7 +29,6 @@ from kerastl.downloads import (
     is_offline,
     sha256_file,
 )
-from kerastl.errors import KerastlError, UsageError
 
 BODY = bytes(range(256)) * 1024  # 256 KiB: several read chunks, so drops land mid-transfer.
 BODY_SHA = hashlib.sha256(BODY).hexdigest()

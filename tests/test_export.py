@@ -23,12 +23,12 @@ from ai_edge_litert.interpreter import Interpreter
 from click.testing import CliRunner
 
 from kerastl import export as export_module
-from kerastl import tflite_metadata
 from kerastl.cli import main
 from kerastl.data import drop_undecodable, load_images, scan_folder, split
 from kerastl.errors import KerastlError, UsageError
-from kerastl.evaluation import load_classifier
 from kerastl.export import ExportRejected, export, output_paths
+from kerastl.export import metadata as tflite_metadata
+from kerastl.train.evaluate import load_classifier
 
 from .conftest import make_image_folder, make_tiny_backbone
 
@@ -40,7 +40,7 @@ ATOL = {"none": 1e-5, "float16": 5e-3, "dynamic": 5e-2, "int8": 0.08, "int8-per-
 
 
 def _finetune(image_folder, backbone_path, out):
-    from kerastl.finetuning import FinetuneConfig, finetune
+    from kerastl.train.finetune import FinetuneConfig, finetune
 
     # Head-only training on cached features is cheap; enough epochs that the model is right on its
     # held-out images, so accuracy comparisons mean something.
@@ -338,7 +338,7 @@ def test_failure_mid_export_leaves_previous_files_untouched(classifier, previous
     """A failure while converting, at the one directory swap that commits the set, or (where the swap is not
     supported) at the rename that moves the old set aside, leaves exactly the previous set. Every other commit
     step, for every form, is covered by tests/test_commit_sets.py."""
-    from kerastl import atomic
+    from kerastl.core import atomic
 
     out = tmp_path / "deploy"
     shutil.copytree(previous_export, out)

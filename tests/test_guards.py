@@ -18,7 +18,7 @@ def test_a_feature_constant_in_training_is_not_scaled_by_1e7():
     typical amount comes out as a few standard units, not ~1e7 (Keras' own floor)."""
     import keras
 
-    from kerastl.head import build_classifier
+    from kerastl.train.head import build_classifier
 
     inputs = keras.Input((3,))
     classifier = build_classifier(keras.Model(inputs, keras.layers.Identity()(inputs)), 2)
@@ -29,7 +29,7 @@ def test_a_feature_constant_in_training_is_not_scaled_by_1e7():
     norm = classifier.model.get_layer("feature_norm")
     moved = np.array([[2.0, 0.0, 0.0]], "float32")  # the dead feature moves by a typical std (about 2)
     value = float(np.asarray(norm(moved))[0, 0])
-    assert 0 < value <= 20, value  # 1 / kerastl.head.STD_FLOOR standard units at most; Keras alone gives 2e7
+    assert 0 < value <= 20, value  # 1 / kerastl.train.head.STD_FLOOR standard units at most; Keras alone gives 2e7
     # Features that vary are standardised exactly as before.
     out = np.asarray(norm(features.astype("float32")))
     np.testing.assert_allclose(out[:, 1:].std(axis=0), 1.0, atol=1e-4)
@@ -48,8 +48,8 @@ def test_random_weights_with_a_pretrained_strategy_are_refused_on_the_cli(strate
 
 
 def test_random_weights_with_a_pretrained_strategy_are_refused_by_the_api(image_folder, tmp_path):
-    from kerastl.backbones import Backbone
-    from kerastl.finetuning import FinetuneConfig, finetune
+    from kerastl.core.records import Backbone
+    from kerastl.train.finetune import FinetuneConfig, finetune
 
     from .conftest import make_tiny_backbone
 
@@ -82,7 +82,7 @@ def test_text_pretraining_leaves_the_callers_config_unchanged(tmp_path):
     config reused for an image run afterwards would otherwise silently lose its precision choice)."""
     import json
 
-    from kerastl.pretraining import PretrainConfig, pretrain
+    from kerastl.pretrain.run import PretrainConfig, pretrain
 
     config = PretrainConfig(source=str(_tiny_corpus(tmp_path / "corpus")), arch="textcnn-s", epochs=1,
                             steps_per_epoch=2, batch_size=8, validation_steps=1, precision="auto",
@@ -215,7 +215,7 @@ def test_from_scratch_on_a_keras_file_holding_a_hub_layer_is_refused(tmp_path):
     import tf_keras
 
     from kerastl.backbones import load_backbone
-    from kerastl.hub import HubLayer
+    from kerastl.backbones.hub_layer import HubLayer
 
     inputs = tf_keras.Input((8, 8, 3))
     conv = tf_keras.layers.Conv2D(4, 3)(inputs)

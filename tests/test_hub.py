@@ -1,4 +1,4 @@
-"""Tests for kerastl.hub: TF-Hub TF2 SavedModels inside Keras 3 functional models.
+"""Tests for kerastl.backbones.hub_layer: TF-Hub TF2 SavedModels inside Keras 3 functional models.
 
 The modules are made the way TF-Hub publishers made them: a small tf_keras model saved with
 tf.saved_model.save (no TF_USE_LEGACY_KERAS; tf_keras imports fine beside Keras 3). All offline;
@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from kerastl.backbones.hub_layer import HubLayer, resolve_handle
 from kerastl.errors import KerastlError
-from kerastl.hub import HubLayer, resolve_handle
 
 SIZE = 32
 FEATURES = 4
@@ -231,7 +231,7 @@ def test_export_saved_model_and_tflite(feature_vector_dir, tmp_path):
 
 def test_saved_hub_classifier_loads_in_a_fresh_process(feature_vector_dir, tmp_path):
     """`kerastl evaluate/predict/export` load the .keras file in a new process, where nothing has imported
-    kerastl.hub yet: the HubLayer class must still be found (it once was not)."""
+    kerastl.backbones.hub_layer yet: the HubLayer class must still be found (it once was not)."""
     import subprocess
     import sys
 
@@ -391,7 +391,7 @@ def test_resolve_handle_downloads_hub_tarball(feature_vector_dir, tmp_path, monk
 
 
 def test_trusted_hub_hosts(monkeypatch):
-    from kerastl.hub import _check_trusted_host
+    from kerastl.backbones.hub_layer import _check_trusted_host
 
     monkeypatch.setenv("KERASTL_TRUSTED_HUB_HOSTS", "tfhub.dev, .kaggle.com")
     _check_trusted_host("https://tfhub.dev/google/x/1")

@@ -44,7 +44,8 @@ def _vector_model(marker=None):
 
 def test_a_float_vector_input_without_a_marker_is_not_audio(tmp_path, wavs):
     from kerastl.backbones import load_backbone
-    from kerastl.data import UndeclaredInput, input_spec
+    from kerastl.core.records import UndeclaredInput
+    from kerastl.data import input_spec
 
     model = _vector_model()
     with pytest.raises(UndeclaredInput, match="Waveform"):
@@ -53,14 +54,14 @@ def test_a_float_vector_input_without_a_marker_is_not_audio(tmp_path, wavs):
     assert load_backbone(str(tmp_path / "vector.keras")).modality == "unknown"
     result = CliRunner().invoke(main, ["finetune", "--data", str(wavs), "--backbone", str(tmp_path / "vector.keras"),
                                        "--epochs", "1", "--out", str(tmp_path / "out")])
-    one_line_error(result, 1, "nothing in it says they are waveforms", "kerastl.audio.Waveform", "#modality=audio")
+    one_line_error(result, 1, "nothing in it says they are waveforms", "kerastl.modalities.audio.Waveform", "#modality=audio")
     assert not (tmp_path / "out").exists()
 
 
 def test_a_waveform_marker_declares_audio_with_its_rate(tmp_path, wavs):
-    from kerastl.audio import Waveform
     from kerastl.backbones import load_backbone
     from kerastl.data import input_spec
+    from kerastl.modalities.audio import Waveform
 
     model = _vector_model(Waveform(RATE, name="waveform"))
     assert input_spec(model).modality == "audio" and input_spec(model).sample_rate == RATE
@@ -83,7 +84,7 @@ def test_integer_vectors_are_not_audio():
 def test_a_manifest_declaring_audio_gets_the_marker_in_the_model(tmp_path):
     from kerastl.backbones import load_backbone
     from kerastl.data import input_spec
-    from kerastl.downloads import sha256_file
+    from kerastl.net import sha256_file
 
     folder = tmp_path / "vector-audio"
     folder.mkdir()
@@ -129,8 +130,8 @@ def test_an_undeclared_float_vector_hub_module_is_refused(hub_vector_module, tmp
 def test_a_declared_audio_hub_module_records_its_marker(hub_vector_module, tmp_path, wavs):
     from kerastl.backbones import load_backbone
     from kerastl.data import input_spec
-    from kerastl.evaluation import load_classifier
-    from kerastl.finetuning import FinetuneConfig, finetune
+    from kerastl.train.evaluate import load_classifier
+    from kerastl.train.finetune import FinetuneConfig, finetune
 
     backbone = load_backbone(f"hub:{hub_vector_module}#modality=audio")
     assert backbone.modality == "audio" and backbone.spec.endswith("#modality=audio")

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from kerastl.backbones import load_backbone
 from kerastl.cli import main
 from kerastl.errors import KerastlError, UsageError
-from kerastl.pretraining import PretrainConfig, pretrain
+from kerastl.pretrain.run import PretrainConfig, pretrain
 
 TINY = dict(arch="smallnet-s", image_size=16, classes=10, epochs=2, steps_per_epoch=3, batch_size=16,
             validation_steps=1, precision="float32", jit_compile=False)
@@ -27,7 +27,7 @@ def _check_manifest(out, source):
                 "weights", "compute", "train_seconds", "started"):
         assert key in manifest, key
     assert manifest["pretraining"]["source"] == source
-    from kerastl.downloads import sha256_file
+    from kerastl.net import sha256_file
 
     assert manifest["weights"]["sha256"] == sha256_file(out / "backbone.keras")
     return manifest

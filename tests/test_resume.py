@@ -9,8 +9,8 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from kerastl import checkpointing
 from kerastl.cli import main
+from kerastl.train import resume as checkpointing
 
 from .conftest import make_image_folder
 
@@ -66,24 +66,24 @@ def test_a_backup_without_a_fingerprint_is_not_resumed(tmp_path):
 @pytest.fixture()
 def killed_before_outputs(monkeypatch):
     """Makes the next finetune stop after training, with its backups in place (as a kill would leave them)."""
-    import kerastl.finetuning
+    import kerastl.train.finetune
 
-    real = kerastl.finetuning.save_outputs
+    real = kerastl.train.finetune.save_outputs
 
     def kill(*args, **kwargs):
         raise Killed()
 
     def arm():
-        monkeypatch.setattr(kerastl.finetuning, "save_outputs", kill)
+        monkeypatch.setattr(kerastl.train.finetune, "save_outputs", kill)
 
     def disarm():
-        monkeypatch.setattr(kerastl.finetuning, "save_outputs", real)
+        monkeypatch.setattr(kerastl.train.finetune, "save_outputs", real)
 
     return arm, disarm
 
 
 def _run(data, backbone, out, **overrides):
-    from kerastl.finetuning import FinetuneConfig, finetune
+    from kerastl.train.finetune import FinetuneConfig, finetune
 
     config = FinetuneConfig(strategy="head", epochs=2, batch_size=8, seed=0, **overrides)
     return finetune(data, str(backbone), out=out, config=config, verbose=0)
@@ -141,7 +141,7 @@ def test_finetune_cli_says_in_one_line_that_a_different_command_starts_afresh(tm
 
 
 def _pretrain_config(**overrides):
-    from kerastl.pretraining import PretrainConfig
+    from kerastl.pretrain.run import PretrainConfig
 
     values = dict(source="synthetic:glyphs", arch="smallnet-s", image_size=16, classes=4, epochs=3,
                   steps_per_epoch=2, batch_size=8, validation_steps=1, precision="float32", jit_compile=False,
@@ -172,7 +172,7 @@ def test_pretrain_resume_records_the_whole_run_and_only_resumes_the_same_run(tmp
     `examples_seen` and `train_seconds` describe the same epochs; another run discards the backup."""
     import keras
 
-    from kerastl.pretraining import pretrain
+    from kerastl.pretrain.run import pretrain
 
     out = tmp_path / "saved_models" / "glyphs-t"
     backup = out.parent / f".{out.name}.backup"

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from kerastl.errors import UsageError
-from kerastl.finetuning import FinetuneConfig, finetune
-from kerastl.freezing import AUTO_FULL_MIN_PER_CLASS, parse_strategy, resolve_auto
+from kerastl.train.finetune import FinetuneConfig, finetune
+from kerastl.train.strategies import AUTO_FULL_MIN_PER_CLASS, parse_strategy, resolve_auto
 
 WEIGHTED = ["conv1", "bn1", "conv2", "bn2", "conv3"]
 
@@ -49,7 +49,7 @@ def test_strategy_trains_exactly_the_expected_layers(image_folder, tiny_backbone
     result = _run(image_folder, tiny_backbone_path, strategy)
     after = _snapshot(result.model)
     assert result.metrics["strategy"] == strategy
-    # The new layer starts at zeros (kerastl.head) and trains in every strategy.
+    # The new layer starts at zeros (kerastl.train.head) and trains in every strategy.
     for weight, value in after["predictions"].items():
         assert np.abs(value).max() > 1e-4, f"{strategy}: predictions/{weight} did not train"
     for name in WEIGHTED:
@@ -143,9 +143,9 @@ def test_auto_rule():
 
 
 def test_auto_resolves_from_examples_per_class(image_folder, tiny_backbone_path, monkeypatch):
-    import kerastl.freezing
+    import kerastl.train.strategies
 
-    monkeypatch.setattr(kerastl.freezing, "AUTO_FULL_MIN_PER_CLASS", 4)
+    monkeypatch.setattr(kerastl.train.strategies, "AUTO_FULL_MIN_PER_CLASS", 4)
     result = _run(image_folder, tiny_backbone_path, "auto", shots=3)
     assert result.metrics["strategy"] == "head"
     assert "3 training examples" in result.metrics["auto_rule"]
@@ -224,7 +224,7 @@ def test_kill_during_finetune_resumes_to_the_same_weights(tmp_path, image_folder
 def test_new_layer_starts_at_zero_on_a_pretrained_backbone_random_from_scratch():
     import keras
 
-    from kerastl.head import build_classifier
+    from kerastl.train.head import build_classifier
 
     inputs = keras.Input((6,))
     backbone = keras.Model(inputs, keras.layers.Dense(5, name="features")(inputs))

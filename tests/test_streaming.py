@@ -7,8 +7,8 @@ import pytest
 from scipy.io import wavfile
 
 from kerastl import data
-from kerastl.checkpointing import epoch_batches
-from kerastl.data import InputSpec
+from kerastl.core.records import InputSpec
+from kerastl.train.resume import epoch_batches
 
 IMAGE = InputSpec(modality="image", shape=(16, 16, 3))
 AUDIO = InputSpec(modality="audio", shape=(800,), sample_rate=8000)
@@ -87,12 +87,12 @@ def test_streamed_image_batches_equal_the_in_memory_ones(image_folder, monkeypat
 
 @pytest.mark.parametrize("augment", [False, True])
 def test_streamed_audio_batches_equal_the_in_memory_ones(tmp_path, monkeypatch, augment):
-    import kerastl.audio
+    import kerastl.modalities.audio
 
     files, labels = wav_folder(tmp_path)
     in_memory = data.training_examples(AUDIO, files, labels, augment=augment)
     monkeypatch.setattr(data, "MEMORY_CACHE_BYTES", 0)
-    monkeypatch.setattr(kerastl.audio, "load_waveforms", lambda *a, **k: pytest.fail("every clip was loaded"))
+    monkeypatch.setattr(kerastl.modalities.audio, "load_waveforms", lambda *a, **k: pytest.fail("every clip was loaded"))
     streamed = data.training_examples(AUDIO, files, labels, augment=augment)
     assert_same_batches(epochs_of(in_memory), epochs_of(streamed))
 
@@ -116,12 +116,12 @@ def test_text_size_estimate_is_the_bytes_of_the_texts(tmp_path):
 
 
 def test_streaming_datasets_shuffle_paths_and_read_no_set_whole(image_folder, tmp_path, monkeypatch, streaming):
-    """make_dataset (the validation and plain passes) and waveform_dataset stream above the limit: every
+    """make_dataset (the validation and plain passes, audio too) streams above the limit: every
     example once per pass, the order shuffled before decoding."""
-    import kerastl.audio
+    import kerastl.modalities.audio
 
     monkeypatch.setattr(data, "load_inputs", streaming)
-    monkeypatch.setattr(kerastl.audio, "load_waveforms", streaming)
+    monkeypatch.setattr(kerastl.modalities.audio, "load_waveforms", streaming)
     files, labels = image_files(image_folder)
     reference = data.load_images(files, image_size=(16, 16), channels=3)
     passes = [np.concatenate([x.numpy() for x, _ in data.make_dataset(IMAGE, files, labels, batch_size=4,
@@ -131,18 +131,17 @@ def test_streaming_datasets_shuffle_paths_and_read_no_set_whole(image_folder, tm
     assert not np.array_equal(passes[0], reference)
 
     wavs, wav_labels = wav_folder(tmp_path / "wav")
-    waves = [x.numpy() for x, _ in kerastl.audio.waveform_dataset(wavs, wav_labels, sample_rate=8000,
-                                                                  num_samples=800, batch_size=4, shuffle=True)]
+    waves = [x.numpy() for x, _ in data.make_dataset(AUDIO, wavs, wav_labels, batch_size=4, shuffle=True)]
     assert sum(len(w) for w in waves) == len(wavs)
 
 
 def test_pretraining_audio_folder_streams(tmp_path, monkeypatch, streaming):
     import types
 
-    import kerastl.audio
-    from kerastl.pretraining_modalities import _audio_folder
+    import kerastl.modalities.audio
+    from kerastl.pretrain.other_sources import _audio_folder
 
-    monkeypatch.setattr(kerastl.audio, "load_waveforms", streaming)
+    monkeypatch.setattr(kerastl.modalities.audio, "load_waveforms", streaming)
     wav_folder(tmp_path / "wav", per_class=6)
     scan = data.scan_folder(tmp_path / "wav", "audio")
     config = types.SimpleNamespace(sample_rate=8000, clip_seconds=0.1, seed=0)
@@ -155,7 +154,7 @@ def test_pretraining_image_folder_shuffles_paths(image_folder, monkeypatch, stre
     """Folder pre-training streams images above the limit (its shuffle buffer holds paths)."""
     import types
 
-    from kerastl.pretraining import _folder_source
+    from kerastl.pretrain.run import _folder_source
 
     monkeypatch.setattr(data, "load_inputs", streaming)
     config = types.SimpleNamespace(seed=0, image_size=16)
@@ -168,7 +167,7 @@ def test_image_streaming_finetune_trains_with_the_same_augmentation(image_folder
                                                                     monkeypatch):
     """Forced onto the streaming path, `finetune --augment` trains and ends with the weights of the
     in-memory run: same batches, same augmentation."""
-    from kerastl.finetuning import FinetuneConfig, finetune
+    from kerastl.train.finetune import FinetuneConfig, finetune
 
     config = dict(strategy="full", epochs=2, head_epochs=1, batch_size=8, augment=True, seed=5,
                   deterministic=True, validate_each_epoch=False)
@@ -194,8 +193,9 @@ def test_text_pretraining_folder_streams_above_the_bound(tmp_path, monkeypatch, 
     the one the in-memory path builds."""
     import tensorflow as tf
 
-    from kerastl import pretraining_modalities, text
-    from kerastl.pretraining import PretrainConfig
+    from kerastl.modalities import text
+    from kerastl.pretrain import other_sources as pretraining_modalities
+    from kerastl.pretrain.run import PretrainConfig
 
     folder = text_folder(tmp_path / "texts")
     config = PretrainConfig(source=str(folder), arch="textcnn-s", batch_size=4, sequence_length=8,

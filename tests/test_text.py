@@ -61,7 +61,7 @@ def pretrained(tmp_path_factory):
 
 
 def test_read_text_errors(tmp_path):
-    from kerastl.text import read_text
+    from kerastl.modalities.text import read_text
 
     (tmp_path / "ok.txt").write_bytes("\ufeffcafé au lait\n".encode("utf-8"))
     assert read_text(tmp_path / "ok.txt") == "café au lait\n"
@@ -84,7 +84,7 @@ def test_undecodable_text_is_skipped_and_listed(tmp_path):
 
 
 def test_python_docs_corpus_is_labelled_by_module():
-    from kerastl.corpora import corpus_examples
+    from kerastl.pretrain.corpora import corpus_examples
 
     texts, labels, classes, description = corpus_examples("python-docs")
     assert len(classes) >= 30 and len(texts) == len(labels) > 5000
@@ -97,7 +97,7 @@ def test_python_docs_corpus_is_labelled_by_module():
 
 @pytest.mark.slow
 def test_file_and_wide_corpora():
-    from kerastl.corpora import corpus_examples
+    from kerastl.pretrain.corpora import corpus_examples
 
     # The stdlib paragraphs by source file: finer topics, more classes.
     _, _, files, _ = corpus_examples("python-docs-files")
@@ -110,7 +110,7 @@ def test_file_and_wide_corpora():
 
 
 def test_masked_average_ignores_padding():
-    from kerastl.text import MaskedAveragePooling1D
+    from kerastl.modalities.text import MaskedAveragePooling1D
 
     features = np.arange(12, dtype="float32").reshape(1, 4, 3)
     ids = np.array([[5, 9, 0, 0]])
@@ -121,7 +121,8 @@ def test_masked_average_ignores_padding():
 def test_textcnn_l_drops_whole_words_only_while_training():
     import keras
 
-    from kerastl.text import WORD_DROPOUT, build_text_backbone
+    from kerastl.backbones.archs import build_text_backbone
+    from kerastl.modalities.text import WORD_DROPOUT
 
     vocabulary = [f"w{i}" for i in range(50)]
     model = build_text_backbone("textcnn-l", vocabulary, sequence_length=8)
@@ -179,7 +180,7 @@ def test_finetune_evaluate_predict_on_texts(strategy, pretrained, texts, tmp_pat
 
 def test_full_strategy_trains_the_embedding(pretrained, texts):
     from kerastl.backbones import load_backbone
-    from kerastl.finetuning import FinetuneConfig, finetune
+    from kerastl.train.finetune import FinetuneConfig, finetune
 
     before = load_backbone(str(pretrained)).model.get_layer("embedding").embeddings.numpy()
     head = finetune(texts, str(pretrained), config=FinetuneConfig(strategy="head", epochs=1, batch_size=8),
@@ -206,8 +207,8 @@ def test_export_all_saved_model_takes_strings_tflite_takes_token_ids(finetuned, 
     import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter
 
-    from kerastl import text
-    from kerastl.evaluation import load_classifier
+    from kerastl.modalities import text
+    from kerastl.train.evaluate import load_classifier
 
     out = tmp_path / "exported"
     result = CliRunner().invoke(main, ["export", str(finetuned), "--format", "all", "--data", str(texts),
@@ -345,7 +346,7 @@ def hub_text_module(tmp_path_factory):
 
 def test_hub_text_module_is_a_text_backbone(hub_text_module, texts):
     from kerastl.backbones import load_backbone
-    from kerastl.finetuning import FinetuneConfig, finetune
+    from kerastl.train.finetune import FinetuneConfig, finetune
 
     backbone = load_backbone(f"hub:{hub_text_module}")
     assert backbone.modality == "text" and backbone.input_shape == () and backbone.feature_width == 6

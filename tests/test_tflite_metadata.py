@@ -1,4 +1,4 @@
-"""kerastl.tflite_metadata: metadata that MediaPipe Tasks' ImageClassifier accepts.
+"""kerastl.export.metadata: metadata that MediaPipe Tasks' ImageClassifier accepts.
 
 A tiny Keras classifier learns "which colour dominates" from synthetic images, is converted to a
 float32 and a full-integer (uint8 in/out) TFLite model, gets metadata, and MediaPipe must then
@@ -21,7 +21,7 @@ from mediapipe import Image as MpImage
 from mediapipe.tasks.python import BaseOptions, vision
 
 from kerastl.errors import KerastlError
-from kerastl.tflite_metadata import (
+from kerastl.export.metadata import (
     add_image_classifier_metadata,
     read_associated_files,
     read_metadata,

@@ -1,4 +1,4 @@
-"""kerastl.tflite_metadata: metadata that MediaPipe Tasks' AudioClassifier accepts.
+"""kerastl.export.metadata: metadata that MediaPipe Tasks' AudioClassifier accepts.
 
 A tiny kerastl-style audio classifier (raw 16 kHz waveforms in, `LogMelSpectrogram` inside the
 graph) learns to tell a low hum, a high chirp and white noise apart, is converted the way kerastl
@@ -22,14 +22,14 @@ from mediapipe.tasks.python import BaseOptions
 from mediapipe.tasks.python import audio as mp_audio
 from mediapipe.tasks.python.components.containers import AudioData
 
-from kerastl import audio
 from kerastl.errors import KerastlError
-from kerastl.tflite_metadata import (
+from kerastl.export.metadata import (
     add_audio_classifier_metadata,
     add_image_classifier_metadata,
     read_associated_files,
     read_metadata,
 )
+from kerastl.modalities import audio
 
 LABELS = ["hum", "chirp", "noise"]
 RATE = 16000

@@ -44,7 +44,7 @@ def _with_layer(config_text, layer):
 
 
 def _hub_layer_config(class_name="HubLayer", registered_name="kerastl>HubLayer", handle="/nonexistent"):
-    return {"module": "kerastl.hub", "class_name": class_name, "registered_name": registered_name,
+    return {"module": "kerastl.backbones.hub_layer", "class_name": class_name, "registered_name": registered_name,
             "config": {"name": "hub", "handle": handle}, "name": "hub", "inbound_nodes": []}
 
 
@@ -89,7 +89,7 @@ def test_inspect_refuses_the_escaped_spelling_in_one_line(tmp_path, hub_keras):
     # Keras' own SavedModel layer, named through its module.
     {"module": "keras.layers", "class_name": "TFSMLayer", "config": {"filepath": "/x"}, "registered_name": None},
     # A hub module wrapped by audio's PerWaveform.
-    {"module": "kerastl.audio", "class_name": "PerWaveform", "registered_name": "kerastl>PerWaveform",
+    {"module": "kerastl.modalities.audio", "class_name": "PerWaveform", "registered_name": "kerastl>PerWaveform",
      "config": {"name": "per_waveform", "module": _hub_layer_config()}},
     # A hub layer inside a Sequential inside the functional model.
     {"module": "keras", "class_name": "Sequential", "registered_name": None,
@@ -161,7 +161,7 @@ def test_two_config_entries_are_refused(tmp_path, dense_keras):
 
 
 # ------------------------------------------------------------------------------------------------------------
-# Defence in depth inside kerastl.hub: a HubLayer never deserialises, binds or resolves in Keras' safe mode.
+# Defence in depth inside kerastl.backbones.hub_layer: a HubLayer never deserialises, binds or resolves in Keras' safe mode.
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +179,7 @@ def hub_module(tmp_path_factory):
 def hub_keras(hub_module, tmp_path_factory):
     import keras
 
-    from kerastl.hub import HubLayer
+    from kerastl.backbones.hub_layer import HubLayer
 
     path = tmp_path_factory.mktemp("hubfile") / "hub.keras"
     x = keras.Input((8, 8, 3))
@@ -204,10 +204,10 @@ def test_a_hub_handle_is_never_resolved_in_safe_mode(tmp_path, hub_keras, monkey
     """A config naming a download handle (and no embedded copy) must not reach the network in safe mode."""
     import keras
 
-    import kerastl.hub
+    import kerastl.backbones.hub_layer
 
     calls = []
-    monkeypatch.setattr(kerastl.hub, "resolve_handle", lambda handle: calls.append(handle) or str(handle))
+    monkeypatch.setattr(kerastl.backbones.hub_layer, "resolve_handle", lambda handle: calls.append(handle) or str(handle))
 
     def edit(text):
         config = json.loads(text)
@@ -228,7 +228,7 @@ def test_clone_of_an_in_memory_hub_model_still_works(hub_module):
     import keras
     import numpy as np
 
-    from kerastl.hub import HubLayer
+    from kerastl.backbones.hub_layer import HubLayer
 
     x = keras.Input((8, 8, 3))
     model = keras.Model(x, HubLayer(str(hub_module))(x))

@@ -74,8 +74,8 @@ def train(args, data, run_dir):
     import keras
 
     from kerastl.backbones import load_backbone
-    from kerastl.finetuning import FinetuneConfig, finetune
-    from kerastl.layers import walk_layers
+    from kerastl.core.graph import walk_layers
+    from kerastl.train.finetune import FinetuneConfig, finetune
 
     backbone = load_backbone(f"keras:{args.arch}", weights="none", image_size=args.image_size, from_scratch=True)
     # keras.applications builds BatchNormalization with momentum 0.999, made for ImageNet-length runs: after
@@ -123,8 +123,8 @@ def main():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from kerastl.data import digits_folder
-    from kerastl.evaluation import load_classifier
     from kerastl.export import export, verification_set
+    from kerastl.train.evaluate import load_classifier
 
     work = Path(args.work)
     run_dir = work / "run"

@@ -67,9 +67,9 @@ def direct(model, data_samples, reference, y_true, *, int8: bool = False):
 
 def bench(modality: str, args, work: Path) -> list[tuple]:
     from kerastl.backbones import default_backbone_spec
-    from kerastl.evaluation import load_classifier
     from kerastl.export import export, verification_set
-    from kerastl.finetuning import FinetuneConfig, finetune
+    from kerastl.train.evaluate import load_classifier
+    from kerastl.train.finetune import FinetuneConfig, finetune
 
     data = work / f"{modality}-data"
     if not data.is_dir():

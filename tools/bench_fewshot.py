@@ -30,7 +30,7 @@ def budget(shots: int, classes: int, batch_size: int, steps: int) -> int:
 
 def method_config(method: str, epochs: int, **common):
     """The `FinetuneConfig` of a compared method ("scratch", "head" or "full") for `epochs` per phase."""
-    from kerastl.finetuning import FinetuneConfig
+    from kerastl.train.finetune import FinetuneConfig
 
     if method == "scratch":
         # The same architecture and the same total number of epochs as Option 2's two phases.
@@ -41,7 +41,7 @@ def method_config(method: str, epochs: int, **common):
 
 
 def run_one(method: str, shots: int, seed: int, spec: str, data, args) -> float:
-    from kerastl.finetuning import finetune
+    from kerastl.train.finetune import finetune
 
     config = method_config(method, budget(shots, 10, args.batch_size, args.steps), shots=shots, seed=seed,
                            batch_size=args.batch_size, learning_rate=args.learning_rate, validate_each_epoch=False)
@@ -64,7 +64,7 @@ def main():
 
     from kerastl.backbones import default_backbone_spec
     from kerastl.data import digits_folder
-    from kerastl.freezing import AUTO_FULL_MIN_PER_CLASS, Strategy, resolve_auto
+    from kerastl.train.strategies import AUTO_FULL_MIN_PER_CLASS, Strategy, resolve_auto
 
     spec = args.backbone or default_backbone_spec()
     results = {}

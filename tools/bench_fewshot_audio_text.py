@@ -131,8 +131,8 @@ def recalibrate_batchnorm(model, folder: Path, shots: int, seed: int, batch_size
     """
     import keras
 
+    from kerastl.core.graph import walk_layers
     from kerastl.data import drop_undecodable, input_spec, make_dataset, scan_folder, split
-    from kerastl.layers import walk_layers
 
     spec = input_spec(model)
     parts = split(drop_undecodable(scan_folder(folder, spec.modality)), shots=shots, seed=seed)  # as finetune
@@ -156,7 +156,7 @@ def accuracy_on(model, class_names, files, names) -> float:
 
 
 def run_one(method: str, shots: int, seed: int, spec: str, data: Path, classes: int, args) -> float:
-    from kerastl.finetuning import finetune
+    from kerastl.train.finetune import finetune
 
     config = method_config(method, budget(shots, classes, args.batch_size, args.steps), shots=shots, seed=seed,
                            batch_size=args.batch_size, learning_rate=args.learning_rate)

@@ -39,11 +39,11 @@ def run(spec: str | None, image_size: int | None, epochs: int, batch_size: int) 
     import numpy as np
 
     from kerastl.backbones import default_backbone_spec, load_backbone
-    from kerastl.checkpointing import epoch_batches
     from kerastl.data import digits_folder, drop_undecodable, image_dataset, scan_folder, split
-    from kerastl.finetuning import FinetuneConfig, _compile, compile_head
-    from kerastl.freezing import Strategy, prepare_backbone, set_backbone_trainable
-    from kerastl.head import build_classifier
+    from kerastl.train.finetune import FinetuneConfig, _compile, compile_head
+    from kerastl.train.head import build_classifier
+    from kerastl.train.resume import epoch_batches
+    from kerastl.train.strategies import Strategy, prepare_backbone, set_backbone_trainable
 
     spec = spec or default_backbone_spec()
     backbone = load_backbone(spec, image_size=image_size, weights="none" if spec.startswith("keras:") else None)

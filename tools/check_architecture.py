@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "kerastl"
 MODALITIES = ("image", "audio", "text")
 # Where modality differences may live: today the audio and text modules, after the refactor kerastl.modalities.
-MODALITY_MODULES = ("kerastl.audio", "kerastl.text", "kerastl.modalities")
+MODALITY_MODULES = ("kerastl.modalities.audio", "kerastl.modalities.text", "kerastl.modalities")
 MAX_LINES = 600
 
 
@@ -55,8 +55,12 @@ def imports(name: str, path: Path, known: set[str]) -> set[str]:
     for target in targets:
         while target and target not in known:
             target = target.rpartition(".")[0]
-        if target and target != name:
-            resolved.add(target)
+        # Importing a.b.c runs a/__init__ and a/b/__init__ first: the parents are dependencies too (all but the
+        # root package, whose public names load lazily).
+        while target and target != PACKAGE:
+            if target != name and not name.startswith(target + "."):
+                resolved.add(target)
+            target = target.rpartition(".")[0]
     return resolved
 
 

@@ -5,7 +5,7 @@ are plain objects shared by two models:
 
 - `Classifier.model`: raw pixels → backbone → head, the model that is trained end to end and saved;
 - `Classifier.head_model`: pooled features → head, which Option 1 trains on cached features so that the
-  frozen backbone runs once instead of every epoch (see `kerastl.finetuning`).
+  frozen backbone runs once instead of every epoch (see `kerastl.train.finetune`).
 
 Training either one trains the same weights.
 

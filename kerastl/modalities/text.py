@@ -30,7 +30,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kerastl.errors import KerastlError, UsageError
+from kerastl.errors import KerastlError
 
 DEFAULT_SEQUENCE_LENGTH = 64
 DEFAULT_VOCABULARY_SIZE = 16000
@@ -106,26 +106,6 @@ def text_reader():
     return read, tf.TensorSpec((), tf.string)
 
 
-def text_dataset(files, labels, *, batch_size: int, shuffle: bool = False, seed: int = 0, texts=None):
-    """The tf.data pipeline of text files: `(strings, label)` batches. Read once into memory when their bytes
-    fit in `kerastl.data.MEMORY_CACHE_BYTES`, else streamed from the files, paths shuffled before reading
-    (`kerastl.data.example_dataset`). Text has no input augmentation.
-
-    `texts` may be given instead of reading `files` (the strings themselves, held in memory)."""
-    import tensorflow as tf
-
-    from kerastl.data import InputSpec, batched, example_dataset
-
-    spec = InputSpec(modality="text", shape=())
-    if texts is None:
-        examples = example_dataset(spec, files, labels, shuffle=shuffle, seed=seed)
-        return batched(spec, examples, batch_size=batch_size)
-    texts = list(texts)
-    dataset = tf.data.Dataset.from_tensor_slices((tf.constant(texts, tf.string),
-                                                  np.asarray(list(labels), "int32")))
-    if shuffle:
-        dataset = dataset.shuffle(max(len(texts), 1), seed=seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 # ---------------------------------------------------------------------------------------------- tokenizer
@@ -156,7 +136,7 @@ def build_vocabulary(texts, *, vocabulary_size: int = DEFAULT_VOCABULARY_SIZE,
 
 def tokenizer_of(model):
     """The first `TextVectorization` layer of `model` (descending into nested models), or None."""
-    from kerastl.layers import walk_layers
+    from kerastl.core.graph import walk_layers
 
     for layer in walk_layers(model):
         if isinstance(layer, keras.layers.TextVectorization):
@@ -259,34 +239,6 @@ def preprocessing_record(model) -> dict:
 # ----------------------------------------------------------------------------------------------- backbones
 
 
-def build_text_backbone(arch: str, vocabulary, *, sequence_length: int = DEFAULT_SEQUENCE_LENGTH):
-    """Raw strings (batch,) → tokenizer → `arch` encoder → a feature vector (batch, width).
-
-    Raises:
-        UsageError: an unknown architecture or an empty vocabulary.
-    """
-    if arch not in TEXT_ARCHS:
-        raise UsageError(f"unknown text --arch '{arch}'; use one of {', '.join(TEXT_ARCHS)}")
-    if not vocabulary:
-        raise UsageError("the text backbone needs a vocabulary; the pre-training corpus gave none")
-    embed, width = TEXT_ARCHS[arch]
-    tokenizer = make_tokenizer(list(vocabulary), vocabulary_size=len(vocabulary) + 2,
-                               sequence_length=sequence_length)
-    inputs = keras.Input((), dtype="string", name="texts")
-    ids = tokenizer(inputs)
-    embedded = keras.layers.Embedding(len(vocabulary) + 2, embed, name="embedding")(ids)
-    if arch in WORD_DROPOUT:
-        # Drops whole words (every channel of a token) while training.
-        embedded = keras.layers.Dropout(WORD_DROPOUT[arch], noise_shape=(None, int(sequence_length), 1),
-                                        name="word_dropout")(embedded)
-    x = keras.layers.Conv1D(width, 3, padding="same", activation="relu", name="conv1")(embedded)
-    x = keras.layers.Conv1D(width, 3, padding="same", dilation_rate=2, activation="relu", name="conv2")(x)
-    # The mean word vector beside the mean phrase features: a new output layer on frozen features can then
-    # weigh words it never saw in its few examples by their pretrained neighbours.
-    features = keras.layers.Concatenate(name="features")([
-        MaskedAveragePooling1D(name="mean_words")([embedded, ids]),
-        MaskedAveragePooling1D(name="mean_phrases")([x, ids])])
-    return keras.Model(inputs, features, name=f"text_{arch.replace('-', '_')}")
 
 
 def hub_backbone(spec: str, hub_layer):
@@ -296,7 +248,7 @@ def hub_backbone(spec: str, hub_layer):
     Raises:
         KerastlError: the module does not return a vector or a sequence of vectors per string.
     """
-    from kerastl.backbones import Backbone
+    from kerastl.core.records import Backbone
 
     inputs = keras.Input((), dtype="string", name="texts")
     features = hub_layer(inputs)
@@ -329,9 +281,9 @@ def tokenized_model(model):
 
     Raises:
         KerastlError: the model has no `TextVectorization` layer, or is not the chain that
-            `kerastl.head.build_classifier` makes (backbone, then pooling/dropout/output layers).
+            `kerastl.train.head.build_classifier` makes (backbone, then pooling/dropout/output layers).
     """
-    from kerastl.layers import walk_layers
+    from kerastl.core.graph import walk_layers
 
     tokenizer = tokenizer_of(model)
     if tokenizer is None:
@@ -350,7 +302,7 @@ def tokenized_model(model):
         after = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
         if not after or after[0] is not owner:
             raise KerastlError("the text model is not a backbone followed by a chain of layers; rebuild it with "
-                               "kerastl.head.build_classifier")
+                               "kerastl.train.head.build_classifier")
         for layer in after[1:]:
             x = layer(x)
     return keras.Model(ids, x, name=f"{model.name}_from_ids"), vocabulary_of(model), tokenizer_rules(model)

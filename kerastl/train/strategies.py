@@ -1,7 +1,7 @@
 """Which weights train: Option 1 (`head`), Option 2 (`full`), `top:N`, `auto`, and name patterns.
 
 BatchNormalization statistics never change in any strategy: `prepare_backbone` swaps every BatchNormalization
-for `kerastl.layers.InferenceBatchNormalization` (gamma and beta still train where the strategy says so).
+for `kerastl.core.graph.InferenceBatchNormalization` (gamma and beta still train where the strategy says so).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def resolve_auto(strategy: Strategy, min_examples_per_class: int) -> Strategy:
 
 def prepare_backbone(backbone_model):
     """Returns the backbone with BatchNormalization statistics frozen (see the module docstring)."""
-    from kerastl.layers import freeze_batchnorm_statistics
+    from kerastl.core.graph import freeze_batchnorm_statistics
 
     return freeze_batchnorm_statistics(backbone_model)
 
@@ -69,7 +69,7 @@ def weighted_layers(model) -> list:
     """The leaf layers of `model` that hold weights, in order (descending into nested models)."""
     import keras
 
-    from kerastl.layers import walk_layers
+    from kerastl.core.graph import walk_layers
 
     return [layer for layer in walk_layers(model) if not isinstance(layer, keras.Model) and layer.weights]
 
@@ -129,7 +129,7 @@ def set_trainable_by_pattern(model, trainable: list[str] | None = None, frozen: 
 def _set_containers_trainable(model):
     import keras
 
-    from kerastl.layers import walk_layers
+    from kerastl.core.graph import walk_layers
 
     for layer in walk_layers(model):
         if isinstance(layer, keras.Model):

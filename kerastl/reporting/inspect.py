@@ -46,7 +46,7 @@ def describe_target(target: str, *, image_size=None, trust: bool = False) -> lis
         KerastlError / UsageError: as `load_classifier` or `load_backbone`.
     """
     from kerastl.backbones import load_backbone
-    from kerastl.evaluation import MODEL_FILE, load_classifier
+    from kerastl.train.evaluate import MODEL_FILE, load_classifier
 
     path = Path(target)
     if (path.is_dir() and (path / MODEL_FILE).is_file()) or (path.is_file() and path.suffix == ".keras"):

@@ -49,8 +49,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from kerastl import tflite_metadata
 from kerastl.errors import KerastlError, UsageError
+from kerastl.export import metadata as tflite_metadata
 
 FORMATS = ("saved_model", "tflite", "all")
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8", "int8-per-tensor")
@@ -230,16 +230,16 @@ def to_grayscale(images):
 def serving_inputs(model) -> list:
     """The SavedModel's signatures as `[(name, tf.TensorSpec)]`, the one `verify_saved_model` calls last: for
     images `serving_default` (uint8) and `serving_float` (float32 pixels 0-255); for audio and text one
-    `serving_default` taking what `kerastl.audio.serving_signature` / `kerastl.text.serving_signature` say."""
+    `serving_default` taking what `kerastl.modalities.audio.serving_signature` / `kerastl.modalities.text.serving_signature` say."""
     import tensorflow as tf
 
     spec = model_input(model)
     if spec.modality == "audio":
-        from kerastl.audio import serving_signature
+        from kerastl.modalities.audio import serving_signature
 
         return [("serving_default", serving_signature(model))]
     if spec.modality == "text":
-        from kerastl.text import serving_signature
+        from kerastl.modalities.text import serving_signature
 
         return [("serving_default", serving_signature(model))]
     shape = (None, *image_input_shape(model))
@@ -286,7 +286,7 @@ def export_saved_model(model, out, *, labels: list[str]) -> Path:
         KerastlError: the model is not a classifier of fixed-size images, waveforms or strings, or `out` is not
             replaceable (see `output_paths`).
     """
-    from kerastl.atomic import atomic_path, recover_around
+    from kerastl.core.atomic import atomic_path, recover_around
 
     recover_around(out)
     out = output_paths(out, "saved_model")["saved_model"]
@@ -303,7 +303,7 @@ def lite_model(model):
     """What `convert_tflite` converts: `(keras_model, input TensorSpec of batch 1)`.
 
     Images: `rgb_input_model(model)` on float32 pixels. Audio: the model itself on a float32 waveform. Text:
-    `kerastl.text.tokenized_model(model)` on int32 token ids (its vocabulary: `kerastl.text.vocabulary_of`).
+    `kerastl.modalities.text.tokenized_model(model)` on int32 token ids (its vocabulary: `kerastl.modalities.text.vocabulary_of`).
 
     Raises:
         KerastlError: as `model_input`, or a text model that cannot be split at its tokenizer.
@@ -312,11 +312,11 @@ def lite_model(model):
 
     spec = model_input(model)
     if spec.modality == "audio":
-        from kerastl.audio import tflite_signature
+        from kerastl.modalities.audio import tflite_signature
 
         return model, tflite_signature(model)
     if spec.modality == "text":
-        from kerastl.text import tokenized_model
+        from kerastl.modalities.text import tokenized_model
 
         _require_own_tokenizer(model)
         ids_model = tokenized_model(model)[0]
@@ -329,7 +329,7 @@ def lite_model(model):
 def _require_own_tokenizer(model) -> None:
     """Raises KerastlError unless a text model tokenises with a `TextVectorization` layer (which `lite_model`
     splits off), rather than inside a TF-Hub module."""
-    from kerastl.text import tokenizer_of
+    from kerastl.modalities.text import tokenizer_of
 
     if tokenizer_of(model) is None:
         raise KerastlError("this text model tokenises inside a TF-Hub module, whose string ops TFLite cannot run "
@@ -344,7 +344,7 @@ def tflite_inputs(model, inputs):
     import numpy as np
 
     if model_input(model).modality == "text":
-        from kerastl.text import tokenize, tokenizer_of
+        from kerastl.modalities.text import tokenize, tokenizer_of
 
         if tokenizer_of(model) is None:
             return None  # no TFLite form (`_require_own_tokenizer`)
@@ -354,7 +354,7 @@ def tflite_inputs(model, inputs):
 
 def convert_tflite(model, *, labels: list[str], quantize: str = "none", calibration=None) -> bytes:
     """The TFLite file of `model` (see the module docstring), with MediaPipe metadata for images and audio, as
-    bytes. For a text model it is the token-id model; its vocabulary is `kerastl.text.vocabulary_of(model)`.
+    bytes. For a text model it is the token-id model; its vocabulary is `kerastl.modalities.text.vocabulary_of(model)`.
 
     `calibration` (inputs shaped like the TFLite input, see `tflite_inputs`) is required for int8. For images,
     one calibration image gets a pixel of 0 and one of 255 so that the uint8 input is quantized with scale 1
@@ -413,7 +413,7 @@ def convert_tflite(model, *, labels: list[str], quantize: str = "none", calibrat
     if modality == "text":
         return blob
     if modality == "audio":
-        from kerastl.audio import sample_rate_of
+        from kerastl.modalities.audio import sample_rate_of
 
         return tflite_metadata.add_audio_classifier_metadata(
             blob, labels=list(labels), sample_rate=int(sample_rate_of(model)), name=f"{model.name} ({kind})",
@@ -458,8 +458,8 @@ def check_quantization(modality: str, quantize: str) -> None:
 
 def _front_end_layers(model) -> list[str]:
     """Names of the model's `LogMelSpectrogram` layers (kerastl's audio front end)."""
-    from kerastl.audio import LogMelSpectrogram
-    from kerastl.layers import walk_layers
+    from kerastl.core.graph import walk_layers
+    from kerastl.modalities.audio import LogMelSpectrogram
 
     return [layer.name for layer in walk_layers(model) if isinstance(layer, LogMelSpectrogram)]
 
@@ -503,14 +503,14 @@ def quantize_dynamic_except(blob: bytes, layers: list[str]) -> bytes:
 
 def export_tflite(model, out, *, labels: list[str], quantize: str = "none", calibration=None) -> Path:
     """Writes `convert_tflite(...)` to `out` (a .tflite path), and for a text model its vocabulary beside it
-    (`vocabulary_path(out)`), as one set (`kerastl.atomic.commit_set`; a vocabulary left beside `out` by a
+    (`vocabulary_path(out)`), as one set (`kerastl.core.atomic.commit_set`; a vocabulary left beside `out` by a
     previous text export goes with the old set). Returns `out` as a Path.
 
     Raises:
         UsageError, KerastlError: as `convert_tflite` and `output_paths`.
     """
-    from kerastl import atomic
-    from kerastl.text import vocabulary_of
+    from kerastl.core import atomic
+    from kerastl.modalities.text import vocabulary_of
 
     atomic.recover_around(out)
     out = output_paths(out, "tflite")["tflite"]
@@ -775,7 +775,7 @@ def synthetic_inputs(model, n: int, *, seed: int = 0):
             clips.append(rng.uniform(0.05, 0.9) * clip / np.abs(clip).max())
         return np.stack(clips).astype("float32")
     if spec.modality == "text":
-        from kerastl.text import vocabulary_of
+        from kerastl.modalities.text import vocabulary_of
 
         words = vocabulary_of(model)[2:] or _COMMON_WORDS.split()
         return np.asarray([" ".join(rng.choice(words, rng.integers(3, 40))) for _ in range(n)], dtype=object)
@@ -831,7 +831,7 @@ def export(model, *, format: str = "tflite", quantize: str = "none", data=None, 
     The files are one set: written under temporary names, fsynced, and committed together only once every
     export has been converted, verified and passed the gate (`_staged_outputs`). A failed export leaves the
     previous set untouched and no partial file. A killed one leaves the previous set or the new one, complete,
-    never a mix: for `format="all"` on disk at every moment (one atomic directory swap, see `kerastl.atomic`);
+    never a mix: for `format="all"` on disk at every moment (one atomic directory swap, see `kerastl.core.atomic`);
     for a .tflite or SavedModel target beside other files, as kerastl sees it: a commit journal, which the
     next kerastl command reading or writing there completes first (a kill inside the few milliseconds of the
     renames leaves other programs a mix until that command runs).
@@ -842,7 +842,7 @@ def export(model, *, format: str = "tflite", quantize: str = "none", data=None, 
         KerastlError: the model, data or output path is unusable, the data is of another input type than the
             model, a package is missing, or conversion fails.
     """
-    from kerastl.atomic import recover_around
+    from kerastl.core.atomic import recover_around
 
     check_options(format, quantize, data, max_accuracy_drop)
     recover_around(out)  # complete an export a kill interrupted, before looking at what is there
@@ -890,7 +890,7 @@ def export(model, *, format: str = "tflite", quantize: str = "none", data=None, 
             figures["rgb_input_for_grayscale_model"] = spec.modality == "image" and spec.shape[2] == 1
             report["exports"]["tflite"] = _with_drop(figures, report["keras"])
             if "vocabulary" in targets:
-                from kerastl.text import tokenizer_rules, vocabulary_of
+                from kerastl.modalities.text import tokenizer_rules, vocabulary_of
 
                 write_vocabulary(vocabulary_of(keras_model), staged["vocabulary"])
                 report["tokenizer"] = {
@@ -920,13 +920,13 @@ _COMMIT_ORDER = ("saved_model", "tflite", "vocabulary", "report")  # the report,
 @contextlib.contextmanager
 def _staged_outputs(targets: dict, format: str):
     """Yields `{key: where to write it}` for `targets`; when the block ends without an exception, they all
-    become the targets as one set (`kerastl.atomic`); on any exception, nothing is kept.
+    become the targets as one set (`kerastl.core.atomic`); on any exception, nothing is kept.
 
     `format="all"`: the new directory is staged beside `--out` and swapped with it; files in `--out` that the
     export does not write are kept. Other formats: each file is staged beside its target and the set committed
     through a journal.
     """
-    from kerastl import atomic
+    from kerastl.core import atomic
 
     if format == "all":
         out = targets["report"].parent
@@ -977,7 +977,7 @@ def _removed_if_empty_on_failure(directories):
 
 
 def _load(model, labels, trust):
-    from kerastl.evaluation import load_classifier
+    from kerastl.train.evaluate import load_classifier
 
     if isinstance(model, (str, os.PathLike)):
         keras_model, file_labels = load_classifier(model, trust=trust)

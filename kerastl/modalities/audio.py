@@ -25,7 +25,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kerastl.errors import KerastlError, UsageError
+from kerastl.errors import KerastlError
 
 DEFAULT_SAMPLE_RATE = 16000
 DEFAULT_CLIP_SECONDS = 1.0
@@ -33,7 +33,7 @@ DEFAULT_CLIP_SECONDS = 1.0
 # at half the frame rate of speech recognisers (word classes need less time resolution).
 DEFAULT_FRONT_END = {"frame_length": 400, "frame_step": 320, "num_mels": 40, "fmin": 60.0, "fmax": 7600.0}
 LOG_OFFSET = 1e-3  # a noise floor near -50 dBFS: digital silence and a quiet room look alike
-# Architectures that `kerastl pretrain` builds on the log-mel spectrogram: the kerastl.smallnets family
+# Architectures that `kerastl pretrain` builds on the log-mel spectrogram: the kerastl.backbones.archs family
 # (2-D convolutions over time x frequency).
 AUDIO_ARCHS = ("smallnet-s", "smallnet-m", "smallnet-l")
 
@@ -166,7 +166,7 @@ class Waveform(keras.layers.Layer):
 
 def sample_rate_of(model) -> int | None:
     """The sample rate a model's audio input expects (from its `LogMelSpectrogram` or `Waveform` layer)."""
-    from kerastl.layers import walk_layers
+    from kerastl.core.graph import walk_layers
 
     for layer in walk_layers(model):
         if isinstance(layer, (LogMelSpectrogram, Waveform)):
@@ -176,7 +176,7 @@ def sample_rate_of(model) -> int | None:
 
 def preprocessing_record(model) -> dict:
     """The front-end record of an audio model (its first `LogMelSpectrogram` or `Waveform` layer)."""
-    from kerastl.layers import walk_layers
+    from kerastl.core.graph import walk_layers
 
     for layer in walk_layers(model):
         if isinstance(layer, (LogMelSpectrogram, Waveform)):
@@ -297,42 +297,11 @@ def augment_waveforms(x, key):
     return tf.clip_by_value(shifted * gain, -1.0, 1.0)
 
 
-def waveform_dataset(files, labels, *, sample_rate: int, num_samples: int, batch_size: int,
-                     shuffle: bool = False, augment: bool = False, seed: int = 0):
-    """The tf.data pipeline of a list of WAV files: `(waveforms, label)` batches, waveforms float32 (batch,
-    num_samples). Read once into memory when they fit in `kerastl.data.MEMORY_CACHE_BYTES`, else streamed
-    from the files, paths shuffled before reading (`kerastl.data.example_dataset`); `augment` as
-    `kerastl.data.batched` says."""
-    from kerastl.data import InputSpec, batched, example_dataset
-
-    spec = InputSpec(modality="audio", shape=(int(num_samples),), sample_rate=int(sample_rate))
-    examples = example_dataset(spec, files, labels, shuffle=shuffle, seed=seed)
-    return batched(spec, examples, batch_size=batch_size, augment=augment, seed=seed)
 
 
 # ------------------------------------------------------------------------------------------ backbones
 
 
-def build_audio_backbone(arch: str, *, sample_rate: int, num_samples: int, mean: float = 0.0, std: float = 1.0,
-                         front_end: dict | None = None):
-    """Raw waveforms → `LogMelSpectrogram` → `arch` features (a time x frequency feature map), one flat
-    functional model (its layers are its own, for top:N and --cut).
-
-    Raises:
-        UsageError: an unknown architecture, or a clip too short for it.
-    """
-    from kerastl.smallnets import smallnet_features
-
-    if arch not in AUDIO_ARCHS:
-        raise UsageError(f"unknown audio --arch '{arch}'; use one of {', '.join(AUDIO_ARCHS)}")
-    options = dict(DEFAULT_FRONT_END, **(front_end or {}))
-    inputs = keras.Input((int(num_samples),), name="waveforms")
-    front = LogMelSpectrogram(sample_rate=sample_rate, mean=mean, std=std, name="log_mel", **options)
-    if front.num_frames(num_samples) < 8:
-        raise UsageError(f"clips of {num_samples} samples give {front.num_frames(num_samples)} frames; "
-                         f"{arch} needs at least 8: use longer clips (--clip-seconds)")
-    features = smallnet_features(arch, front(inputs))
-    return keras.Model(inputs, features, name=f"audio_{arch.replace('-', '_')}")
 
 
 def logmel_statistics(waveforms, front_end: dict | None = None, sample_rate: int = DEFAULT_SAMPLE_RATE):
@@ -403,13 +372,13 @@ def hub_backbone(spec: str, hub_layer, *, sample_rate: int = DEFAULT_SAMPLE_RATE
     Raises:
         KerastlError: the module's outputs are not features per waveform or per frame.
     """
-    from kerastl.backbones import Backbone
-    from kerastl.hub import _first_input_spec
+    from kerastl.core.graph import first_input_spec
+    from kerastl.core.records import Backbone
 
     num_samples = round(sample_rate * clip_seconds)
     inputs = keras.Input((num_samples,), name="waveforms")
     marker = Waveform(sample_rate, name="waveform")
-    module_input = _first_input_spec(hub_layer._fn) if hub_layer._input_names is None else None
+    module_input = first_input_spec(hub_layer._fn) if hub_layer._input_names is None else None
     if module_input is not None and module_input.shape.rank == 1:
         features = PerWaveform(hub_layer, name="per_waveform")(marker(inputs))
     else:

@@ -1,6 +1,6 @@
 """Labelled data: class-per-folder directories, stratified seeded splits, few-shot sampling, tf.data.
 
-Images are decoded here; audio (`kerastl.audio`) and text (`kerastl.text`) files by their modules. `InputSpec`
+Images are decoded here; audio (`kerastl.modalities.audio`) and text (`kerastl.modalities.text`) files by their modules. `InputSpec`
 and the functions after it (`input_spec`, `make_dataset`, `load_inputs`, `decode_error`) dispatch on the
 modality, so that fine-tuning, evaluation and export treat the three alike.
 
@@ -22,6 +22,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from kerastl.core.records import InputSpec, UndeclaredInput
 from kerastl.errors import KerastlError, UsageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -243,11 +244,11 @@ def _image_size_error(path: Path) -> str | None:
 def decode_error(path, modality: str = "image") -> str | None:
     """Why `path` cannot be read as a file of `modality`, or None (see the limits at the top of the module)."""
     if modality == "audio":
-        from kerastl.audio import decode_error as audio_error
+        from kerastl.modalities.audio import decode_error as audio_error
 
         return _wav_header_error(Path(path)) or audio_error(path)
     if modality == "text":
-        from kerastl.text import decode_error as text_error
+        from kerastl.modalities.text import decode_error as text_error
 
         size = Path(path).stat().st_size if Path(path).is_file() else 0
         if size > MAX_TEXT_BYTES:
@@ -394,7 +395,7 @@ def decode_image(path, image_size, channels: int):
     return tf.clip_by_value(image, 0.0, 255.0)
 
 
-# Augmentation keys: `(seed, epoch * 2**20 + batch)`, int64, as `kerastl.checkpointing.epoch_batches` builds
+# Augmentation keys: `(seed, epoch * 2**20 + batch)`, int64, as `kerastl.train.resume.epoch_batches` builds
 # them, so a batch's augmentation depends only on the seed, the epoch and the batch's place in that epoch (whose
 # examples are themselves a stateless permutation keyed on (seed, epoch)).
 AUGMENT_BATCHES_PER_EPOCH = 1 << 20
@@ -484,7 +485,7 @@ def digits_folder(dest=None) -> Path:
     from PIL import Image
     from sklearn.datasets import load_digits
 
-    from kerastl.downloads import cache_dir
+    from kerastl.net import cache_dir
 
     dest = Path(dest) if dest else cache_dir() / "datasets" / "sklearn-digits"
     # The set is written elsewhere and renamed into place whole, so a `dest` that exists is complete (and a
@@ -513,23 +514,8 @@ def digits_folder(dest=None) -> Path:
 # ------------------------------------------------------------------------------------ dispatch by modality
 
 
-@dataclasses.dataclass(frozen=True)
-class InputSpec:
-    """What a model takes, for reading files into it.
-
-    Attributes:
-        modality: image, audio or text.
-        shape: the input shape without the batch: (H, W, C) pixels, (samples,) waveforms, () strings.
-        sample_rate: audio only, the waveform's sample rate.
-    """
-
-    modality: str
-    shape: tuple
-    sample_rate: int | None = None
 
 
-class UndeclaredInput(KerastlError):
-    """A model whose input could be audio but carries no marker saying so (see `input_spec`)."""
 
 
 def input_spec(model) -> InputSpec:
@@ -551,14 +537,14 @@ def input_spec(model) -> InputSpec:
     if "string" in dtype:
         return InputSpec("text", shape)
     if len(shape) == 1 and shape[0] is not None and "float" in dtype:
-        from kerastl.audio import sample_rate_of
+        from kerastl.modalities.audio import sample_rate_of
 
         rate = sample_rate_of(model)
         if rate is None:
             raise UndeclaredInput(
                 f"the model takes {dtype} inputs of shape {shape} and nothing in it says they are waveforms "
                 "(they may be feature vectors; kerastl does not guess from a shape): to use it as audio, put a "
-                "kerastl.audio.Waveform(sample_rate) layer first, or give it a manifest with \"modality\": "
+                "kerastl.modalities.audio.Waveform(sample_rate) layer first, or give it a manifest with \"modality\": "
                 "\"audio\" (a hub: module: append #modality=audio to the spec)"
             )
         return InputSpec("audio", shape, rate)
@@ -591,11 +577,11 @@ def _reader(spec: InputSpec):
     import tensorflow as tf
 
     if spec.modality == "audio":
-        from kerastl.audio import wav_reader
+        from kerastl.modalities.audio import wav_reader
 
         return wav_reader(spec.sample_rate, spec.shape[0])
     if spec.modality == "text":
-        from kerastl.text import text_reader
+        from kerastl.modalities.text import text_reader
 
         return text_reader()
     size, channels = tuple(int(s) for s in spec.shape[:2]), int(spec.shape[2])
@@ -613,13 +599,13 @@ def read_batch(spec: InputSpec):
 
 def augmentation(spec: InputSpec):
     """The one augmentation of `spec`'s modality, `augment(batch, key) -> batch` (stateless, keyed on
-    `augmentation_key(seed, epoch, batch)`): `augment_images`, or `kerastl.audio.augment_waveforms`.
+    `augmentation_key(seed, epoch, batch)`): `augment_images`, or `kerastl.modalities.audio.augment_waveforms`.
 
     Raises:
         UsageError: text, which has no input augmentation (textcnn-l's word dropout is part of the model).
     """
     if spec.modality == "audio":
-        from kerastl.audio import augment_waveforms
+        from kerastl.modalities.audio import augment_waveforms
 
         return augment_waveforms
     if spec.modality == "text":
@@ -680,7 +666,7 @@ def batched(spec: InputSpec, examples, *, batch_size: int, augment: bool = False
 
 
 def training_examples(spec: InputSpec, files, labels, *, augment: bool = False):
-    """A training set as `kerastl.checkpointing.epoch_batches` takes it: `(inputs, labels, transform)`.
+    """A training set as `kerastl.train.resume.epoch_batches` takes it: `(inputs, labels, transform)`.
 
     When the set fits in memory (`fits_in_memory`), `inputs` are the decoded examples and `transform` is the
     augmentation or None. Above it, `inputs` are the file paths, so each epoch's stateless permutation shuffles
@@ -723,11 +709,11 @@ def load_inputs(spec: InputSpec, files, *, batch_size: int = 64):
     """`files` read for a model taking `spec`, in order: a float32 array of pixels or waveforms, or a numpy
     array of strings."""
     if spec.modality == "audio":
-        from kerastl.audio import load_waveforms
+        from kerastl.modalities.audio import load_waveforms
 
         return load_waveforms(files, sample_rate=spec.sample_rate, num_samples=spec.shape[0])
     if spec.modality == "text":
-        from kerastl.text import load_texts
+        from kerastl.modalities.text import load_texts
 
         return load_texts(files)
     return load_images(files, image_size=spec.shape[:2], channels=spec.shape[2], batch_size=batch_size)

@@ -1,13 +1,13 @@
-"""Step 1 for audio and text: their pre-training sources and models (`kerastl.pretraining` runs the training).
+"""Step 1 for audio and text: their pre-training sources and models (`kerastl.pretrain.run` runs the training).
 
 Sources:
-- audio: `synthetic:pseudowords` (`kerastl.synthetic_audio`, generated in the tf.data graph), a class-per-folder
+- audio: `synthetic:pseudowords` (`kerastl.pretrain.synthetic_audio`, generated in the tf.data graph), a class-per-folder
   directory of WAV files, or `tfds:NAME[:SPLIT]` of a prepared TFDS audio set (`audio` and `label` features,
   e.g. speech_commands);
-- text: `corpus:python-docs` (`kerastl.corpora`, text that ships with Python) or a class-per-folder directory
+- text: `corpus:python-docs` (`kerastl.pretrain.corpora`, text that ships with Python) or a class-per-folder directory
   of `.txt` files.
 
-Models: the backbone (`kerastl.audio.build_audio_backbone`, `kerastl.text.build_text_backbone`) with a
+Models: the backbone (`kerastl.backbones.archs.build_audio_backbone`, `build_text_backbone`) with a
 pre-training classifier on top (pooling, dropout, `Dense(name="predictions")`), as for images. The audio front
 end's standardisation is measured on the source; the text vocabulary is built from the training texts.
 """
@@ -20,13 +20,13 @@ from kerastl.errors import KerastlError, UsageError
 
 
 def other_source(config, global_batch: int):
-    """The `kerastl.pretraining.Source` of an audio or text `config.source`, or None for an image source.
+    """The `kerastl.pretrain.sources.Source` of an audio or text `config.source`, or None for an image source.
 
     Raises:
         UsageError: an unknown corpus.
         KerastlError: the folder cannot be read.
     """
-    from kerastl.synthetic_audio import SOURCES
+    from kerastl.pretrain.synthetic_audio import SOURCES
 
     spec = config.source
     if spec.startswith("synthetic:"):
@@ -35,7 +35,7 @@ def other_source(config, global_batch: int):
     if spec.startswith("tfds:"):
         return _tfds_audio(config, spec[len("tfds:"):], global_batch)
     if spec.startswith("corpus:"):
-        from kerastl.corpora import corpus_examples
+        from kerastl.pretrain.corpora import corpus_examples
 
         texts, labels, classes, description = corpus_examples(spec[len("corpus:"):])
         by_class = [[t for t, y in zip(texts, labels) if y == i] for i in range(len(classes))]
@@ -48,8 +48,9 @@ def other_source(config, global_batch: int):
     scan = drop_undecodable(scan_folder(spec, modality))
     description = f"folder {spec} ({len(scan.class_names)} classes)"
     if modality == "text":
-        from kerastl.data import InputSpec, fits_in_memory
-        from kerastl.text import load_texts
+        from kerastl.core.records import InputSpec
+        from kerastl.data import fits_in_memory
+        from kerastl.modalities.text import load_texts
 
         if fits_in_memory(InputSpec(modality="text", shape=()), [f for files in scan.files for f in files]):
             by_class = [list(load_texts(files)) for files in scan.files]
@@ -67,8 +68,8 @@ def _num_samples(config) -> int:
 def _synthetic_audio(config, name, global_batch):
     import tensorflow as tf
 
-    from kerastl.pretraining import Source
-    from kerastl.synthetic_audio import synthetic_audio_dataset
+    from kerastl.pretrain.sources import Source
+    from kerastl.pretrain.synthetic_audio import synthetic_audio_dataset
 
     common = dict(num_classes=int(config.classes), sample_rate=int(config.sample_rate),
                   num_samples=_num_samples(config), seed=int(config.seed))
@@ -89,7 +90,7 @@ def _tfds_audio(config, spec, global_batch):
     import tensorflow_datasets as tfds
 
     from kerastl.errors import UsageError
-    from kerastl.pretraining import Source
+    from kerastl.pretrain.sources import Source
 
     name, _, split_name = spec.partition(":")
     split_name = split_name or "train"
@@ -114,14 +115,14 @@ def _tfds_audio(config, spec, global_batch):
         if wave.shape.rank == 2:  # (samples, channels): mixed down to mono
             wave = tf.reduce_mean(wave, axis=-1)
         length = tf.shape(wave)[0]
-        start = tf.maximum(length - num_samples, 0) // 2  # centre crop, as kerastl.audio.fit_length
+        start = tf.maximum(length - num_samples, 0) // 2  # centre crop, as kerastl.modalities.audio.fit_length
         wave = wave[start:start + num_samples]
         pad = num_samples - tf.shape(wave)[0]
         wave = tf.pad(wave, [[pad // 2, pad - pad // 2]])
         return tf.ensure_shape(tf.clip_by_value(wave, -1.0, 1.0), [num_samples]), tf.cast(example["label"], tf.int32)
 
     def pipeline(split, training):
-        from kerastl.pretraining import tfds_pipeline
+        from kerastl.pretrain.sources import tfds_pipeline
 
         return tfds_pipeline(builder, split, convert, seed=config.seed, global_batch=global_batch,
                              training=training)
@@ -147,8 +148,9 @@ def _audio_folder(config, scan, description, global_batch):
     else streamed from the files, paths shuffled before reading (`kerastl.data.example_dataset`)."""
     import tensorflow as tf
 
-    from kerastl.data import InputSpec, example_dataset
-    from kerastl.pretraining import Source
+    from kerastl.core.records import InputSpec
+    from kerastl.data import example_dataset
+    from kerastl.pretrain.sources import Source
 
     parts = _split_lists(scan.class_names, scan.files, config.seed)
     spec = InputSpec(modality="audio", shape=(_num_samples(config),), sample_rate=int(config.sample_rate))
@@ -166,8 +168,8 @@ def _text_source(config, class_names, by_class, description, global_batch, *, fr
     import numpy as np
     import tensorflow as tf
 
-    from kerastl.pretraining import Source
-    from kerastl.text import text_reader
+    from kerastl.modalities.text import text_reader
+    from kerastl.pretrain.sources import Source
 
     parts = _split_lists(class_names, by_class, config.seed)
     if len(parts.train_files) < global_batch:
@@ -195,7 +197,7 @@ def _text_source(config, class_names, by_class, description, global_batch, *, fr
 
 def other_model_factory(config, source):
     """For an audio or text `source`: `(input_shape, input_record, preprocessing, make_model)`, where
-    `make_model()` returns `(pretraining_model, backbone)` as `kerastl.pretraining.build_pretraining_model`.
+    `make_model()` returns `(pretraining_model, backbone)` as `kerastl.pretrain.run.build_pretraining_model`.
 
     Text trains in float32: `keras.mixed_precision` would give the tokenizer a float dtype on saving.
 
@@ -221,7 +223,8 @@ def _classifier(backbone, num_classes, dropout, seed, name):
 def _audio_factory(config, source):
     import numpy as np
 
-    from kerastl.audio import build_audio_backbone, logmel_statistics
+    from kerastl.backbones.archs import build_audio_backbone
+    from kerastl.modalities.audio import logmel_statistics
 
     num_samples = _num_samples(config)
     sample = np.concatenate([x.numpy() for x, _ in source.train.take(4)])
@@ -240,12 +243,13 @@ def _audio_factory(config, source):
 
 
 def _text_factory(config, source):
-    from kerastl.text import SPLIT, STANDARDIZE, build_text_backbone, build_vocabulary
+    from kerastl.backbones.archs import build_text_backbone
+    from kerastl.modalities.text import SPLIT, STANDARDIZE, build_vocabulary
 
     if config.precision == "mixed":
         raise UsageError("text pre-training runs in float32 (mixed precision would give the tokenizer a float "
                          "dtype on saving): drop --precision mixed")
-    # `config` is pretrain's own copy (see kerastl.pretraining.pretrain): "auto" resolves to float32 here.
+    # `config` is pretrain's own copy (see kerastl.pretrain.run.pretrain): "auto" resolves to float32 here.
     config.precision = "float32"
     vocabulary = build_vocabulary(source.texts, vocabulary_size=int(config.vocabulary_size),
                                   sequence_length=int(config.sequence_length))

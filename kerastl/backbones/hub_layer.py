@@ -24,7 +24,7 @@ layer from an in-memory model (``keras.models.clone_model``) is not a load and i
 
 Downloads: an ``https://`` handle may go unpinned; an ``http://`` one needs ``#sha256=<hex>`` (the
 sha256 of the compressed tarball), and every redirect hop is checked against
-``$KERASTL_TRUSTED_HUB_HOSTS`` and must stay https unless pinned (``kerastl.downloads``).
+``$KERASTL_TRUSTED_HUB_HOSTS`` and must stay https unless pinned (``kerastl.net``).
 """
 
 from __future__ import annotations
@@ -42,13 +42,14 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from kerastl.core.graph import concrete_functions, first_input_spec
 from kerastl.errors import KerastlError
 
 __all__ = ["HubLayer", "resolve_handle", "trusted_loading"]
 
 # Name of the SavedModel copy inside the layer's directory of the .keras file's assets.
 _ASSET_DIRNAME = "savedmodel"
-# Cache subdirectory (under kerastl.downloads.cache_dir()) for downloaded hub modules.
+# Cache subdirectory (under kerastl.net.cache_dir()) for downloaded hub modules.
 _CACHE_SUBDIR = "hub"
 _ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
 
@@ -123,7 +124,7 @@ def resolve_handle(handle: str | os.PathLike) -> str:
       sha256; https URLs may be pinned too), is fetched in TF-Hub's compressed convention: the
       URL gets ``?tf-hub-format=compressed`` appended unless it already ends in ``.tar.gz`` or
       ``.tgz``. The tarball is downloaded into the kerastl cache (``$KERASTL_CACHE``,
-      subdirectory ``hub``) and unpacked there by ``kerastl.downloads.fetch_and_extract``, which
+      subdirectory ``hub``) and unpacked there by ``kerastl.net.fetch_and_extract``, which
       reuses a previous download, honours ``$KERASTL_OFFLINE``, checks every redirect hop and
       refuses unsafe archive members. The unpacked directory (or its only subdirectory, for
       tarballs that wrap the SavedModel in one) is returned.
@@ -145,7 +146,7 @@ def resolve_handle(handle: str | os.PathLike) -> str:
                 f"unsupported TF-Hub handle {text!r}; pass a local SavedModel directory or an "
                 "http(s) URL (copy the module to local disk first)"
             )
-        from kerastl.downloads import split_pin
+        from kerastl.net import split_pin
 
         url, pin = split_pin(text)
         _check_trusted_host(url)
@@ -165,8 +166,8 @@ def resolve_handle(handle: str | os.PathLike) -> str:
 
 
 def _download_module(url: str, pin: str | None = None) -> Path:
-    # Imported here so that kerastl.hub works (for local handles) even where downloads can't.
-    from kerastl.downloads import fetch_and_extract
+    # Imported here so that kerastl.backbones.hub_layer works (for local handles) even where downloads can't.
+    from kerastl.net import fetch_and_extract
 
     base, _, query = url.partition("?")
     if not base.lower().endswith(_ARCHIVE_SUFFIXES) and "tf-hub-format=" not in query:
@@ -235,21 +236,15 @@ def _load_partial(saved_model_dir: str, filters):
     return load_partial(saved_model_dir, filters)
 
 
-def _concrete_functions(fn) -> list:
-    if hasattr(fn, "concrete_functions"):  # a restored tf.function (e.g. __call__)
-        return list(fn.concrete_functions)
-    return [fn]  # a signature: already a ConcreteFunction
-
-
 def _variables_used(fn) -> list:
     """The variables ``fn`` reads, trainable ones first, each once, in a deterministic order."""
     trainable, other, seen = [], [], set()
-    for cf in _concrete_functions(fn):
+    for cf in concrete_functions(fn):
         for v in cf.trainable_variables:
             if id(v) not in seen:
                 seen.add(id(v))
                 trainable.append(v)
-    for cf in _concrete_functions(fn):
+    for cf in concrete_functions(fn):
         for v in cf.variables:
             if id(v) not in seen:
                 seen.add(id(v))
@@ -479,7 +474,7 @@ class HubLayer(keras.layers.Layer):
 
     def _check_output_key(self, fn, saved_model_dir: str) -> None:
         # All traces of one function return the same structure; the first one tells.
-        traces = _concrete_functions(fn)
+        traces = concrete_functions(fn)
         outputs = traces[0].structured_outputs if traces else None
         if isinstance(outputs, dict):
             self._pick_key(sorted(outputs), saved_model_dir)
@@ -537,7 +532,7 @@ class HubLayer(keras.layers.Layer):
             kwargs = {k: _cast_like(v, specs.get(k)) for k, v in kwargs.items()}
             outputs = fn(**kwargs)
         else:
-            spec = _first_input_spec(fn)
+            spec = first_input_spec(fn)
             inputs = tf.nest.map_structure(lambda t: _cast_like(t, spec), inputs)
             if self._accepts_training:
                 outputs = fn(inputs, training=False)
@@ -688,13 +683,6 @@ def _accepts_training(fn) -> bool:
         return False
 
 
-def _first_input_spec(fn):
-    for cf in _concrete_functions(fn):
-        args = cf.structured_input_signature[0]
-        flat = [s for s in tf.nest.flatten(args[:1]) if isinstance(s, tf.TensorSpec)]
-        if flat:
-            return flat[0]
-    return None
 
 
 def _cast_like(x, spec):

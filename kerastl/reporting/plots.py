@@ -9,7 +9,7 @@ def plot_report(history: list[dict], metrics: dict, path, *, title: str = "") ->
     Args:
         history: one dict per epoch with `phase`, `epoch`, `loss`, `accuracy` and, when validated,
             `val_loss`, `val_accuracy`.
-        metrics: `kerastl.evaluation.classification_metrics` output.
+        metrics: `kerastl.train.evaluate.classification_metrics` output.
         path: the PNG path (written as is; callers make it atomic).
     """
     import matplotlib

@@ -5,7 +5,7 @@ the epochs still to run: a `tf.data` shuffle, an augmentation layer and a dropou
 that a new process starts afresh. Here every source of randomness is a pure function of `(seed, epoch)`:
 
 - the order of each epoch's examples is a stateless permutation keyed on `(seed, epoch)` (`epoch_batches`);
-- augmentation (`kerastl.data.augment_images`, `kerastl.audio.augment_waveforms`) uses stateless random ops
+- augmentation (`kerastl.data.augment_images`, `kerastl.modalities.audio.augment_waveforms`) uses stateless random ops
   keyed on `(seed, epoch, batch)`, and a training set too large for memory streams through the same batches
   (`kerastl.data.training_examples`: its paths are permuted, then read and augmented);
 - every dropout and other random layer's seed state is reset from `(seed, epoch)` when the epoch begins
@@ -124,7 +124,7 @@ def claim_backup(directory, fingerprint: dict) -> str | None:
                     f"not resuming from the backup in {directory}: {why}") + "; starting afresh"
             shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True, exist_ok=True)
-    from kerastl.atomic import write_text
+    from kerastl.core.atomic import write_text
 
     write_text(directory / FINGERPRINT_FILE, json.dumps(fingerprint, indent=1) + "\n")
     return note
@@ -144,7 +144,7 @@ def read_progress(directory, epochs_done: int) -> dict:
 
 
 def write_progress(directory, progress: dict) -> None:
-    from kerastl.atomic import write_text
+    from kerastl.core.atomic import write_text
 
     Path(directory).mkdir(parents=True, exist_ok=True)
     write_text(Path(directory) / PROGRESS_FILE, json.dumps(progress) + "\n")
@@ -214,7 +214,7 @@ def epoch_batches(x, y, *, batch_size: int, seed: int, first_epoch: int, epochs:
 
 
 def _seed_generators(model):
-    from kerastl.layers import walk_layers
+    from kerastl.core.graph import walk_layers
 
     generators = []
     for layer in walk_layers(model):

@@ -54,7 +54,7 @@ def read_labels(path) -> list[str]:
 def output_record(directory, names) -> dict:
     """`{name: {"sha256", "bytes"}}` of the files `names` in `directory`: what metrics.json records of the set
     it was written with (`check_output_set`)."""
-    from kerastl.downloads import sha256_file
+    from kerastl.net import sha256_file
 
     directory = Path(directory)
     return {name: {"sha256": sha256_file(directory / name), "bytes": (directory / name).stat().st_size}
@@ -69,7 +69,7 @@ def check_output_set(model_path) -> None:
     Raises:
         KerastlError: a recorded file is missing or has another sha256.
     """
-    from kerastl.downloads import sha256_file
+    from kerastl.net import sha256_file
 
     model_path = Path(model_path)
     metrics_path = model_path.parent / METRICS_FILE
@@ -97,8 +97,8 @@ def load_classifier(path, *, trust: bool = False):
         KerastlError: nothing loadable at `path`, labels.txt disagrees with the model's output width, or
             model.keras and labels.txt are not the pair metrics.json was written with (`check_output_set`).
     """
-    from kerastl.atomic import recover_around
     from kerastl.backbones import load_keras_file
+    from kerastl.core.atomic import recover_around
 
     path = Path(path)
     recover_around(path)  # a set whose commit a kill interrupted is completed before it is read

@@ -7,9 +7,9 @@ and `kerastl backbones` understand.
 Sources:
 - a class-per-folder image directory;
 - `tfds:NAME[:SPLIT]`, a TFDS builder's prepared data (offline: one line says what to download and where);
-- `synthetic:NAME`, generated inside the tf.data graph (`kerastl.synthetic`), unlimited images per class;
+- `synthetic:NAME`, generated inside the tf.data graph (`kerastl.pretrain.synthetic_image`), unlimited images per class;
 - audio and text: `synthetic:pseudowords`, `corpus:python-docs`, folders of WAV or .txt files and TFDS audio
-  sets (`kerastl.pretraining_modalities`, which also builds their models; the training here is shared).
+  sets (`kerastl.pretrain.other_sources`, which also builds their models; the training here is shared).
 
 Distribution:
 - `auto` (the default tf.distribute strategy, one device) and `mirrored` (several GPUs) train with Keras
@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 from kerastl.errors import KerastlError, UsageError
+from kerastl.pretrain.sources import Source, tfds_pipeline
 
 PRECISIONS = ("auto", "float32", "mixed")
 DISTRIBUTIONS = ("auto", "mirrored", "multiworker")
@@ -43,7 +44,7 @@ class PretrainConfig:
 
     Attributes:
         source: a folder, `tfds:NAME[:SPLIT]` or `synthetic:NAME`.
-        arch: a `keras.applications` name (optionally `keras:`-prefixed) or a `kerastl.smallnets` name.
+        arch: a `keras.applications` name (optionally `keras:`-prefixed) or a `kerastl.backbones.archs` name.
         image_size: square input size.
         channels: 1 or 3 (`None`: 1 for synthetic sources, 3 otherwise).
         classes: number of classes for synthetic sources (folders and TFDS define their own).
@@ -123,19 +124,6 @@ class PretrainConfig:
 # ---------------------------------------------------------------------------------------------- sources
 
 
-@dataclasses.dataclass
-class Source:
-    """A resolved source: batched endless training data, batched validation data, classes, description."""
-
-    train: object
-    validation: object
-    num_classes: int
-    description: str
-    finite_steps: int | None  # steps in one pass over a finite source
-    modality: str = "image"
-    # Text sources: the training texts the vocabulary is built from, a list of strings or, for a folder over the
-    # memory bound, a tf.data.Dataset of them read from the files.
-    texts: object = None
 
 
 def load_source(config: PretrainConfig, channels: int, global_batch: int) -> Source:
@@ -149,7 +137,7 @@ def load_source(config: PretrainConfig, channels: int, global_batch: int) -> Sou
     source = config.source
     if source.startswith(("synthetic:", "corpus:", "tfds:")) or (
             Path(source).is_dir() and _folder_modality(source) != "image"):
-        from kerastl.pretraining_modalities import other_source
+        from kerastl.pretrain.other_sources import other_source
 
         found = other_source(config, global_batch)
         if found is not None:
@@ -173,7 +161,7 @@ def _folder_modality(root) -> str:
 def _synthetic_source(config, name, channels, global_batch) -> Source:
     import tensorflow as tf
 
-    from kerastl.synthetic import synthetic_dataset
+    from kerastl.pretrain.synthetic_image import synthetic_dataset
 
     common = dict(num_classes=int(config.classes), image_size=int(config.image_size), channels=channels,
                   seed=int(config.seed))
@@ -246,17 +234,6 @@ def _tfds_source(config, spec, channels, global_batch) -> Source:
                   max(1, examples // global_batch))
 
 
-def tfds_pipeline(builder, split: str, convert, *, seed: int, global_batch: int, training: bool):
-    """A prepared TFDS split as batched `(input, label)` pairs: read (files shuffled when training), map
-    `convert` in parallel, then shuffle and repeat (training), batch, prefetch; seeded."""
-    import tensorflow as tf
-    import tensorflow_datasets as tfds
-
-    ds = builder.as_dataset(split=split, shuffle_files=training, read_config=tfds.ReadConfig(shuffle_seed=seed))
-    ds = ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
-    if training:
-        ds = ds.shuffle(10_000, seed=seed).repeat()
-    return ds.batch(global_batch, drop_remainder=training).prefetch(tf.data.AUTOTUNE)
 
 
 # ------------------------------------------------------------------------------------------ architecture
@@ -273,8 +250,8 @@ def build_pretraining_model(arch: str, input_shape, num_classes: int, *, mean, s
     import keras
 
     from kerastl.backbones import keras_application_names
-    from kerastl.layers import ImagePreprocessing
-    from kerastl.smallnets import SMALLNETS, smallnet_features
+    from kerastl.backbones.archs import SMALLNETS, smallnet_features
+    from kerastl.modalities.image import ImagePreprocessing
 
     name = arch.removeprefix("keras:")
     inputs = keras.Input(tuple(input_shape), name="pixels")
@@ -306,7 +283,7 @@ def count_flops(model) -> int:
     layers, and of layers that report their own (`forward_flops()`)."""
     import keras
 
-    from kerastl.layers import walk_layers
+    from kerastl.core.graph import walk_layers
 
     total = 0
     for layer in walk_layers(model):
@@ -333,7 +310,7 @@ def count_flops(model) -> int:
             total += 2 * layer.kernel_size[0] * cin * math.prod(out_shape[1:])
         elif isinstance(layer, keras.layers.Dense):
             total += 2 * layer.input.shape[-1] * layer.units
-        elif hasattr(layer, "forward_flops"):  # layers of fixed maths, e.g. kerastl.audio.LogMelSpectrogram
+        elif hasattr(layer, "forward_flops"):  # layers of fixed maths, e.g. kerastl.modalities.audio.LogMelSpectrogram
             total += int(layer.forward_flops())
     return int(total)
 
@@ -439,7 +416,7 @@ def is_chief() -> bool:
 
 def weights_digest(model) -> str:
     """sha256 over all weights: two workers that stayed in sync print the same digest."""
-    from kerastl.checkpointing import weights_sha256
+    from kerastl.train.resume import weights_sha256
 
     return weights_sha256(model)
 
@@ -453,7 +430,7 @@ def _custom_training(model, optimizer, strategy, source, config, epochs, steps_p
     import keras
     import tensorflow as tf
 
-    from kerastl.checkpointing import claim_backup, read_progress, write_progress
+    from kerastl.train.resume import claim_backup, read_progress, write_progress
 
     loss_fn = keras.losses.SparseCategoricalCrossentropy(reduction="none")
     epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -612,7 +589,7 @@ def pretrain(config: PretrainConfig, out, *, command: str | None = None, verbose
             return build_pretraining_model(config.arch, input_shape, source.num_classes, mean=mean, std=std,
                                            dropout=config.dropout, seed=config.seed)
     else:
-        from kerastl.pretraining_modalities import other_model_factory
+        from kerastl.pretrain.other_sources import other_model_factory
 
         input_shape, input_record, preprocessing, make_model = other_model_factory(config, source)
     steps_per_epoch = int(config.steps_per_epoch)
@@ -626,7 +603,7 @@ def pretrain(config: PretrainConfig, out, *, command: str | None = None, verbose
 
     multiworker = config.distribution == "multiworker"
     if config.deterministic:
-        from kerastl.checkpointing import enable_determinism
+        from kerastl.train.resume import enable_determinism
 
         enable_determinism(config.seed)
     if multiworker or config.deterministic:
@@ -660,7 +637,7 @@ def pretrain(config: PretrainConfig, out, *, command: str | None = None, verbose
             with strategy.scope():
                 model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"],
                               jit_compile=execution["jit_compile"])
-            from kerastl.checkpointing import (
+            from kerastl.train.resume import (
                 claim_backup,
                 completed_epochs,
                 epoch_seeds_callback,
@@ -762,9 +739,9 @@ _NOT_FINGERPRINTED = ("description", "default")
 
 
 def _fingerprint(config: PretrainConfig, channels: int) -> dict:
-    """The run a pre-training backup belongs to (`kerastl.checkpointing.run_fingerprint`): the config (but
+    """The run a pre-training backup belongs to (`kerastl.train.resume.run_fingerprint`): the config (but
     the description and the default mark) and, for a folder source, every file's size and mtime."""
-    from kerastl.checkpointing import run_fingerprint
+    from kerastl.train.resume import run_fingerprint
 
     settings = {key: value for key, value in dataclasses.asdict(config).items() if key not in _NOT_FINGERPRINTED}
     source = Path(config.source)
@@ -802,11 +779,11 @@ def equivalent_command(config: PretrainConfig, out, *, log_dir=None) -> str:
 
 def write_backbone(backbone, manifest: dict, out) -> dict:
     """Writes `backbone.keras` and `manifest.json` (with the weights' sha256) into `out` as one set
-    (`kerastl.atomic.commit_directory`): a killed write leaves the previous pair or the new one, and other
+    (`kerastl.core.atomic.commit_directory`): a killed write leaves the previous pair or the new one, and other
     files in `out` are kept. Returns the manifest as written."""
-    from kerastl.atomic import commit_directory, staged_directory
-    from kerastl.downloads import sha256_file
-    from kerastl.layers import restore_batchnorm, to_float32
+    from kerastl.core.atomic import commit_directory, staged_directory
+    from kerastl.core.graph import restore_batchnorm, to_float32
+    from kerastl.net import sha256_file
 
     out = Path(out)
     with staged_directory(out) as tmp:

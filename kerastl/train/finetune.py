@@ -1,10 +1,10 @@
 """Step 2 of transfer learning: fine-tune a pretrained backbone with a new output layer on your classes.
 
-Strategies (see `kerastl.freezing`):
+Strategies (see `kerastl.train.strategies`):
 - `head` (Option 1): only the new output layer trains. The frozen backbone's pooled features are computed
   once and cached, the head trains on them, and the trained head is put back on the backbone. Augmentation
   changes the images every epoch, so with `augment=True` the backbone must run every epoch and the slow
-  path (a plain frozen `fit`) is used instead. The new layer starts at zero weights (see `kerastl.head`).
+  path (a plain frozen `fit`) is used instead. The new layer starts at zero weights (see `kerastl.train.head`).
 - `full` (Option 2): the head is trained first (as above), then every layer at a lower learning rate
   (`learning_rate * fine_tune_factor`), recompiled after `trainable` changes.
 - `top:N`: as `full`, but only the last N weighted backbone layers are unfrozen in the second phase.
@@ -55,7 +55,7 @@ class FinetuneConfig:
         validate_each_epoch: evaluate the validation split after every epoch (for the curves in report.png);
             the final metrics are computed either way.
         deterministic: TensorFlow op determinism; with a fixed `seed`, a run resumed after a kill ends with the
-            weights an uninterrupted run ends with (see `kerastl.checkpointing`).
+            weights an uninterrupted run ends with (see `kerastl.train.resume`).
         balance_classes: class weights when classes are imbalanced.
         trainable_layers / frozen_layers: layer-name glob patterns applied after the strategy (API only).
     """
@@ -85,7 +85,7 @@ class FinetuneConfig:
 
     def validate(self) -> None:
         """Raises UsageError naming the first invalid value."""
-        from kerastl.freezing import parse_strategy
+        from kerastl.train.strategies import parse_strategy
 
         parse_strategy(self.strategy)
         checks = [
@@ -167,7 +167,7 @@ def _fit(model, training, *, epochs: int, phase: str, config: FinetuneConfig, ou
     """
     import keras
 
-    from kerastl.checkpointing import (
+    from kerastl.train.resume import (
         backup_dir,
         completed_epochs,
         epoch_batches,
@@ -213,7 +213,7 @@ def _train_head(classifier, data, config, epochs, class_weight, verbose, timing,
     """
     import numpy as np
 
-    from kerastl.freezing import Strategy, set_backbone_trainable
+    from kerastl.train.strategies import Strategy, set_backbone_trainable
 
     set_backbone_trainable(classifier.backbone, Strategy("head"))
     start = time.perf_counter()
@@ -283,7 +283,8 @@ def check_modality(backbone, data_dir) -> None:
             data's type from `saved_models/`.
     """
     from kerastl.backbones import suggest_backbone
-    from kerastl.data import UndeclaredInput, detect_modality, input_spec
+    from kerastl.core.records import UndeclaredInput
+    from kerastl.data import detect_modality, input_spec
 
     found = detect_modality(data_dir)
     try:
@@ -349,17 +350,18 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
     import keras
     import numpy as np
 
-    from kerastl.backbones import Backbone, default_backbone_spec, load_backbone
+    from kerastl.backbones import default_backbone_spec, load_backbone
+    from kerastl.core.records import Backbone
     from kerastl.data import digits_folder
-    from kerastl.evaluation import classification_metrics
-    from kerastl.freezing import (
+    from kerastl.train.evaluate import classification_metrics
+    from kerastl.train.head import build_classifier
+    from kerastl.train.strategies import (
         parse_strategy,
         prepare_backbone,
         resolve_auto,
         set_backbone_trainable,
         set_trainable_by_pattern,
     )
-    from kerastl.head import build_classifier
 
     config = config or FinetuneConfig()
     config.validate()
@@ -368,7 +370,7 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
     requested = parse_strategy(config.strategy)
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
-        from kerastl.checkpointing import enable_determinism
+        from kerastl.train.resume import enable_determinism
 
         enable_determinism(config.seed)
     data_dir = Path(data_dir) if data_dir is not None else digits_folder()
@@ -395,7 +397,7 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
                                                  {"weights": weights, "cut": cut, "image_size": image_size})
 
     backbone_model = backbone.model if config.from_scratch else prepare_backbone(backbone.model)
-    # A head on pretrained features starts at zero weights, a network from scratch at random ones (kerastl.head).
+    # A head on pretrained features starts at zero weights, a network from scratch at random ones (kerastl.train.head).
     classifier = build_classifier(backbone_model, len(parts.class_names), pooling=config.pooling,
                                   dropout=config.dropout, seed=config.seed, zero_init=not config.from_scratch)
     timing, history = {}, []
@@ -454,7 +456,7 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
     model = classifier.model
     files = {}
     if out is not None:
-        from kerastl.checkpointing import clear_backups
+        from kerastl.train.resume import clear_backups
 
         files = save_outputs(out, model, parts.class_names, metrics)
         clear_backups(out)  # only once every output is in place
@@ -474,11 +476,11 @@ def _refuse_random_weights(spec, strategy) -> None:
 
 
 def _claim_backups(out, backbone, config: FinetuneConfig, parts, options: dict) -> list[str]:
-    """Keeps `out`'s backups only if this same run made them (`kerastl.checkpointing.claim_backup`): the same
+    """Keeps `out`'s backups only if this same run made them (`kerastl.train.resume.claim_backup`): the same
     options and config, the same training and validation files (sizes and modification times) and the same
     backbone (its record and the sha256 of its weights before training). Returns the notes to report: one
     line when another run's backup was discarded."""
-    from kerastl.checkpointing import BACKUP_DIR, claim_backup, run_fingerprint, weights_sha256
+    from kerastl.train.resume import BACKUP_DIR, claim_backup, run_fingerprint, weights_sha256
 
     fingerprint = run_fingerprint(
         "finetune", options=options, config=dataclasses.asdict(config),
@@ -494,7 +496,7 @@ def _settle_batchnorm_quickly(model, momentum: float = 0.9) -> None:
     model then predicts one class at inference. 0.9 lets them settle, so the baseline is a fair one."""
     import keras
 
-    from kerastl.layers import walk_layers
+    from kerastl.core.graph import walk_layers
 
     for layer in walk_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
@@ -507,7 +509,7 @@ def _apply_patterns(classifier, config, set_trainable_by_pattern):
 
 
 def _auto_rule_text(requested, min_per_class: int) -> str | None:
-    from kerastl.freezing import AUTO_FULL_MIN_PER_CLASS
+    from kerastl.train.strategies import AUTO_FULL_MIN_PER_CLASS
 
     if requested.kind != "auto":
         return None
@@ -519,7 +521,7 @@ def save_outputs(out, model, class_names, metrics) -> dict:
     """Writes model.keras, labels.txt, metrics.json and report.png into `out` as one set.
 
     The set is staged complete in a new directory beside `out`, fsynced, and swapped with `out` in one atomic
-    step (`kerastl.atomic.commit_directory`): a failed or killed run leaves the previous set or the new one,
+    step (`kerastl.core.atomic.commit_directory`): a failed or killed run leaves the previous set or the new one,
     never a mix. Everything else in `out` (your files, the run's backups) is kept. `metrics["outputs"]` records
     the sha256 of model.keras and labels.txt, so that `load_classifier` refuses a labels.txt that is not the one
     written with the model.
@@ -530,10 +532,16 @@ def save_outputs(out, model, class_names, metrics) -> dict:
     Raises:
         KerastlError: `out` exists and is not a directory.
     """
-    from kerastl.atomic import commit_directory, staged_directory
-    from kerastl.evaluation import LABELS_FILE, METRICS_FILE, MODEL_FILE, REPORT_FILE, output_record
-    from kerastl.layers import restore_batchnorm
-    from kerastl.report import plot_report
+    from kerastl.core.atomic import commit_directory, staged_directory
+    from kerastl.core.graph import restore_batchnorm
+    from kerastl.reporting.plots import plot_report
+    from kerastl.train.evaluate import (
+        LABELS_FILE,
+        METRICS_FILE,
+        MODEL_FILE,
+        REPORT_FILE,
+        output_record,
+    )
 
     out = Path(out)
     if out.exists() and not out.is_dir():

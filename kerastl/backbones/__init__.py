@@ -4,9 +4,9 @@ One function, `load_backbone(spec)`, resolves every kind of backbone. A spec nam
 
 - `keras:<Name>`: a `keras.applications` constructor (MobileNetV2, EfficientNetB0, ResNet50, VGG16, ...) built
   with `include_top=False`; weights are `imagenet` (through Keras' cache), `none`, or a local weights file.
-- `hub:<url-or-dir>`: a TF-Hub TF2 SavedModel (feature vector or classifier) wrapped by `kerastl.hub.HubLayer`.
+- `hub:<url-or-dir>`: a TF-Hub TF2 SavedModel (feature vector or classifier) wrapped by `kerastl.backbones.hub_layer.HubLayer`.
 - `url:<https-url>[#sha256=<hex>]`: one of our released backbones, an archive of a `saved_models/NAME`
-  directory, downloaded and verified through `kerastl.downloads`.
+  directory, downloaded and verified through `kerastl.net`.
 - a path: a `.keras` file, a SavedModel directory, or one of our pretrained backbones in `saved_models/`
   (a directory with a `manifest.json`).
 
@@ -27,6 +27,7 @@ import os
 import re
 from pathlib import Path
 
+from kerastl.core.records import Backbone
 from kerastl.errors import KerastlError, UsageError
 
 MANIFEST = "manifest.json"
@@ -54,47 +55,6 @@ KERAS_PREPROCESSING = {
 }
 
 
-@dataclasses.dataclass
-class Backbone:
-    """A pretrained network minus its output layer, and what a user needs to feed it.
-
-    Attributes:
-        model: a Keras model from raw pixels (0–255, shape `input_shape`) to features (a feature map or a vector).
-        spec: the spec it was resolved from.
-        modality: the input type, `image` here; fine-tuning refuses data of another type.
-        input_shape: `(height, width, channels)`.
-        preprocessing: the record of what the first layer does to raw pixels (see `ImagePreprocessing`).
-        feature_width: the width of the pooled features the new output layer sees.
-        weights: `imagenet`, `none`, `pretrained` (our manifests, hub modules) or a weights file path.
-        manifest: the manifest of a `saved_models/` backbone, else None.
-        notes: what loading changed that the user should hear about (e.g. which classifier top was cut);
-            `finetune` records them in its metrics and the CLI prints them.
-        refusal: why the backbone cannot be used as it is, unless `--cut` names the feature layer (a model that
-            ends in a softmax whose classifier layer kerastl cannot find); `load_backbone` raises it.
-    """
-
-    model: object
-    spec: str
-    modality: str
-    input_shape: tuple
-    preprocessing: dict
-    feature_width: int
-    weights: str
-    manifest: dict | None = None
-    notes: list = dataclasses.field(default_factory=list)
-    refusal: str | None = None
-
-    def record(self) -> dict:
-        """The JSON-able description written into metrics and export metadata."""
-        return {
-            "spec": self.spec,
-            "modality": self.modality,
-            "input_shape": list(self.input_shape),
-            "preprocessing": self.preprocessing,
-            "feature_width": self.feature_width,
-            "weights": self.weights,
-            "notes": list(self.notes),
-        }
 
 
 def saved_models_dir() -> Path:
@@ -107,7 +67,7 @@ def saved_models_dir() -> Path:
     env = os.environ.get("KERASTL_SAVED_MODELS")
     if env:
         return Path(env)
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parent.parent
     inside = package / "saved_models"
     return inside.resolve() if inside.is_dir() else package.parent / "saved_models"
 
@@ -240,7 +200,7 @@ def load_backbone(
 def _load_keras_application(spec, weights, image_size, from_scratch) -> Backbone:
     import keras
 
-    from kerastl.layers import ImagePreprocessing
+    from kerastl.modalities.image import ImagePreprocessing
 
     name = spec[len("keras:") :]
     names = keras_application_names()
@@ -275,7 +235,7 @@ def _load_keras_application(spec, weights, image_size, from_scratch) -> Backbone
 
 @contextlib.contextmanager
 def _keras_downloads_through_cache():
-    """Routes `keras.applications` weight downloads through `kerastl.downloads`.
+    """Routes `keras.applications` weight downloads through `kerastl.net`.
 
     Keras' `get_file` writes in place and extracts archives itself; ours downloads atomically and resumably
     into `$KERASTL_CACHE/keras/`, honours `KERASTL_OFFLINE` with a one-line error naming the URL and the path
@@ -288,7 +248,7 @@ def _keras_downloads_through_cache():
     original = file_utils.get_file
 
     def get_file(fname=None, origin=None, md5_hash=None, file_hash=None, cache_subdir="datasets", **kwargs):
-        from kerastl.downloads import fetch
+        from kerastl.net import fetch
 
         pin = file_hash or md5_hash
         sha256 = pin if pin and len(pin) == 64 else None
@@ -366,8 +326,8 @@ def split_modality(handle: str) -> tuple[str, str | None]:
 def _load_savedmodel(spec, handle, image_size, from_scratch) -> Backbone:
     import keras
 
-    from kerastl.hub import HubLayer
-    from kerastl.layers import ImagePreprocessing
+    from kerastl.backbones.hub_layer import HubLayer
+    from kerastl.modalities.image import ImagePreprocessing
 
     if from_scratch:
         raise UsageError(
@@ -378,12 +338,12 @@ def _load_savedmodel(spec, handle, image_size, from_scratch) -> Backbone:
     hub = HubLayer(handle, trainable=True, name="hub")
     kind = _hub_input_kind(spec, hub, declared)
     if kind == "text":
-        from kerastl.text import hub_backbone
+        from kerastl.modalities.text import hub_backbone
 
         return hub_backbone(spec, hub)
     if kind == "audio":
         # hub_backbone puts an `audio.Waveform` marker first, so later loads of the model need no declaration.
-        from kerastl.audio import hub_backbone
+        from kerastl.modalities.audio import hub_backbone
 
         return hub_backbone(spec, hub)
     size = int(image_size or DEFAULT_IMAGE_SIZE)
@@ -405,12 +365,12 @@ def _hub_input_kind(spec, hub, declared=None) -> str:
     Raises:
         UsageError: an undeclared rank-1/2 float input, or a declaration the input contradicts.
     """
-    from kerastl.hub import _first_input_spec
+    from kerastl.core.graph import first_input_spec
 
     input_spec = None
     fn = getattr(hub, "_fn", None)
     if fn is not None and getattr(hub, "_input_names", None) is None:
-        input_spec = _first_input_spec(fn)
+        input_spec = first_input_spec(fn)
     elif fn is not None:
         specs = list(fn.structured_input_signature[1].values())
         input_spec = specs[0] if len(specs) == 1 else None
@@ -474,7 +434,7 @@ def fetch_released(url: str) -> Path:
 
     The pin is what verifies the archive, and it comes from the spec, outside the archive. Without one the URL
     must be https (TLS then vouches for the server, not for the file); an http:// or file:// URL needs the pin.
-    The archive goes through `kerastl.downloads` (cache, atomic and resumable, verified, redirects checked,
+    The archive goes through `kerastl.net` (cache, atomic and resumable, verified, redirects checked,
     size-limited safe extraction, `--offline`). The manifest's own sha256 of the weights, inside the same
     archive, is only a corruption check: whoever can swap the archive can swap it too.
 
@@ -483,7 +443,7 @@ def fetch_released(url: str) -> Path:
         KerastlError: the download fails or is refused (an unpinned non-https URL, a pin mismatch, an unsafe
             archive), or the archive holds no backbone manifest.
     """
-    from kerastl.downloads import fetch_and_extract, split_pin
+    from kerastl.net import fetch_and_extract, split_pin
 
     try:
         url, pin = split_pin(url)
@@ -511,7 +471,7 @@ def _load_manifest_dir(spec, path: Path, from_scratch, trust) -> Backbone:
     # same archive), so it cannot tell a tampered backbone from a genuine one. The archive's pin does that.
     expected = weights.get("sha256")
     if expected:
-        from kerastl.downloads import sha256_file
+        from kerastl.net import sha256_file
 
         actual = sha256_file(weights_file)
         if actual != expected:
@@ -576,7 +536,7 @@ def load_keras_file(path, *, trust: bool = False):
     parses it and every `class_name` and `registered_name` in it, nested layers included, is checked:
     a layer that runs a SavedModel graph or other code safe mode cannot vet (`GRAPH_LAYERS`) is refused,
     whatever its spelling in the JSON. An archive kerastl cannot read that way is refused too. With `trust`,
-    HubLayers may load (`kerastl.hub.trusted_loading`) and Keras loads with `safe_mode=False`.
+    HubLayers may load (`kerastl.backbones.hub_layer.trusted_loading`) and Keras loads with `safe_mode=False`.
 
     Raises:
         KerastlError: the file is missing, unreadable, corrupt, holds a graph-running layer (without `trust`),
@@ -587,12 +547,13 @@ def load_keras_file(path, *, trust: bool = False):
 
     import keras
 
+    import kerastl.backbones.hub_layer
+    import kerastl.core.graph
+
     # The custom layers a kerastl model may hold must be registered before Keras reads its config; a hub:
-    # classifier (HubLayer) loaded in a fresh process failed to deserialize without kerastl.hub.
-    import kerastl.audio
-    import kerastl.hub
-    import kerastl.layers
-    import kerastl.text
+    # classifier (HubLayer) loaded in a fresh process failed to deserialize without kerastl.backbones.hub_layer.
+    import kerastl.modalities.audio
+    import kerastl.modalities.text
 
     path = Path(path)
     if not path.is_file():
@@ -609,7 +570,7 @@ def load_keras_file(path, *, trust: bool = False):
     with contextlib.ExitStack() as stack:
         source = path
         if trust:
-            stack.enter_context(kerastl.hub.trusted_loading())
+            stack.enter_context(kerastl.backbones.hub_layer.trusted_loading())
         else:
             private = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kerastl-load-")))
             source = private / "model.keras"
@@ -714,7 +675,8 @@ def _class_part(name: str) -> str:
 def _from_keras_model(spec, model, manifest, from_scratch) -> Backbone:
     import keras
 
-    from kerastl.layers import ImagePreprocessing, walk_layers
+    from kerastl.core.graph import walk_layers
+    from kerastl.modalities.image import ImagePreprocessing
 
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise UsageError(f"{spec}: a backbone needs one input and one output; this model has "
@@ -757,11 +719,11 @@ def _from_keras_model(spec, model, manifest, from_scratch) -> Backbone:
     else:
         modality = _modality_of(model)
         if modality == "audio":
-            from kerastl.audio import preprocessing_record
+            from kerastl.modalities.audio import preprocessing_record
 
             preprocessing = preprocessing_record(model)
         elif modality == "text":
-            from kerastl.text import preprocessing_record
+            from kerastl.modalities.text import preprocessing_record
 
             preprocessing = preprocessing_record(model)
         else:
@@ -782,8 +744,8 @@ def _from_keras_model(spec, model, manifest, from_scratch) -> Backbone:
 
 def _hub_layers(model) -> list[str]:
     """Names of the TF-Hub modules inside `model`: HubLayers, also those a `PerWaveform` layer wraps."""
-    from kerastl.hub import HubLayer
-    from kerastl.layers import walk_layers
+    from kerastl.backbones.hub_layer import HubLayer
+    from kerastl.core.graph import walk_layers
 
     found = []
     for layer in walk_layers(model):
@@ -798,7 +760,7 @@ def _with_modality_marker(model, modality, manifest):
     so that the model itself says what it takes (`kerastl.data.input_spec` reads markers, not shapes)."""
     if modality != "audio":
         return model
-    from kerastl.audio import DEFAULT_SAMPLE_RATE, Waveform, sample_rate_of
+    from kerastl.modalities.audio import DEFAULT_SAMPLE_RATE, Waveform, sample_rate_of
 
     if sample_rate_of(model) is not None or len(model.input.shape) != 2:
         return model

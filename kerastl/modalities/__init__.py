@@ -1,0 +1,1 @@
+"""Input types: image, audio and text, each in its own module."""

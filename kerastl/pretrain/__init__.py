@@ -1,0 +1,1 @@
+"""Step 1: supervised pre-training, its sources (synthetic, folders, TFDS, corpora) and execution."""

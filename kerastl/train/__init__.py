@@ -1,0 +1,1 @@
+"""Step 2: the new output layer, which weights train, fine-tuning, resuming and evaluation."""
