@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib
 import io
 import os
 import re
@@ -23,6 +22,7 @@ from kerastl.errors import KerastlError, UsageError
 from kerastl.net import (
     cache_dir,
     cache_path,
+    download,
     extract_archive,
     fetch,
     fetch_and_extract,
@@ -127,8 +127,8 @@ def _isolated(tmp_path, monkeypatch):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    # Keep retries instant. The module by its import path: ``kerastl.net.fetch`` is the function.
-    monkeypatch.setattr(importlib.import_module("kerastl.net.fetch"), "_RETRY_PAUSE", 0)
+    # Keep retries instant.
+    monkeypatch.setattr(download, "_RETRY_PAUSE", 0)
 
 
 def _one_line(exc: pytest.ExceptionInfo) -> str:

@@ -78,7 +78,7 @@ def test_every_package_kerastl_imports_is_a_requirement_or_an_extra():
     for name in config["options.extras_require"]:
         declared |= _requirements(config["options.extras_require"][name])
     unmet = {}
-    for module, dists in _distributions(_third_party(_imported_modules(ROOT.glob("kerastl/*.py")))).items():
+    for module, dists in _distributions(_third_party(_imported_modules((ROOT / "kerastl").rglob("*.py")))).items():
         if not dists & declared:
             unmet[module] = sorted(dists) or ["(not installed)"]
     assert not unmet, f"kerastl imports packages no requirement or extra installs: {unmet}"
@@ -96,7 +96,7 @@ def test_the_test_extra_holds_every_optional_feature():
 
 def test_the_maintained_quantizer_is_used():
     assert "litert_quantizer" in extras.PACKAGES
-    sources = "\n".join(p.read_text() for p in ROOT.glob("kerastl/*.py"))
+    sources = "\n".join(p.read_text() for p in (ROOT / "kerastl").rglob("*.py"))
     assert "import ai_edge_quantizer" not in sources and "from ai_edge_quantizer" not in sources
 
 

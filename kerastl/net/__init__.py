@@ -19,12 +19,12 @@ released backbones) goes through this package. Models are programs, so the rules
 * Offline, or when the network fails, the error names the URL and the exact path to put the file
   at, so users behind a firewall can copy it in by hand.
 
-Three modules, imports pointing one way (cache <- archive <- fetch):
+Three modules, imports pointing one way (cache <- archive <- download):
 
 * ``cache``: where a URL's file lives (``cache_dir``, ``cache_path``), the offline switch, the lock
   file, and the small helpers the other two share;
 * ``archive``: safe unpacking (``extract_archive``) with its size and member limits;
-* ``fetch``: resumable verified downloads (``fetch``), the https/pin policy and redirect checks,
+* ``download``: resumable verified downloads (``fetch``), the https/pin policy and redirect checks,
   ``split_pin``, trust on first use, and ``fetch_and_extract``.
 
 Pure standard library on purpose: importing this package must not import TensorFlow or Keras.
@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from kerastl.net.archive import MAX_EXTRACT_BYTES, MAX_EXTRACT_MEMBERS, extract_archive
 from kerastl.net.cache import cache_dir, cache_path, is_offline, sha256_file
-from kerastl.net.fetch import fetch, fetch_and_extract, split_pin
+from kerastl.net.download import fetch, fetch_and_extract, split_pin
 
 __all__ = [
     "MAX_EXTRACT_BYTES",
