@@ -391,7 +391,7 @@ def test_resolve_handle_downloads_hub_tarball(feature_vector_dir, tmp_path, monk
 
 
 def test_trusted_hub_hosts(monkeypatch):
-    from kerastl.backbones.hub_layer import _check_trusted_host
+    from kerastl.backbones.hub_handles import _check_trusted_host
 
     monkeypatch.setenv("KERASTL_TRUSTED_HUB_HOSTS", "tfhub.dev, .kaggle.com")
     _check_trusted_host("https://tfhub.dev/google/x/1")

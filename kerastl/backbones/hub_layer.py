@@ -24,7 +24,8 @@ layer from an in-memory model (``keras.models.clone_model``) is not a load and i
 
 Downloads: an ``https://`` handle may go unpinned; an ``http://`` one needs ``#sha256=<hex>`` (the
 sha256 of the compressed tarball), and every redirect hop is checked against
-``$KERASTL_TRUSTED_HUB_HOSTS`` and must stay https unless pinned (``kerastl.net``).
+``$KERASTL_TRUSTED_HUB_HOSTS`` and must stay https unless pinned (``kerastl.net``); handles are resolved by
+``kerastl.backbones.hub_handles``.
 """
 
 from __future__ import annotations
@@ -32,16 +33,22 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
-import re
 import shutil
 import tempfile
 import weakref
-from collections import deque
-from pathlib import Path
 
 import keras
 import tensorflow as tf
 
+from kerastl.backbones.hub_handles import resolve_handle
+from kerastl.backbones.savedmodel import (
+    _clean_name,
+    _copy_saved_model,
+    _load_partial,
+    _spec_to_json,
+    _variable_paths,
+    _variables_used,
+)
 from kerastl.core.graph import concrete_functions, first_input_spec
 from kerastl.errors import KerastlError
 
@@ -49,35 +56,10 @@ __all__ = ["HubLayer", "resolve_handle", "trusted_loading"]
 
 # Name of the SavedModel copy inside the layer's directory of the .keras file's assets.
 _ASSET_DIRNAME = "savedmodel"
-# Cache subdirectory (under kerastl.net.cache_dir()) for downloaded hub modules.
-_CACHE_SUBDIR = "hub"
-_ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
 
 
 # --------------------------------------------------------------------------------------------------
-# Handles
-
-
-TRUSTED_HOSTS_ENV = "KERASTL_TRUSTED_HUB_HOSTS"
-
-
-def _check_trusted_host(url: str) -> None:
-    """Refuses hub URLs whose host is not listed in `$KERASTL_TRUSTED_HUB_HOSTS` (comma-separated host names;
-    a leading `.` admits subdomains) when that variable is set. SavedModels run graph code, so a user or an
-    administrator can pin where modules may come from."""
-    from urllib.parse import urlsplit
-
-    allowed = [h.strip().lower() for h in os.environ.get(TRUSTED_HOSTS_ENV, "").split(",") if h.strip()]
-    if not allowed:
-        return
-    host = (urlsplit(url).hostname or "").lower()
-    for entry in allowed:
-        if host == entry.lstrip(".") or (entry.startswith(".") and host.endswith(entry)):
-            return
-    raise KerastlError(
-        f"hub host {host!r} is not in {TRUSTED_HOSTS_ENV} ({', '.join(allowed)}); add it there if you trust "
-        "its modules, since loading one runs its graph"
-    )
+# Trusted loading
 
 
 # Set only by trusted_loading(): a model holding a HubLayer is being loaded with the user's trust.
@@ -114,167 +96,6 @@ def _refuse_untrusted_load(what: str) -> None:
             "graph, which safe mode cannot vet; pass --trust (load_keras_file(path, trust=True)) "
             "only if you trust whoever made the file"
         )
-
-
-def resolve_handle(handle: str | os.PathLike) -> str:
-    """Return the local SavedModel directory for a TF-Hub ``handle``.
-
-    * A local directory containing ``saved_model.pb`` is returned as is (``~`` expanded).
-    * An ``https://`` URL, or an ``http://`` URL pinned with ``#sha256=<hex>`` (the tarball's
-      sha256; https URLs may be pinned too), is fetched in TF-Hub's compressed convention: the
-      URL gets ``?tf-hub-format=compressed`` appended unless it already ends in ``.tar.gz`` or
-      ``.tgz``. The tarball is downloaded into the kerastl cache (``$KERASTL_CACHE``,
-      subdirectory ``hub``) and unpacked there by ``kerastl.net.fetch_and_extract``, which
-      reuses a previous download, honours ``$KERASTL_OFFLINE``, checks every redirect hop and
-      refuses unsafe archive members. The unpacked directory (or its only subdirectory, for
-      tarballs that wrap the SavedModel in one) is returned.
-
-    Raises KerastlError (one line) if a local path does not exist or holds no ``saved_model.pb``,
-    if the handle is a URL of another scheme, an unpinned http URL, or on a host (or redirected to
-    one) outside ``$KERASTL_TRUSTED_HUB_HOSTS``, if the download or unpacking fails, or if the
-    unpacked archive holds no SavedModel; UsageError for a malformed ``#sha256=`` pin.
-    """
-    text = os.fspath(handle).strip() if isinstance(handle, (str, os.PathLike)) else None
-    if not text:
-        raise KerastlError(
-            f"invalid TF-Hub handle {handle!r}; pass a SavedModel directory or an http(s) URL"
-        )
-    scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", text)
-    if scheme:
-        if scheme.group(1).lower() not in ("http", "https"):
-            raise KerastlError(
-                f"unsupported TF-Hub handle {text!r}; pass a local SavedModel directory or an "
-                "http(s) URL (copy the module to local disk first)"
-            )
-        from kerastl.net import split_pin
-
-        url, pin = split_pin(text)
-        _check_trusted_host(url)
-        return str(_download_module(url, pin))
-    path = Path(text).expanduser()
-    if not path.exists():
-        raise KerastlError(
-            f"TF-Hub handle {text!r} does not exist; pass an existing SavedModel directory or an "
-            "http(s) URL"
-        )
-    if not (path / "saved_model.pb").is_file():
-        raise KerastlError(
-            f"{path} is not a TF2 SavedModel directory (no saved_model.pb in it); pass the "
-            "directory that contains saved_model.pb"
-        )
-    return str(path)
-
-
-def _download_module(url: str, pin: str | None = None) -> Path:
-    # Imported here so that kerastl.backbones.hub_layer works (for local handles) even where downloads can't.
-    from kerastl.net import fetch_and_extract
-
-    base, _, query = url.partition("?")
-    if not base.lower().endswith(_ARCHIVE_SUFFIXES) and "tf-hub-format=" not in query:
-        url += ("&" if "?" in url else "?") + "tf-hub-format=compressed"
-    # The host list is checked on every redirect hop too, not only on the URL the user gave.
-    root = Path(
-        fetch_and_extract(url, sha256=pin, subdir=_CACHE_SUBDIR, check_url=_check_trusted_host)
-    )
-    if (root / "saved_model.pb").is_file():
-        return root
-    children = [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
-    if len(children) == 1 and (children[0] / "saved_model.pb").is_file():
-        return children[0]
-    raise KerastlError(
-        f"the archive from {url} unpacked to {root} holds no saved_model.pb; check that the URL "
-        "is a TF2 SavedModel (TF-Hub) module"
-    )
-
-
-# --------------------------------------------------------------------------------------------------
-# SavedModel helpers
-
-
-def _variable_paths(saved_model_dir: str) -> dict[int, str]:
-    """Map each variable node of the SavedModel's object graph to its shortest node path.
-
-    Node paths (``root.layer_with_weights-0.kernel``) are what ``load_partial`` accepts. Raises
-    KerastlError for TF1 (``hub.Module``) SavedModels, which have no object graph.
-    """
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    proto = saved_model_pb2.SavedModel()
-    try:
-        proto.ParseFromString(Path(saved_model_dir, "saved_model.pb").read_bytes())
-    except Exception as exc:  # protobuf raises DecodeError, an OSError may come from reading.
-        raise KerastlError(
-            f"cannot read {saved_model_dir}/saved_model.pb ({exc}); re-download or re-export the "
-            "module"
-        ) from exc
-    if len(proto.meta_graphs) != 1 or not proto.meta_graphs[0].HasField("object_graph_def"):
-        raise KerastlError(
-            f"{saved_model_dir} is a TF1 SavedModel (hub.Module format), which HubLayer can't "
-            "load; use the module's TF2 SavedModel version"
-        )
-    nodes = proto.meta_graphs[0].object_graph_def.nodes
-    # Breadth first, so each node gets its shortest path and the choice is deterministic.
-    paths = {0: "root"}
-    queue = deque([0])
-    while queue:
-        node_id = queue.popleft()
-        for child in nodes[node_id].children:
-            if child.node_id not in paths:
-                paths[child.node_id] = f"{paths[node_id]}.{child.local_name}"
-                queue.append(child.node_id)
-    return {i: p for i, p in paths.items() if nodes[i].WhichOneof("kind") == "variable"}
-
-
-def _load_partial(saved_model_dir: str, filters):
-    try:
-        load_partial = tf.__internal__.saved_model.load_partial
-    except AttributeError as exc:  # pragma: no cover - present in every TF 2.x we support.
-        raise KerastlError(
-            f"this TensorFlow ({tf.__version__}) lacks saved_model.load_partial, which HubLayer "
-            "needs; install a TensorFlow version that kerastl supports"
-        ) from exc
-    return load_partial(saved_model_dir, filters)
-
-
-def _variables_used(fn) -> list:
-    """The variables ``fn`` reads, trainable ones first, each once, in a deterministic order."""
-    trainable, other, seen = [], [], set()
-    for cf in concrete_functions(fn):
-        for v in cf.trainable_variables:
-            if id(v) not in seen:
-                seen.add(id(v))
-                trainable.append(v)
-    for cf in concrete_functions(fn):
-        for v in cf.variables:
-            if id(v) not in seen:
-                seen.add(id(v))
-                other.append(v)
-    return trainable + other
-
-
-def _clean_name(tf_name: str, used: set) -> str:
-    """A Keras-valid, unique variable name: no ``:0`` suffix, no ``/`` (nor anything but [\\w.-])."""
-    name = re.sub(r":\d+$", "", tf_name)
-    name = re.sub(r"[^A-Za-z0-9_.-]", "_", name).strip("_") or "variable"
-    unique, n = name, 1
-    while unique in used:
-        unique, n = f"{name}_{n}", n + 1
-    used.add(unique)
-    return unique
-
-
-def _spec_to_json(x) -> dict:
-    shape = [None if d is None else int(d) for d in x.shape]
-    return {"shape": shape, "dtype": tf.as_dtype(x.dtype).name}
-
-
-def _copy_saved_model(src: str, dst: str) -> None:
-    try:
-        shutil.copytree(src, dst, dirs_exist_ok=True)
-    except OSError as exc:
-        raise KerastlError(
-            f"cannot copy the SavedModel {src} to {dst} ({exc}); free disk space or fix permissions"
-        ) from exc
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,0 +1,83 @@
+"""Our own pretrained backbones in `saved_models/`: where they live, their manifests, the default one of each
+modality, and what to suggest (or how to pretrain one) when a backbone of the data's type is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from kerastl.backbones.released import MANIFEST
+from kerastl.errors import KerastlError
+
+
+def saved_models_dir() -> Path:
+    """Where our own pretrained backbones live: `$KERASTL_SAVED_MODELS`, else `kerastl/saved_models`.
+
+    In a wheel that is a real directory inside the installed package; in a clone (and an editable install)
+    it is a link to the repository's top-level `saved_models/`, and where a checkout did not make the link
+    (git with symlinks off), the top-level directory is used directly.
+    """
+    env = os.environ.get("KERASTL_SAVED_MODELS")
+    if env:
+        return Path(env)
+    package = Path(__file__).resolve().parent.parent
+    inside = package / "saved_models"
+    return inside.resolve() if inside.is_dir() else package.parent / "saved_models"
+
+
+def list_saved_backbones() -> list[dict]:
+    """The manifests of the backbones in `saved_models/`, each with its `path`, newest format first."""
+    root = saved_models_dir()
+    found = []
+    if root.is_dir():
+        for entry in sorted(root.iterdir()):
+            manifest_path = entry / MANIFEST
+            if manifest_path.is_file():
+                try:
+                    manifest = json.loads(manifest_path.read_text())
+                except (OSError, ValueError):
+                    continue
+                manifest["path"] = str(entry)
+                found.append(manifest)
+    return found
+
+
+def default_backbone_spec(modality: str = "image") -> str:
+    """The backbone `kerastl finetune` uses when none is given: the backbone of `modality` in `saved_models/`
+    whose manifest is marked `"default": true` (else the first of that modality).
+
+    Raises:
+        KerastlError: no backbone of that modality is shipped in `saved_models/`.
+    """
+    images = [m for m in list_saved_backbones() if m.get("modality") == modality]
+    if not images:
+        example = {"image": "keras:MobileNetV2"}.get(modality, "hub:<dir>")
+        raise KerastlError(
+            f"no pretrained {modality} backbone found in {saved_models_dir()}; pass --backbone SPEC "
+            f"(e.g. {example}) or run `kerastl pretrain` first"
+        )
+    images.sort(key=lambda m: not m.get("default", False))
+    return images[0]["path"]
+
+
+# How to make a backbone of each input type when saved_models/ has none (kerastl's built-in sources).
+_PRETRAIN_HINTS = {
+    "image": "kerastl pretrain --data synthetic:glyphs --arch smallnet-s --out saved_models/NAME",
+    "audio": "kerastl pretrain --data synthetic:pseudowords --arch smallnet-s --out saved_models/NAME",
+    "text": "kerastl pretrain --data corpus:python-docs-wide-files --arch textcnn-l --out saved_models/NAME",
+}
+
+
+def suggest_backbone(modality: str) -> str:
+    """A short instruction naming a backbone of `modality`: the default one in `saved_models/` if there is
+    one, else how to pretrain one."""
+    try:
+        path = default_backbone_spec(modality)
+    except KerastlError:
+        hint = _PRETRAIN_HINTS.get(modality)
+        return (f"pretrain {modality} backbone with `{hint}`" if hint else
+                "pick a backbone of the data's type (`kerastl backbones` shows each one's modality)")
+    name = Path(path).name
+    return f"use a {modality} backbone such as --backbone saved_models/{name} (`kerastl backbones` lists them)"
