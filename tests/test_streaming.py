@@ -1,6 +1,7 @@
 """Data at scale: above `kerastl.data.pipelines.MEMORY_CACHE_BYTES` every modality streams from its files, the
 shuffle buffer holding paths (or indices), never decoded inputs, and the training batches are those of the
-in-memory path bit for bit, augmentation included. The limit is lowered here to force the streaming path on tiny sets."""
+in-memory path bit for bit, augmentation included. The limit is lowered here to force the streaming path on
+tiny sets."""
 
 import numpy as np
 import pytest
