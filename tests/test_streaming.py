@@ -1,6 +1,7 @@
-"""Data at scale: above `kerastl.data.MEMORY_CACHE_BYTES` every modality streams from its files, the shuffle
-buffer holding paths (or indices), never decoded inputs, and the training batches are those of the in-memory
-path bit for bit, augmentation included. The limit is lowered here to force the streaming path on tiny sets."""
+"""Data at scale: above `kerastl.data.pipelines.MEMORY_CACHE_BYTES` every modality streams from its files, the
+shuffle buffer holding paths (or indices), never decoded inputs, and the training batches are those of the
+in-memory path bit for bit, augmentation included. The limit is lowered here to force the streaming path on
+tiny sets."""
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ from scipy.io import wavfile
 
 from kerastl import data
 from kerastl.core.records import InputSpec
+from kerastl.data import pipelines
 from kerastl.train.resume import epoch_batches
 
 IMAGE = InputSpec(modality="image", shape=(16, 16, 3))
@@ -18,7 +20,7 @@ TEXT = InputSpec(modality="text", shape=())
 @pytest.fixture
 def streaming(monkeypatch):
     """Every set is too large for memory; reading a whole set into memory fails the test."""
-    monkeypatch.setattr(data, "MEMORY_CACHE_BYTES", 0)
+    monkeypatch.setattr(pipelines, "MEMORY_CACHE_BYTES", 0)
 
     def refuse(*args, **kwargs):
         raise AssertionError("a set above MEMORY_CACHE_BYTES was read into memory whole")
@@ -76,8 +78,8 @@ def test_streamed_image_batches_equal_the_in_memory_ones(image_folder, monkeypat
     files, labels = image_files(image_folder)
     in_memory = data.training_examples(IMAGE, files, labels, augment=augment)
     assert in_memory[0].shape == (len(files), 16, 16, 3)
-    monkeypatch.setattr(data, "MEMORY_CACHE_BYTES", 0)
-    monkeypatch.setattr(data, "load_inputs", lambda *a, **k: pytest.fail("streaming read the set whole"))
+    monkeypatch.setattr(pipelines, "MEMORY_CACHE_BYTES", 0)
+    monkeypatch.setattr(pipelines, "load_inputs", lambda *a, **k: pytest.fail("streaming read the set whole"))
     streamed = data.training_examples(IMAGE, files, labels, augment=augment)
     assert streamed[0].dtype == object and streamed[0][0] == str(files[0])  # paths: permuted, then decoded
     assert_same_batches(epochs_of(in_memory), epochs_of(streamed))
@@ -91,7 +93,7 @@ def test_streamed_audio_batches_equal_the_in_memory_ones(tmp_path, monkeypatch, 
 
     files, labels = wav_folder(tmp_path)
     in_memory = data.training_examples(AUDIO, files, labels, augment=augment)
-    monkeypatch.setattr(data, "MEMORY_CACHE_BYTES", 0)
+    monkeypatch.setattr(pipelines, "MEMORY_CACHE_BYTES", 0)
     monkeypatch.setattr(kerastl.modalities.audio, "load_waveforms", lambda *a, **k: pytest.fail("every clip was loaded"))
     streamed = data.training_examples(AUDIO, files, labels, augment=augment)
     assert_same_batches(epochs_of(in_memory), epochs_of(streamed))
@@ -100,7 +102,7 @@ def test_streamed_audio_batches_equal_the_in_memory_ones(tmp_path, monkeypatch, 
 def test_streamed_texts_equal_the_in_memory_ones(tmp_path, monkeypatch):
     files, labels = text_files(tmp_path)
     in_memory = data.training_examples(TEXT, files, labels)
-    monkeypatch.setattr(data, "MEMORY_CACHE_BYTES", 0)
+    monkeypatch.setattr(pipelines, "MEMORY_CACHE_BYTES", 0)
     streamed = data.training_examples(TEXT, files, labels)
     a, b = epochs_of(in_memory, batch_size=3), epochs_of(streamed, batch_size=3)
     assert [x.tolist() for x, _ in a] == [x.tolist() for x, _ in b]
@@ -120,7 +122,7 @@ def test_streaming_datasets_shuffle_paths_and_read_no_set_whole(image_folder, tm
     example once per pass, the order shuffled before decoding."""
     import kerastl.modalities.audio
 
-    monkeypatch.setattr(data, "load_inputs", streaming)
+    monkeypatch.setattr(pipelines, "load_inputs", streaming)
     monkeypatch.setattr(kerastl.modalities.audio, "load_waveforms", streaming)
     files, labels = image_files(image_folder)
     reference = data.load_images(files, image_size=(16, 16), channels=3)
@@ -156,7 +158,7 @@ def test_pretraining_image_folder_shuffles_paths(image_folder, monkeypatch, stre
 
     from kerastl.pretrain.run import _folder_source
 
-    monkeypatch.setattr(data, "load_inputs", streaming)
+    monkeypatch.setattr(pipelines, "load_inputs", streaming)
     config = types.SimpleNamespace(seed=0, image_size=16)
     source = _folder_source(config, image_folder, 3, 4)
     x, _ = next(iter(source.train))
@@ -172,7 +174,7 @@ def test_image_streaming_finetune_trains_with_the_same_augmentation(image_folder
     config = dict(strategy="full", epochs=2, head_epochs=1, batch_size=8, augment=True, seed=5,
                   deterministic=True, validate_each_epoch=False)
     in_memory = finetune(image_folder, str(tiny_backbone_path), config=FinetuneConfig(**config), verbose=0)
-    monkeypatch.setattr(data, "MEMORY_CACHE_BYTES", 0)
+    monkeypatch.setattr(pipelines, "MEMORY_CACHE_BYTES", 0)
     streamed = finetune(image_folder, str(tiny_backbone_path), config=FinetuneConfig(**config), verbose=0)
     assert [row["loss"] for row in streamed.metrics["history"]] == [
         row["loss"] for row in in_memory.metrics["history"]]
@@ -200,9 +202,9 @@ def test_text_pretraining_folder_streams_above_the_bound(tmp_path, monkeypatch, 
     folder = text_folder(tmp_path / "texts")
     config = PretrainConfig(source=str(folder), arch="textcnn-s", batch_size=4, sequence_length=8,
                             vocabulary_size=50)
-    monkeypatch.setattr(data, "MEMORY_CACHE_BYTES", 1 << 30)
+    monkeypatch.setattr(pipelines, "MEMORY_CACHE_BYTES", 1 << 30)
     in_memory = pretraining_modalities.other_source(config, 4)
-    monkeypatch.setattr(data, "MEMORY_CACHE_BYTES", 0)
+    monkeypatch.setattr(pipelines, "MEMORY_CACHE_BYTES", 0)
     monkeypatch.setattr(text, "load_texts", streaming)
     streamed = pretraining_modalities.other_source(config, 4)
     assert isinstance(streamed.texts, tf.data.Dataset)

@@ -144,8 +144,9 @@ def _split_lists(class_names, by_class, seed):
 
 
 def _audio_folder(config, scan, description, global_batch):
-    """A folder of WAV files: read once into memory when the clips fit in `kerastl.data.MEMORY_CACHE_BYTES`,
-    else streamed from the files, paths shuffled before reading (`kerastl.data.example_dataset`)."""
+    """A folder of WAV files: read once into memory when the clips fit in
+    `kerastl.data.pipelines.MEMORY_CACHE_BYTES`, else streamed from the files, paths shuffled before reading
+    (`kerastl.data.example_dataset`)."""
     import tensorflow as tf
 
     from kerastl.core.records import InputSpec

@@ -11,7 +11,7 @@ Sources:
 - audio and text: `synthetic:pseudowords`, `corpus:python-docs`, folders of WAV or .txt files and TFDS audio
   sets (`kerastl.pretrain.other_sources`, which also builds their models; the training here is shared).
 
-Distribution:
+Distribution (`kerastl.pretrain.distribute`; precision and XLA are measured by `kerastl.pretrain.execution`):
 - `auto` (the default tf.distribute strategy, one device) and `mirrored` (several GPUs) train with Keras
   `Model.fit`, `BackupAndRestore` and `TensorBoard`.
 - `multiworker` (several machines, `TF_CONFIG`) trains with a short custom step under `strategy.run`,
@@ -25,12 +25,20 @@ import dataclasses
 import json
 import math
 import os
-import platform
 import shlex
 import time
 from pathlib import Path
 
 from kerastl.errors import KerastlError, UsageError
+from kerastl.pretrain.distribute import custom_training, is_chief, make_distribution
+from kerastl.pretrain.execution import (
+    choose_execution,
+    count_flops,
+    hardware_summary,
+    matmul_peak_flops,
+    mixed_policy,
+    weights_digest,
+)
 from kerastl.pretrain.sources import Source, tfds_pipeline
 
 PRECISIONS = ("auto", "float32", "mixed")
@@ -278,234 +286,6 @@ def build_pretraining_model(arch: str, input_shape, num_classes: int, *, mean, s
     return keras.Model(inputs, outputs, name=f"pretrain_{name.lower()}"), backbone
 
 
-def count_flops(model) -> int:
-    """Forward FLOPs per example (2 × multiply-accumulates) of the Conv1D, Conv2D, DepthwiseConv2D and Dense
-    layers, and of layers that report their own (`forward_flops()`)."""
-    import keras
-
-    from kerastl.core.graph import walk_layers
-
-    total = 0
-    for layer in walk_layers(model):
-        if isinstance(layer, keras.Model):
-            continue
-        out = getattr(layer, "output", None)
-        if out is None:
-            continue
-        out_shape = out.shape
-        if isinstance(layer, keras.layers.DepthwiseConv2D):
-            kh, kw = layer.kernel_size
-            total += 2 * kh * kw * math.prod(out_shape[1:])
-        elif isinstance(layer, keras.layers.SeparableConv2D):
-            kh, kw = layer.kernel_size
-            cin = layer.input.shape[-1]
-            total += 2 * (kh * kw * cin * math.prod(out_shape[1:3]) * layer.depth_multiplier
-                          + cin * layer.depth_multiplier * math.prod(out_shape[1:]))
-        elif isinstance(layer, keras.layers.Conv2D):
-            kh, kw = layer.kernel_size
-            cin = layer.input.shape[-1] // layer.groups
-            total += 2 * kh * kw * cin * math.prod(out_shape[1:])
-        elif isinstance(layer, keras.layers.Conv1D):
-            cin = layer.input.shape[-1] // layer.groups
-            total += 2 * layer.kernel_size[0] * cin * math.prod(out_shape[1:])
-        elif isinstance(layer, keras.layers.Dense):
-            total += 2 * layer.input.shape[-1] * layer.units
-        elif hasattr(layer, "forward_flops"):  # layers of fixed maths, e.g. kerastl.modalities.audio.LogMelSpectrogram
-            total += int(layer.forward_flops())
-    return int(total)
-
-
-def matmul_peak_flops(dtype: str = "float32", size: int = 2048, seconds: float = 1.0) -> float:
-    """Measured matmul throughput (FLOP/s) of this machine in `dtype`: the peak that utilisation is reported
-    against, measured rather than taken from a data sheet."""
-    import tensorflow as tf
-
-    a = tf.random.stateless_normal((size, size), seed=(1, 2), dtype=tf.float32)
-    a = tf.cast(a, dtype)
-    b = tf.cast(tf.random.stateless_normal((size, size), seed=(3, 4)), dtype)
-    matmul = tf.function(lambda x, y: tf.reduce_sum(tf.cast(tf.matmul(x, y)[:1, :1], tf.float32)))
-    matmul(a, b).numpy()
-    runs, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds or runs < 2:
-        matmul(a, b).numpy()
-        runs += 1
-    return 2 * size**3 * runs / (time.perf_counter() - start)
-
-
-# -------------------------------------------------------------------------------- precision and XLA
-
-
-def has_gpu() -> bool:
-    import tensorflow as tf
-
-    return bool(tf.config.list_physical_devices("GPU"))
-
-
-def mixed_policy() -> str:
-    """float16 on GPUs (tensor cores), bfloat16 on CPUs (AVX512-BF16/AMX)."""
-    return "mixed_float16" if has_gpu() else "mixed_bfloat16"
-
-
-def choose_execution(config: PretrainConfig, build, sample_batch, steps: int = 8) -> dict:
-    """Picks the dtype policy and XLA by timing a few real training steps of each candidate.
-
-    `build()` returns a fresh compiled-ready model for the current global policy. Returns
-    `{"policy", "jit_compile", "measurements": [{"policy", "jit_compile", "step_seconds"}]}`.
-    """
-    import keras
-
-    policies = {"float32": ["float32"], "mixed": [mixed_policy()],
-                "auto": ["float32", mixed_policy()]}[config.precision]
-    jits = [config.jit_compile] if config.jit_compile is not None else [False, True]
-    if len(policies) * len(jits) == 1:
-        return {"policy": policies[0], "jit_compile": jits[0], "measurements": []}
-    x, y = sample_batch
-    measurements = []
-    for policy in policies:
-        for jit in jits:
-            keras.mixed_precision.set_global_policy(policy)
-            model = build()
-            model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
-                          jit_compile=jit)
-            try:
-                model.train_on_batch(x, y)  # trace and compile
-                start = time.perf_counter()
-                for _ in range(steps):
-                    model.train_on_batch(x, y)
-                seconds = (time.perf_counter() - start) / steps
-            except Exception as error:  # noqa: BLE001 (an op without an XLA or bf16 kernel: not a candidate)
-                seconds = float("inf")
-                measurements.append({"policy": policy, "jit_compile": jit, "error": str(error).splitlines()[0][:100]})
-                continue
-            measurements.append({"policy": policy, "jit_compile": jit, "step_seconds": round(seconds, 5)})
-    keras.mixed_precision.set_global_policy("float32")
-    best = min((m for m in measurements if "step_seconds" in m), key=lambda m: m["step_seconds"])
-    return {"policy": best["policy"], "jit_compile": best["jit_compile"], "measurements": measurements}
-
-
-# ---------------------------------------------------------------------------------------- distribution
-
-
-def make_distribution(name: str):
-    """The tf.distribute strategy for `--strategy` (auto → the default single-device strategy)."""
-    import tensorflow as tf
-
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multiworker":
-        if "TF_CONFIG" not in os.environ:
-            raise KerastlError("--strategy multiworker needs TF_CONFIG describing the cluster and this worker's "
-                               "task; see the README section 'Pre-training on several machines'")
-        try:
-            json.loads(os.environ["TF_CONFIG"])
-        except ValueError:
-            raise KerastlError("TF_CONFIG is not valid JSON; set it to {\"cluster\": {\"worker\": [...]}, "
-                               "\"task\": {\"type\": \"worker\", \"index\": N}}") from None
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    return tf.distribute.get_strategy()
-
-
-def is_chief() -> bool:
-    """Worker 0 (or a `chief` task, or no cluster at all) writes the outputs."""
-    tf_config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
-    task = tf_config.get("task", {})
-    return task.get("type", "worker") == "chief" or (task.get("type", "worker") == "worker"
-                                                      and int(task.get("index", 0)) == 0
-                                                      and "chief" not in tf_config.get("cluster", {}))
-
-
-def weights_digest(model) -> str:
-    """sha256 over all weights: two workers that stayed in sync print the same digest."""
-    from kerastl.train.resume import weights_sha256
-
-    return weights_sha256(model)
-
-
-def _custom_training(model, optimizer, strategy, source, config, epochs, steps_per_epoch, global_batch,
-                     backup_dir: Path, log_dir: Path, verbose, fingerprint: dict) -> tuple:
-    """The multi-worker path: a train step under `strategy.run` on a distributed dataset, with
-    CheckpointManager backups each epoch (resuming from the latest, if `fingerprint` is the backup's) and
-    TensorBoard scalars. Returns `(last logs, notes, progress, epochs done before, their seconds)`,
-    `progress` holding every epoch's loss and the cumulative seconds (see `checkpointing.read_progress`)."""
-    import keras
-    import tensorflow as tf
-
-    from kerastl.train.resume import claim_backup, read_progress, write_progress
-
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(reduction="none")
-    epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var)
-    # Every worker writes a checkpoint (collective ops need all of them); only the chief's is kept.
-    directory = backup_dir if is_chief() else backup_dir.with_name(backup_dir.name + f".worker{_task_index()}")
-    note = claim_backup(directory, fingerprint)
-    manager = tf.train.CheckpointManager(checkpoint, str(directory), max_to_keep=1)
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint)
-    done = int(epoch_var.numpy())
-    progress = read_progress(directory, done)
-    seconds_before = progress["seconds"][-1] if progress["seconds"] else 0.0
-    start = time.perf_counter()
-    # Continue the data stream where the restored epoch left it.
-    train_iter = iter(strategy.experimental_distribute_dataset(
-        source.train.skip(int(epoch_var.numpy()) * steps_per_epoch)))
-
-    @tf.function
-    def train_step(iterator):
-        def step(x, y):
-            with tf.GradientTape() as tape:
-                probabilities = model(x, training=True)
-                loss = tf.nn.compute_average_loss(loss_fn(y, probabilities), global_batch_size=global_batch)
-            gradients = tape.gradient(loss, model.trainable_variables)
-            optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-            correct = tf.cast(tf.equal(tf.argmax(probabilities, -1, output_type=tf.int32), tf.cast(y, tf.int32)),
-                              tf.float32)
-            return loss, tf.reduce_sum(correct) / global_batch
-
-        loss, accuracy = strategy.run(step, args=next(iterator))
-        return (strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None),
-                strategy.reduce(tf.distribute.ReduceOp.SUM, accuracy, axis=None))
-
-    statistics = [v for v in model.non_trainable_variables if str(v.dtype).startswith("float")]
-
-    @tf.function
-    def average_statistics():
-        # Each worker updates BatchNorm moving statistics from its own shard of the batch; average them so
-        # that every worker, and the backbone the chief saves, holds the same model.
-        def replica_fn():
-            context = tf.distribute.get_replica_context()
-            return [context.all_reduce(tf.distribute.ReduceOp.MEAN, tf.identity(v.value)) for v in statistics]
-
-        return strategy.run(replica_fn)
-
-    writer = tf.summary.create_file_writer(str(log_dir)) if is_chief() else tf.summary.create_noop_writer()
-    logs = {}
-    for epoch in range(done, epochs):
-        bar = keras.utils.Progbar(steps_per_epoch, verbose=1 if verbose and is_chief() else 0)
-        losses, accuracies = [], []
-        for step in range(steps_per_epoch):
-            loss, accuracy = train_step(train_iter)
-            losses.append(float(loss))
-            accuracies.append(float(accuracy))
-            bar.update(step + 1, [("loss", losses[-1]), ("accuracy", accuracies[-1])])
-        logs = {"loss": sum(losses) / len(losses), "accuracy": sum(accuracies) / len(accuracies)}
-        with writer.as_default():
-            for key, value in logs.items():
-                tf.summary.scalar(key, value, step=epoch + 1)
-        for variable, value in zip(statistics, average_statistics()):
-            variable.assign(strategy.experimental_local_results(value)[0])
-        epoch_var.assign(epoch + 1)
-        # Written before the checkpoint, so that the record is never behind the backup it describes.
-        progress["loss"].append(round(logs["loss"], 5))
-        progress["seconds"].append(round(seconds_before + time.perf_counter() - start, 3))
-        write_progress(directory, progress)
-        manager.save()
-    return logs, [note] if note else [], progress, done, seconds_before
-
-
-def _task_index() -> int:
-    return int(json.loads(os.environ.get("TF_CONFIG", "{}") or "{}").get("task", {}).get("index", 0))
-
-
 # ------------------------------------------------------------------------------------------------ run
 
 
@@ -529,21 +309,6 @@ def _estimate_statistics(dataset, channels: int, batches: int = 4):
     mean = pixels.mean(axis=0)
     std = np.maximum(pixels.std(axis=0), 1e-3)
     return [round(float(m), 5) for m in mean], [round(float(s), 5) for s in std]
-
-
-def hardware_summary() -> dict:
-    import tensorflow as tf
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
-            "tensorflow": tf.__version__, "python": platform.python_version(), "platform": platform.platform()}
 
 
 def pretrain(config: PretrainConfig, out, *, command: str | None = None, verbose="auto",
@@ -630,7 +395,7 @@ def pretrain(config: PretrainConfig, out, *, command: str | None = None, verbose
         fingerprint = _fingerprint(config, channels)
         start = time.perf_counter()
         if multiworker:
-            logs, notes, progress, done, seconds_before = _custom_training(
+            logs, notes, progress, done, seconds_before = custom_training(
                 model, optimizer, strategy, source, config, epochs, steps_per_epoch, global_batch, backup_dir,
                 log_dir, verbose, fingerprint)
         else:
