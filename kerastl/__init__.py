@@ -28,8 +28,8 @@ _LAZY = {
     "evaluate": "kerastl.train.evaluate",
     "predict": "kerastl.train.evaluate",
     "load_classifier": "kerastl.train.evaluate",
-    "PretrainConfig": "kerastl.pretrain.run",
-    "pretrain": "kerastl.pretrain.run",
+    "PretrainConfig": "kerastl.pretraining.run",
+    "pretrain": "kerastl.pretraining.run",
     "digits_folder": "kerastl.data",
 }
 

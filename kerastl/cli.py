@@ -330,8 +330,8 @@ def pretrain(source, arch, image_size, channels, classes, epochs, steps, steps_p
              deterministic, logdir, sample_rate, clip_seconds, sequence_length, vocabulary_size, out):
     """Supervised pre-training of a backbone (Step 1), written with a manifest to OUT."""
     _quiet_tensorflow()
-    from kerastl.pretrain.run import PretrainConfig
-    from kerastl.pretrain.run import pretrain as run
+    from kerastl.pretraining.run import PretrainConfig
+    from kerastl.pretraining.run import pretrain as run
 
     config = PretrainConfig(source=source, arch=arch, image_size=image_size,
                             channels=int(channels) if channels else None, classes=classes, epochs=epochs,

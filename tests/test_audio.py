@@ -40,7 +40,7 @@ def speak_folder(root, words=WORDS, per_word=8):
                 subprocess.run(["espeak-ng", "-w", str(root / word / f"{i:02d}.wav"), "-v", voice, "-s",
                                 str(speed), "-p", str(pitch), word], check=True, capture_output=True)
         return root
-    from kerastl.pretrain.synthetic_audio import synthetic_audio_dataset
+    from kerastl.pretraining.synthetic_audio import synthetic_audio_dataset
 
     counts = {w: 0 for w in words}
     dataset = synthetic_audio_dataset("pseudowords", num_classes=len(words), num_samples=SAMPLES, seed=7)
@@ -126,7 +126,7 @@ def test_read_wav_mixes_down_resamples_and_fits_length(tmp_path):
 
 
 def test_pseudowords_are_deterministic_and_share_classes_across_splits():
-    from kerastl.pretrain.synthetic_audio import synthetic_audio_dataset
+    from kerastl.pretraining.synthetic_audio import synthetic_audio_dataset
 
     def first(split, seed=0, n=4):
         data = synthetic_audio_dataset("pseudowords", num_classes=5, num_samples=SAMPLES, seed=seed, split=split)
@@ -144,7 +144,7 @@ def test_tfds_audio_source_reads_prepared_data(tmp_path, monkeypatch):
     """A prepared TFDS audio set (as speech_commands is, once `tfds build`) is an audio pre-training source."""
     import tensorflow_datasets as tfds
 
-    from kerastl.pretrain.run import PretrainConfig, pretrain
+    from kerastl.pretraining.run import PretrainConfig, pretrain
 
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
 

@@ -1,10 +1,10 @@
-"""The built-in text corpora (`kerastl.pretrain.corpora`): python-docs-wide-files on a tiny fake standard library and
+"""The built-in text corpora (`kerastl.pretraining.corpora`): python-docs-wide-files on a tiny fake standard library and
 package (fast, offline), and on the real one (slow)."""
 
 import pytest
 
 from kerastl.errors import UsageError
-from kerastl.pretrain import corpora
+from kerastl.pretraining import corpora
 
 
 def _module(path, *docstrings):

@@ -82,7 +82,7 @@ def test_text_pretraining_leaves_the_callers_config_unchanged(tmp_path):
     config reused for an image run afterwards would otherwise silently lose its precision choice)."""
     import json
 
-    from kerastl.pretrain.run import PretrainConfig, pretrain
+    from kerastl.pretraining.run import PretrainConfig, pretrain
 
     config = PretrainConfig(source=str(_tiny_corpus(tmp_path / "corpus")), arch="textcnn-s", epochs=1,
                             steps_per_epoch=2, batch_size=8, validation_steps=1, precision="auto",

@@ -157,3 +157,17 @@ def test_the_wheel_carries_the_shipped_backbones(tmp_path):
         assert f"kerastl/saved_models/{backbone}/manifest.json" in names
         assert f"kerastl/saved_models/{backbone}/backbone.keras" in names
     assert not [n for n in names if "/saved_models/." in n], "logs or backups were shipped"
+
+
+def test_no_subpackage_shadows_a_public_name():
+    """`kerastl.pretrain` is a function; a subpackage of that name, once imported, would replace it."""
+    import importlib
+    import types
+
+    import kerastl
+
+    for entry in sorted((ROOT / "kerastl").iterdir()):
+        if (entry / "__init__.py").is_file():
+            importlib.import_module(f"kerastl.{entry.name}")
+    for name in kerastl.__all__:
+        assert not isinstance(getattr(kerastl, name), types.ModuleType), name

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from kerastl.backbones import load_backbone
 from kerastl.cli import main
 from kerastl.errors import KerastlError, UsageError
-from kerastl.pretrain.run import PretrainConfig, pretrain
+from kerastl.pretraining.run import PretrainConfig, pretrain
 
 TINY = dict(arch="smallnet-s", image_size=16, classes=10, epochs=2, steps_per_epoch=3, batch_size=16,
             validation_steps=1, precision="float32", jit_compile=False)

@@ -141,7 +141,7 @@ def test_finetune_cli_says_in_one_line_that_a_different_command_starts_afresh(tm
 
 
 def _pretrain_config(**overrides):
-    from kerastl.pretrain.run import PretrainConfig
+    from kerastl.pretraining.run import PretrainConfig
 
     values = dict(source="synthetic:glyphs", arch="smallnet-s", image_size=16, classes=4, epochs=3,
                   steps_per_epoch=2, batch_size=8, validation_steps=1, precision="float32", jit_compile=False,
@@ -172,7 +172,7 @@ def test_pretrain_resume_records_the_whole_run_and_only_resumes_the_same_run(tmp
     `examples_seen` and `train_seconds` describe the same epochs; another run discards the backup."""
     import keras
 
-    from kerastl.pretrain.run import pretrain
+    from kerastl.pretraining.run import pretrain
 
     out = tmp_path / "saved_models" / "glyphs-t"
     backup = out.parent / f".{out.name}.backup"

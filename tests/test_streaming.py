@@ -141,7 +141,7 @@ def test_pretraining_audio_folder_streams(tmp_path, monkeypatch, streaming):
     import types
 
     import kerastl.modalities.audio
-    from kerastl.pretrain.other_sources import _audio_folder
+    from kerastl.pretraining.other_sources import _audio_folder
 
     monkeypatch.setattr(kerastl.modalities.audio, "load_waveforms", streaming)
     wav_folder(tmp_path / "wav", per_class=6)
@@ -156,7 +156,7 @@ def test_pretraining_image_folder_shuffles_paths(image_folder, monkeypatch, stre
     """Folder pre-training streams images above the limit (its shuffle buffer holds paths)."""
     import types
 
-    from kerastl.pretrain.run import _folder_source
+    from kerastl.pretraining.run import _folder_source
 
     monkeypatch.setattr(pipelines, "load_inputs", streaming)
     config = types.SimpleNamespace(seed=0, image_size=16)
@@ -196,8 +196,8 @@ def test_text_pretraining_folder_streams_above_the_bound(tmp_path, monkeypatch, 
     import tensorflow as tf
 
     from kerastl.modalities import text
-    from kerastl.pretrain import other_sources as pretraining_modalities
-    from kerastl.pretrain.run import PretrainConfig
+    from kerastl.pretraining import other_sources as pretraining_modalities
+    from kerastl.pretraining.run import PretrainConfig
 
     folder = text_folder(tmp_path / "texts")
     config = PretrainConfig(source=str(folder), arch="textcnn-s", batch_size=4, sequence_length=8,

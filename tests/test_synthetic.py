@@ -1,11 +1,11 @@
-"""Tests of kerastl.pretrain.synthetic_image: the built-in, in-graph synthetic pre-training sources."""
+"""Tests of kerastl.pretraining.synthetic_image: the built-in, in-graph synthetic pre-training sources."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from kerastl.errors import KerastlError
-from kerastl.pretrain.synthetic_image import SOURCES, _class_table, synthetic_dataset
+from kerastl.pretraining.synthetic_image import SOURCES, _class_table, synthetic_dataset
 
 
 def take(ds, n):

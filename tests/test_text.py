@@ -84,7 +84,7 @@ def test_undecodable_text_is_skipped_and_listed(tmp_path):
 
 
 def test_python_docs_corpus_is_labelled_by_module():
-    from kerastl.pretrain.corpora import corpus_examples
+    from kerastl.pretraining.corpora import corpus_examples
 
     texts, labels, classes, description = corpus_examples("python-docs")
     assert len(classes) >= 30 and len(texts) == len(labels) > 5000
@@ -97,7 +97,7 @@ def test_python_docs_corpus_is_labelled_by_module():
 
 @pytest.mark.slow
 def test_file_and_wide_corpora():
-    from kerastl.pretrain.corpora import corpus_examples
+    from kerastl.pretraining.corpora import corpus_examples
 
     # The stdlib paragraphs by source file: finer topics, more classes.
     _, _, files, _ = corpus_examples("python-docs-files")

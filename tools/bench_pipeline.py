@@ -43,7 +43,7 @@ def main():
     import keras
     import tensorflow as tf
 
-    from kerastl.pretrain.run import PretrainConfig, build_pretraining_model, load_source
+    from kerastl.pretraining.run import PretrainConfig, build_pretraining_model, load_source
 
     config = PretrainConfig(source=args.source, arch=args.arch, image_size=args.image_size, classes=args.classes,
                             batch_size=args.batch_size)

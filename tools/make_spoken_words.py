@@ -1,7 +1,7 @@
 """Writes a class-per-folder WAV set of English words spoken by espeak-ng, offline: a speech pre-training source.
 
 The words are the most frequent alphabetic words (3-12 letters) of the Python standard library's docstrings
-(`kerastl.pretrain.corpora`, `python-docs`), minus the ten keywords that tools/bench_fewshot_audio_text.py
+(`kerastl.pretraining.corpora`, `python-docs`), minus the ten keywords that tools/bench_fewshot_audio_text.py
 classifies (yes, no, up, down, left, right, on, off, stop, go) and their homophones (write, know, ...), so that
 a backbone pretrained on this set has never heard a benchmark word. Each word is spoken `--clips` times, each
 time by a random English voice and variant (male/female), speed (120-220 words per minute) and pitch (20-80).
@@ -34,7 +34,7 @@ VARIANTS = ("", "+m1", "+m2", "+m3", "+m4", "+m7", "+f1", "+f2", "+f3", "+f4", "
 
 def frequent_words(count: int) -> list[str]:
     """The `count` most frequent words of the python-docs corpus, keywords and homophones excluded."""
-    from kerastl.pretrain.corpora import corpus_examples
+    from kerastl.pretraining.corpora import corpus_examples
 
     texts, _, _, _ = corpus_examples("python-docs")
     counts = collections.Counter(w for text in texts for w in re.findall(r"\b[a-z]{3,12}\b", text.lower()))

@@ -21,7 +21,7 @@ from PIL import Image
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from kerastl.pretrain.synthetic_image import SOURCES, synthetic_dataset
+from kerastl.pretraining.synthetic_image import SOURCES, synthetic_dataset
 
 
 def main(argv=None) -> int:

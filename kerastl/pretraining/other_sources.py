@@ -1,10 +1,10 @@
-"""Step 1 for audio and text: their pre-training sources and models (`kerastl.pretrain.run` runs the training).
+"""Step 1 for audio and text: their pre-training sources and models (`kerastl.pretraining.run` runs the training).
 
 Sources:
-- audio: `synthetic:pseudowords` (`kerastl.pretrain.synthetic_audio`, generated in the tf.data graph), a class-per-folder
+- audio: `synthetic:pseudowords` (`kerastl.pretraining.synthetic_audio`, generated in the tf.data graph), a class-per-folder
   directory of WAV files, or `tfds:NAME[:SPLIT]` of a prepared TFDS audio set (`audio` and `label` features,
   e.g. speech_commands);
-- text: `corpus:python-docs` (`kerastl.pretrain.corpora`, text that ships with Python) or a class-per-folder directory
+- text: `corpus:python-docs` (`kerastl.pretraining.corpora`, text that ships with Python) or a class-per-folder directory
   of `.txt` files.
 
 Models: the backbone (`kerastl.backbones.archs.build_audio_backbone`, `build_text_backbone`) with a
@@ -20,13 +20,13 @@ from kerastl.errors import KerastlError, UsageError
 
 
 def other_source(config, global_batch: int):
-    """The `kerastl.pretrain.sources.Source` of an audio or text `config.source`, or None for an image source.
+    """The `kerastl.pretraining.sources.Source` of an audio or text `config.source`, or None for an image source.
 
     Raises:
         UsageError: an unknown corpus.
         KerastlError: the folder cannot be read.
     """
-    from kerastl.pretrain.synthetic_audio import SOURCES
+    from kerastl.pretraining.synthetic_audio import SOURCES
 
     spec = config.source
     if spec.startswith("synthetic:"):
@@ -35,7 +35,7 @@ def other_source(config, global_batch: int):
     if spec.startswith("tfds:"):
         return _tfds_audio(config, spec[len("tfds:"):], global_batch)
     if spec.startswith("corpus:"):
-        from kerastl.pretrain.corpora import corpus_examples
+        from kerastl.pretraining.corpora import corpus_examples
 
         texts, labels, classes, description = corpus_examples(spec[len("corpus:"):])
         by_class = [[t for t, y in zip(texts, labels) if y == i] for i in range(len(classes))]
@@ -68,8 +68,8 @@ def _num_samples(config) -> int:
 def _synthetic_audio(config, name, global_batch):
     import tensorflow as tf
 
-    from kerastl.pretrain.sources import Source
-    from kerastl.pretrain.synthetic_audio import synthetic_audio_dataset
+    from kerastl.pretraining.sources import Source
+    from kerastl.pretraining.synthetic_audio import synthetic_audio_dataset
 
     common = dict(num_classes=int(config.classes), sample_rate=int(config.sample_rate),
                   num_samples=_num_samples(config), seed=int(config.seed))
@@ -90,7 +90,7 @@ def _tfds_audio(config, spec, global_batch):
     import tensorflow_datasets as tfds
 
     from kerastl.errors import UsageError
-    from kerastl.pretrain.sources import Source
+    from kerastl.pretraining.sources import Source
 
     name, _, split_name = spec.partition(":")
     split_name = split_name or "train"
@@ -122,7 +122,7 @@ def _tfds_audio(config, spec, global_batch):
         return tf.ensure_shape(tf.clip_by_value(wave, -1.0, 1.0), [num_samples]), tf.cast(example["label"], tf.int32)
 
     def pipeline(split, training):
-        from kerastl.pretrain.sources import tfds_pipeline
+        from kerastl.pretraining.sources import tfds_pipeline
 
         return tfds_pipeline(builder, split, convert, seed=config.seed, global_batch=global_batch,
                              training=training)
@@ -151,7 +151,7 @@ def _audio_folder(config, scan, description, global_batch):
 
     from kerastl.core.records import InputSpec
     from kerastl.data import example_dataset
-    from kerastl.pretrain.sources import Source
+    from kerastl.pretraining.sources import Source
 
     parts = _split_lists(scan.class_names, scan.files, config.seed)
     spec = InputSpec(modality="audio", shape=(_num_samples(config),), sample_rate=int(config.sample_rate))
@@ -170,7 +170,7 @@ def _text_source(config, class_names, by_class, description, global_batch, *, fr
     import tensorflow as tf
 
     from kerastl.modalities.text import text_reader
-    from kerastl.pretrain.sources import Source
+    from kerastl.pretraining.sources import Source
 
     parts = _split_lists(class_names, by_class, config.seed)
     if len(parts.train_files) < global_batch:
@@ -198,7 +198,7 @@ def _text_source(config, class_names, by_class, description, global_batch, *, fr
 
 def other_model_factory(config, source):
     """For an audio or text `source`: `(input_shape, input_record, preprocessing, make_model)`, where
-    `make_model()` returns `(pretraining_model, backbone)` as `kerastl.pretrain.run.build_pretraining_model`.
+    `make_model()` returns `(pretraining_model, backbone)` as `kerastl.pretraining.run.build_pretraining_model`.
 
     Text trains in float32: `keras.mixed_precision` would give the tokenizer a float dtype on saving.
 
@@ -250,7 +250,7 @@ def _text_factory(config, source):
     if config.precision == "mixed":
         raise UsageError("text pre-training runs in float32 (mixed precision would give the tokenizer a float "
                          "dtype on saving): drop --precision mixed")
-    # `config` is pretrain's own copy (see kerastl.pretrain.run.pretrain): "auto" resolves to float32 here.
+    # `config` is pretrain's own copy (see kerastl.pretraining.run.pretrain): "auto" resolves to float32 here.
     config.precision = "float32"
     vocabulary = build_vocabulary(source.texts, vocabulary_size=int(config.vocabulary_size),
                                   sequence_length=int(config.sequence_length))

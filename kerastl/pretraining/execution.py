@@ -82,7 +82,7 @@ def mixed_policy() -> str:
 def choose_execution(config, build, sample_batch, steps: int = 8) -> dict:
     """Picks the dtype policy and XLA by timing a few real training steps of each candidate.
 
-    `config` is the run's `kerastl.pretrain.run.PretrainConfig` (its `precision` and `jit_compile`);
+    `config` is the run's `kerastl.pretraining.run.PretrainConfig` (its `precision` and `jit_compile`);
     `build()` returns a fresh compiled-ready model for the current global policy. Returns
     `{"policy", "jit_compile", "measurements": [{"policy", "jit_compile", "step_seconds"}]}`.
     """

@@ -1,6 +1,6 @@
 """What a pre-training source resolves to (`Source`), and the TFDS pipeline every TFDS source shares.
 
-`kerastl.pretrain.run` resolves image sources and `kerastl.pretrain.other_sources` audio and text ones; both
+`kerastl.pretraining.run` resolves image sources and `kerastl.pretraining.other_sources` audio and text ones; both
 build on this module, so neither imports the other's resolver back.
 """
 

@@ -7,11 +7,11 @@ and `kerastl backbones` understand.
 Sources:
 - a class-per-folder image directory;
 - `tfds:NAME[:SPLIT]`, a TFDS builder's prepared data (offline: one line says what to download and where);
-- `synthetic:NAME`, generated inside the tf.data graph (`kerastl.pretrain.synthetic_image`), unlimited images per class;
+- `synthetic:NAME`, generated inside the tf.data graph (`kerastl.pretraining.synthetic_image`), unlimited images per class;
 - audio and text: `synthetic:pseudowords`, `corpus:python-docs`, folders of WAV or .txt files and TFDS audio
-  sets (`kerastl.pretrain.other_sources`, which also builds their models; the training here is shared).
+  sets (`kerastl.pretraining.other_sources`, which also builds their models; the training here is shared).
 
-Distribution (`kerastl.pretrain.distribute`; precision and XLA are measured by `kerastl.pretrain.execution`):
+Distribution (`kerastl.pretraining.distribute`; precision and XLA are measured by `kerastl.pretraining.execution`):
 - `auto` (the default tf.distribute strategy, one device) and `mirrored` (several GPUs) train with Keras
   `Model.fit`, `BackupAndRestore` and `TensorBoard`.
 - `multiworker` (several machines, `TF_CONFIG`) trains with a short custom step under `strategy.run`,
@@ -30,8 +30,8 @@ import time
 from pathlib import Path
 
 from kerastl.errors import KerastlError, UsageError
-from kerastl.pretrain.distribute import custom_training, is_chief, make_distribution
-from kerastl.pretrain.execution import (
+from kerastl.pretraining.distribute import custom_training, is_chief, make_distribution
+from kerastl.pretraining.execution import (
     choose_execution,
     count_flops,
     hardware_summary,
@@ -39,7 +39,7 @@ from kerastl.pretrain.execution import (
     mixed_policy,
     weights_digest,
 )
-from kerastl.pretrain.sources import Source, tfds_pipeline
+from kerastl.pretraining.sources import Source, tfds_pipeline
 
 PRECISIONS = ("auto", "float32", "mixed")
 DISTRIBUTIONS = ("auto", "mirrored", "multiworker")
@@ -145,7 +145,7 @@ def load_source(config: PretrainConfig, channels: int, global_batch: int) -> Sou
     source = config.source
     if source.startswith(("synthetic:", "corpus:", "tfds:")) or (
             Path(source).is_dir() and _folder_modality(source) != "image"):
-        from kerastl.pretrain.other_sources import other_source
+        from kerastl.pretraining.other_sources import other_source
 
         found = other_source(config, global_batch)
         if found is not None:
@@ -169,7 +169,7 @@ def _folder_modality(root) -> str:
 def _synthetic_source(config, name, channels, global_batch) -> Source:
     import tensorflow as tf
 
-    from kerastl.pretrain.synthetic_image import synthetic_dataset
+    from kerastl.pretraining.synthetic_image import synthetic_dataset
 
     common = dict(num_classes=int(config.classes), image_size=int(config.image_size), channels=channels,
                   seed=int(config.seed))
@@ -354,7 +354,7 @@ def pretrain(config: PretrainConfig, out, *, command: str | None = None, verbose
             return build_pretraining_model(config.arch, input_shape, source.num_classes, mean=mean, std=std,
                                            dropout=config.dropout, seed=config.seed)
     else:
-        from kerastl.pretrain.other_sources import other_model_factory
+        from kerastl.pretraining.other_sources import other_model_factory
 
         input_shape, input_record, preprocessing, make_model = other_model_factory(config, source)
     steps_per_epoch = int(config.steps_per_epoch)

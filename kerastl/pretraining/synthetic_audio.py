@@ -1,6 +1,6 @@
 """Built-in synthetic audio sources for supervised pre-training, generated inside the tf.data graph.
 
-`synthetic_audio_dataset(name, ...)` is the audio counterpart of `kerastl.pretrain.synthetic_image.synthetic_dataset`: an
+`synthetic_audio_dataset(name, ...)` is the audio counterpart of `kerastl.pretraining.synthetic_image.synthetic_dataset`: an
 endless `tf.data.Dataset` of `(waveform, label)` pairs rendered by stateless random ops (Philox), no files,
 as many classes as asked for. What class c sounds like is a pure function of `(seed, c)`; how one sample
 of it differs, of `(seed, split, element index)`.
@@ -28,7 +28,7 @@ import math
 import tensorflow as tf
 
 from kerastl.errors import UsageError
-from kerastl.pretrain.synthetic_image import _fold, _normal, _uniform
+from kerastl.pretraining.synthetic_image import _fold, _normal, _uniform
 
 SOURCES: dict[str, str] = {
     "pseudowords": (
