@@ -27,9 +27,7 @@ from pathlib import Path
 
 from kerastl.errors import KerastlError, UsageError
 from kerastl.export import metadata
-from kerastl.export.errors import (
-    ExportRejected,
-)
+from kerastl.export.errors import ExportRejected
 from kerastl.export.inputs import (
     image_input_shape,
     model_input,
