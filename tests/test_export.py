@@ -28,6 +28,7 @@ from kerastl.data import drop_undecodable, load_images, scan_folder, split
 from kerastl.errors import KerastlError, UsageError
 from kerastl.export import ExportRejected, export, output_paths
 from kerastl.export import metadata as tflite_metadata
+from kerastl.export import tflite as tflite_module
 from kerastl.train.evaluate import load_classifier
 
 from .conftest import make_image_folder, make_tiny_backbone
@@ -291,7 +292,7 @@ def broken_conversion(monkeypatch):
         clone.layers[-1].set_weights([np.roll(kernel, 1, axis=-1), np.roll(bias, 1)])
         return clone
 
-    monkeypatch.setattr(export_module, "rgb_input_model", rotated)
+    monkeypatch.setattr(tflite_module, "rgb_input_model", rotated)  # lite_model calls it
 
 
 def test_gate_passes_a_faithful_export(classifier, image_folder, tmp_path):

@@ -1,0 +1,275 @@
+"""Verification: each export run on the same examples as Keras and compared with it (`verify_tflite` in the
+LiteRT interpreter, `verify_saved_model`, `compare`), and those examples (`verification_set`: the held-out
+part of the training data as `kerastl finetune` held it out, plus int8 calibration inputs; or
+`synthetic_inputs` when no data is given)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import statistics
+import time
+from pathlib import Path
+
+from kerastl.errors import KerastlError
+from kerastl.export.inputs import model_input
+from kerastl.export.tflite import tflite_inputs
+
+# Full-integer calibration: TFLite's guidance is a few hundred representative inputs.
+MAX_CALIBRATION_EXAMPLES = 200
+# Verification runs every held-out example through the interpreter one at a time; this bounds its time.
+MAX_VERIFY_EXAMPLES = 1000
+SYNTHETIC_INPUTS = 32
+# Words for synthetic texts when a model's vocabulary is inside a hub module.
+_COMMON_WORDS = ("the of and to in is that for it as with was on be by this are from or have an they which one "
+                 "you were all we when there can been has more if will their would what about time new first")
+# Latency is measured single-threaded: comparable between runs on a shared machine, and what a phone's
+# background task gets.
+INTERPRETER_THREADS = 1
+
+
+def to_grayscale(images):
+    """RGB float pixels (N, H, W, 3) → (N, H, W, 1), exactly as `kerastl.data.decode_image` does."""
+    import numpy as np
+    import tensorflow as tf
+
+    return np.clip(tf.image.rgb_to_grayscale(images).numpy(), 0.0, 255.0)
+
+
+def verify_tflite(model, inputs, *, reference, y_true=None, threads: int = INTERPRETER_THREADS) -> dict:
+    """Runs a TFLite model (bytes or a path) in the LiteRT interpreter on `inputs`, one at a time, and compares
+    it with `reference` (Keras' probabilities for the same examples).
+
+    `inputs` are shaped like the TFLite input (see `tflite_inputs`): float32 pixels in [0, 255] are rounded to
+    uint8 for a uint8 input; waveforms and token ids are cast to the input's dtype. A uint8 or int8 output
+    is dequantized.
+
+    Returns `{"n", "top1_agreement", "accuracy" (None without y_true), "max_abs_diff", "median_latency_ms",
+    "bytes", "threads", "input": {"dtype", "shape", "scale", "zero_point"}}`.
+    """
+    import numpy as np
+
+    from kerastl import extras
+
+    extras.require("TFLite verification", "ai_edge_litert")
+    from ai_edge_litert.interpreter import Interpreter
+
+    content = Path(model).read_bytes() if isinstance(model, (str, os.PathLike)) else bytes(model)
+    interpreter = Interpreter(model_content=content, num_threads=threads)
+    interpreter.allocate_tensors()
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    inputs = np.asarray(inputs)
+    if inp["dtype"] == np.uint8:
+        inputs = np.clip(np.round(inputs.astype("float32")), 0, 255)
+    inputs = inputs.astype(inp["dtype"])
+    probabilities, latencies = [], []
+    for index, example in enumerate(inputs):
+        interpreter.set_tensor(inp["index"], example[None])
+        start = time.perf_counter()
+        interpreter.invoke()
+        elapsed = time.perf_counter() - start
+        if index or len(inputs) == 1:  # the first call also allocates and warms up
+            latencies.append(elapsed)
+        scores = interpreter.get_tensor(out["index"])[0].astype("float32")
+        if out["dtype"] in (np.uint8, np.int8):
+            scale, zero_point = out["quantization"]
+            scores = scale * (scores - zero_point)
+        probabilities.append(scores)
+    probabilities = np.stack(probabilities) if probabilities else np.zeros((0, np.shape(reference)[-1]))
+    scale, zero_point = inp["quantization"]
+    return {
+        **compare(probabilities, reference, y_true),
+        "median_latency_ms": round(statistics.median(latencies) * 1e3, 4) if latencies else None,
+        "bytes": len(content),
+        "threads": threads,
+        "input": {"dtype": np.dtype(inp["dtype"]).name, "shape": [int(d) for d in inp["shape"]],
+                  "scale": float(scale), "zero_point": int(zero_point)},
+    }
+
+
+def verify_saved_model(path, inputs, *, reference, y_true=None, signature: str = "serving_float",
+                       batch_size: int = 64) -> dict:
+    """Loads a SavedModel with `tf.saved_model.load` and compares the probabilities of its `signature` (for
+    images `serving_float`, taking float32 pixels in [0, 255] with the model's own channels; for audio and
+    text `serving_default`) on `inputs` with `reference`.
+
+    Returns `{"n", "top1_agreement", "accuracy", "max_abs_diff", "bytes"}`.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(str(path)).signatures[signature]
+    (name, spec), = serve.structured_input_signature[1].items()
+    inputs = np.asarray(inputs, dtype=object if spec.dtype == tf.string else "float32")
+    parts = [serve(**{name: tf.constant(inputs[i:i + batch_size], dtype=spec.dtype)})["probabilities"].numpy()
+             for i in range(0, len(inputs), batch_size)]
+    probabilities = np.concatenate(parts) if parts else np.zeros((0, np.shape(reference)[-1]))
+    size = sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+    return {**compare(probabilities, reference, y_true), "bytes": size}
+
+
+def compare(probabilities, reference, y_true=None) -> dict:
+    """`{"n", "top1_agreement", "accuracy", "max_abs_diff"}` of `probabilities` against `reference`."""
+    import numpy as np
+
+    probabilities, reference = np.asarray(probabilities), np.asarray(reference)
+    n = len(reference)
+    if not n:
+        return {"n": 0, "top1_agreement": None, "accuracy": None, "max_abs_diff": None}
+    predicted = probabilities.argmax(-1)
+    return {
+        "n": int(n),
+        "top1_agreement": round(float((predicted == reference.argmax(-1)).mean()), 6),
+        "accuracy": None if y_true is None else round(float((predicted == np.asarray(y_true)).mean()), 6),
+        "max_abs_diff": float(np.abs(probabilities - reference).max()),
+    }
+
+
+@dataclasses.dataclass
+class VerificationSet:
+    """Examples to check exports on and, for int8, to calibrate with.
+
+    Attributes:
+        inputs: what Keras and the SavedModel take: float32 pixels in [0, 255] with the model's channels,
+            float32 waveforms, or strings.
+        tflite_inputs: the same examples as the TFLite file takes them (`tflite_inputs`).
+        y_true: label indices in the model's output order, or None for synthetic examples.
+        calibration: training examples shaped like the TFLite input (int8 only), or None.
+        description: JSON-able summary for the report.
+    """
+
+    inputs: object
+    tflite_inputs: object
+    y_true: object
+    calibration: object
+    description: dict
+
+
+def _training_split(model, seed) -> dict:
+    """The split `kerastl finetune` used for `model`, from the metrics.json beside it (or the defaults)."""
+    import json
+
+    settings = {"seed": 0, "validation_fraction": 0.2, "shots": None}
+    if isinstance(model, (str, Path)):
+        path = Path(model)
+        metrics = (path if path.is_dir() else path.parent) / "metrics.json"
+        try:
+            config = json.loads(metrics.read_text()).get("config", {})
+        except (OSError, ValueError, AttributeError):
+            config = {}
+        for key in settings:
+            if config.get(key) is not None:
+                settings[key] = config[key]
+    if seed is not None:
+        settings["seed"] = int(seed)
+    return settings
+
+
+def verification_set(data, labels: list[str], model, *, calibrate: bool = False, seed: int = 0,
+                     max_examples: int = MAX_VERIFY_EXAMPLES, validation_fraction: float = 0.2,
+                     shots: int | None = None) -> VerificationSet:
+    """The held-out examples of `data` (the validation part of `kerastl.data.split` with its default fraction
+    and `seed`, as `kerastl finetune` held them out), at most `max_examples` of them, read for `model`; with
+    `calibrate`, also up to `MAX_CALIBRATION_EXAMPLES` of its training part. Without `data`, `SYNTHETIC_INPUTS`
+    synthetic examples (`synthetic_inputs`).
+
+    Raises:
+        KerastlError: the data cannot be read, is of another input type than the model, or has class folders
+            the model does not know.
+    """
+    import random
+
+    import numpy as np
+
+    from kerastl.data import class_indices, detect_modality, drop_undecodable, scan_folder, split
+
+    spec = model_input(model)
+    if data is None:
+        raw = synthetic_inputs(model, SYNTHETIC_INPUTS, seed=seed)
+        return VerificationSet(*_for_model(model, spec, raw), None, None,
+                               {"source": "synthetic", "n": len(raw), "labelled": False, "held_out": False})
+    found = detect_modality(data)
+    if found is not None and found != spec.modality:
+        raise KerastlError(f"{data} holds {found} files but the model takes {spec.modality} input; give --data a "
+                           f"folder of {spec.modality} files (the model's own training data)")
+    scan = drop_undecodable(scan_folder(data, spec.modality))
+    to_model = class_indices(data, scan.class_names, labels)
+    parts = split(scan, validation_fraction=validation_fraction, shots=shots, seed=seed)
+    held_out = bool(parts.val_files)
+    # Without a validation part (one example per class) the training examples are all there is.
+    files, y = (parts.val_files, parts.val_labels) if held_out else (parts.train_files, parts.train_labels)
+    total = len(files)
+    rng = random.Random(seed)
+    if len(files) > max_examples:
+        keep = sorted(rng.sample(range(len(files)), max_examples))
+        files, y = [files[i] for i in keep], [y[i] for i in keep]
+    inputs, lite_inputs = _for_model(model, spec, _read(spec, files))
+    calibration = None
+    if calibrate:
+        train = list(parts.train_files)
+        if len(train) > MAX_CALIBRATION_EXAMPLES:
+            train = [train[i] for i in sorted(rng.sample(range(len(train)), MAX_CALIBRATION_EXAMPLES))]
+        calibration = _for_model(model, spec, _read(spec, train))[1]
+    description = {"source": str(data), "n": len(files), "held_out": held_out, "labelled": True,
+                   "available": total, "calibration_images": None if calibration is None else len(calibration),
+                   "skipped": len(scan.skipped)}
+    return VerificationSet(inputs, lite_inputs, np.asarray([to_model[i] for i in y]), calibration, description)
+
+
+def _read(spec, files):
+    """`files` read for the model; images always as RGB (see `_for_model`)."""
+    from kerastl.data import load_images, load_inputs
+
+    if spec.modality == "image":
+        return load_images(files, image_size=spec.shape[:2], channels=3)
+    return load_inputs(spec, files)
+
+
+def _for_model(model, spec, raw) -> tuple:
+    """(what Keras takes, what the TFLite file takes) from `_read`'s or `synthetic_inputs`' examples. A
+    1-channel image model gets the RGB converted as `kerastl.data` converts training images, and its TFLite
+    file, which converts RGB itself, the RGB."""
+    if spec.modality == "image" and spec.shape[2] == 1:
+        return to_grayscale(raw), raw
+    return raw, tflite_inputs(model, raw)
+
+
+def synthetic_inputs(model, n: int, *, seed: int = 0):
+    """`n` synthetic examples for `model`'s input type: smooth random RGB images (`synthetic_images`, RGB also
+    for a 1-channel model); clips of a few random tones in noise at a random level; or strings of random words
+    from the model's vocabulary (common English words for a hub module, whose vocabulary is hidden)."""
+    import numpy as np
+
+    spec = model_input(model)
+    rng = np.random.default_rng(seed)
+    if spec.modality == "audio":
+        samples = spec.shape[0]
+        t = np.arange(samples) / spec.sample_rate
+        clips = []
+        for _ in range(n):
+            tones = sum(np.sin(2 * np.pi * rng.uniform(80, 4000) * t + rng.uniform(0, 2 * np.pi))
+                        for _ in range(rng.integers(1, 4)))
+            clip = tones / 3 + rng.normal(0, 0.1, samples)
+            clips.append(rng.uniform(0.05, 0.9) * clip / np.abs(clip).max())
+        return np.stack(clips).astype("float32")
+    if spec.modality == "text":
+        from kerastl.modalities.text import vocabulary_of
+
+        words = vocabulary_of(model)[2:] or _COMMON_WORDS.split()
+        return np.asarray([" ".join(rng.choice(words, rng.integers(3, 40))) for _ in range(n)], dtype=object)
+    return synthetic_images(n, spec.shape[:2], seed=seed)
+
+
+def synthetic_images(n: int, size, *, seed: int = 0):
+    """`n` smooth random RGB images (float32, (n, H, W, 3)) whose pixels span 0..255: blurry colour blobs,
+    closer to photographs than white noise, for checking an export when no data is given."""
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    coarse = rng.uniform(0.0, 255.0, (n, 4, 4, 3)).astype("float32")
+    images = tf.image.resize(coarse, size, method="bicubic").numpy()
+    images += rng.normal(0.0, 8.0, images.shape)
+    low = images.min(axis=(1, 2, 3), keepdims=True)
+    high = images.max(axis=(1, 2, 3), keepdims=True)
+    return ((images - low) / np.maximum(high - low, 1e-6) * 255.0).astype("float32")
