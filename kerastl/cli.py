@@ -19,7 +19,12 @@ import click
 from kerastl.errors import KerastlError, UsageError
 from kerastl.reporting import text
 
-STRATEGY_HELP = "head (Option 1: train only the new layer), full (Option 2: then every layer), top:N, or auto"
+# `--strategy` names two different things, kept for compatibility: in `finetune` which layers train, in
+# `pretrain` the tf.distribute strategy. Each help text says which, and points at the other.
+STRATEGY_HELP = ("Which layers train (not a tf.distribute strategy; that is pretrain's --strategy): head (Option 1: "
+                 "train only the new layer), full (Option 2: then every layer), top:N, or auto")
+DISTRIBUTION_HELP = ("tf.distribute strategy, how training spreads over devices and machines (not which layers "
+                     "train; that is finetune's --strategy); multiworker reads TF_CONFIG.")
 
 
 class _NonEmptyPath(click.Path):
@@ -137,7 +142,7 @@ def _fail(message: str, code: int, debug: bool):
               help="Never download: use cached weights and modules only (same as KERASTL_OFFLINE=1).")
 @click.version_option(package_name="kerastl")
 def main(debug, offline):
-    """Transfer learning with Keras 3: pretrain, fine-tune, evaluate and export image classifiers.
+    """Transfer learning with Keras 3: pretrain, fine-tune, evaluate and export image, audio and text classifiers.
 
     Downloads (Keras ImageNet weights, TF-Hub modules) go to $KERASTL_CACHE (default ~/.cache/kerastl),
     verified and resumable. KERASTL_TRUSTED_HUB_HOSTS=host1,host2 restricts hub: URLs to those hosts.
@@ -273,7 +278,7 @@ def backbones():
               help="auto measures float32 against mixed (float16 on GPU, bfloat16 on CPU) and XLA on/off.")
 @click.option("--xla/--no-xla", "xla", default=None, help="Force XLA on or off (default: measured).")
 @click.option("--strategy", "distribution", type=click.Choice(["auto", "mirrored", "multiworker"]),
-              default="auto", show_default=True, help="tf.distribute strategy; multiworker reads TF_CONFIG.")
+              default="auto", show_default=True, help=DISTRIBUTION_HELP)
 @click.option("--validation-steps", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--description", default="", help="Free text for the manifest.")
