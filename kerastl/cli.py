@@ -1,6 +1,7 @@
 """`kerastl`: the command line, a thin layer over the library.
 
-Each command parses its options and calls one library function. TensorFlow is imported inside the commands,
+Each command parses its options, calls one library function and prints the lines `kerastl.reporting.text`
+makes of the result (the library itself never prints). TensorFlow is imported inside the commands,
 so that `kerastl --help` and `kerastl COMMAND --help` stay instant. Every error is one line on stderr: exit
 code 2 for bad usage, 1 for a runtime problem, never a traceback unless `--debug` is given.
 """
@@ -8,7 +9,6 @@ code 2 for bad usage, 1 for a runtime problem, never a traceback unless `--debug
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import os
 import sys
@@ -17,8 +17,14 @@ import traceback
 import click
 
 from kerastl.errors import KerastlError, UsageError
+from kerastl.reporting import text
 
-STRATEGY_HELP = "head (Option 1: train only the new layer), full (Option 2: then every layer), top:N, or auto"
+# `--strategy` names two different things, kept for compatibility: in `finetune` which layers train, in
+# `pretrain` the tf.distribute strategy. Each help text says which, and points at the other.
+STRATEGY_HELP = ("Which layers train (not a tf.distribute strategy; that is pretrain's --strategy): head (Option 1: "
+                 "train only the new layer), full (Option 2: then every layer), top:N, or auto")
+DISTRIBUTION_HELP = ("tf.distribute strategy, how training spreads over devices and machines (not which layers "
+                     "train; that is finetune's --strategy); multiworker reads TF_CONFIG.")
 
 
 class _NonEmptyPath(click.Path):
@@ -108,13 +114,19 @@ class KerastlGroup(click.Group):
         except click.ClickException as error:
             _fail(error.format_message(), error.exit_code, debug)
         except Exception as error:  # noqa: BLE001  (anything unforeseen still gets one line)
-            text = str(error).strip().splitlines()
-            detail = text[-1] if text else ""
+            message = str(error).strip().splitlines()
+            detail = message[-1] if message else ""
             _fail(f"unexpected {type(error).__name__}: {detail[:300]} (rerun with --debug for the traceback)",
                   1, debug)
         if isinstance(result, int) and result:
             sys.exit(result)
         sys.exit(0)
+
+
+def _echo(lines) -> None:
+    """Prints lines from `kerastl.reporting`, one by one, to stdout."""
+    for line in lines:
+        click.echo(line)
 
 
 def _fail(message: str, code: int, debug: bool):
@@ -130,7 +142,7 @@ def _fail(message: str, code: int, debug: bool):
               help="Never download: use cached weights and modules only (same as KERASTL_OFFLINE=1).")
 @click.version_option(package_name="kerastl")
 def main(debug, offline):
-    """Transfer learning with Keras 3: pretrain, fine-tune, evaluate and export image classifiers.
+    """Transfer learning with Keras 3: pretrain, fine-tune, evaluate and export image, audio and text classifiers.
 
     Downloads (Keras ImageNet weights, TF-Hub modules) go to $KERASTL_CACHE (default ~/.cache/kerastl),
     verified and resumable. KERASTL_TRUSTED_HUB_HOSTS=host1,host2 restricts hub: URLs to those hosts.
@@ -188,39 +200,10 @@ def finetune(data, backbone, weights, cut, strategy, shots, epochs, head_epochs,
                             seed=seed, deterministic=deterministic)
     config.validate()
     if data is None:
-        click.echo("No --data: using scikit-learn's bundled handwritten digits (1,797 images, 10 classes).")
+        _echo(text.no_data_lines())
     result = run(data, backbone, out=out, config=config, weights=weights, cut=cut, image_size=image_size,
                  trust=trust, verbose=1 if sys.stdout.isatty() else 2)
-    _print_finetune_summary(result)
-
-
-def _print_finetune_summary(result):
-    m = result.metrics
-    click.echo("")
-    for note in m.get("notes", []):
-        click.echo(f"note  {note}")
-    click.echo(f"backbone  {m['backbone']['spec']}  ({m['backbone']['weights']} weights, "
-               f"{m['backbone']['feature_width']} features)")
-    for note in m["backbone"].get("notes", []):
-        click.echo(f"note      {note}")
-    click.echo(f"strategy  {m['strategy']}" + (f"  [auto: {m['auto_rule']}]" if m.get("auto_rule") else ""))
-    click.echo(f"trained on {m['train_examples']} examples; evaluated on {m['n']} held-out examples")
-    if m["accuracy"] is not None:
-        click.echo(f"accuracy  {m['accuracy']:.2%}")
-        _print_per_class(m["per_class"])
-    if m["skipped"]:
-        click.echo(f"skipped {len(m['skipped'])} files (each listed with the reason in metrics.json), e.g. "
-                   f"{m['skipped'][0]['path']}: {m['skipped'][0]['reason']}")
-    for key, path in result.files.items():
-        click.echo(f"{key:<8}  {path}")
-
-
-def _print_per_class(per_class: dict):
-    width = max([len(name) for name in per_class] + [5])
-    click.echo(f"  {'class':<{width}}  precision  recall  f1     support")
-    for name, row in per_class.items():
-        click.echo(f"  {name:<{width}}  {row['precision']:9.3f}  {row['recall']:6.3f}  {row['f1']:.3f}  "
-                   f"{row['support']:7d}")
+    _echo(text.finetune_summary_lines(result))
 
 
 @main.command()
@@ -235,16 +218,7 @@ def evaluate(model, data, batch_size, as_json, trust):
     from kerastl.train.evaluate import evaluate as run
 
     metrics = run(model, data, batch_size=batch_size, trust=trust)
-    if as_json:
-        click.echo(json.dumps({"accuracy": metrics["accuracy"], "n": metrics["n"],
-                               "per_class": metrics["per_class"], "skipped": metrics["skipped"]},
-                              ensure_ascii=False))
-        return
-    click.echo(f"accuracy  {metrics['accuracy']:.2%}  on {metrics['n']} examples")
-    _print_per_class(metrics["per_class"])
-    if metrics["skipped"]:
-        click.echo(f"skipped {len(metrics['skipped'])} files (--json lists them), e.g. "
-                   f"{metrics['skipped'][0]['path']}: {metrics['skipped'][0]['reason']}")
+    _echo(text.evaluate_json_lines(metrics) if as_json else text.evaluate_lines(metrics))
 
 
 @main.command()
@@ -257,8 +231,7 @@ def predict(model, files, trust):
     _quiet_tensorflow()
     from kerastl.train.evaluate import predict as run
 
-    for path, label, probability in run(model, files, trust=trust):
-        click.echo(f"{path}\t{label}\t{probability:.4f}")
+    _echo(text.predict_lines(run(model, files, trust=trust)))
 
 
 @main.command()
@@ -270,8 +243,7 @@ def inspect(target, image_size, trust):
     _quiet_tensorflow()
     from kerastl.reporting.inspect import describe_target
 
-    for line in describe_target(target, image_size=image_size, trust=trust):
-        click.echo(line)
+    _echo(describe_target(target, image_size=image_size, trust=trust))
 
 
 @main.command()
@@ -280,8 +252,7 @@ def backbones():
     _quiet_tensorflow()
     from kerastl.reporting.inspect import describe_backbones
 
-    for line in describe_backbones():
-        click.echo(line)
+    _echo(describe_backbones())
 
 
 @main.command()
@@ -307,7 +278,7 @@ def backbones():
               help="auto measures float32 against mixed (float16 on GPU, bfloat16 on CPU) and XLA on/off.")
 @click.option("--xla/--no-xla", "xla", default=None, help="Force XLA on or off (default: measured).")
 @click.option("--strategy", "distribution", type=click.Choice(["auto", "mirrored", "multiworker"]),
-              default="auto", show_default=True, help="tf.distribute strategy; multiworker reads TF_CONFIG.")
+              default="auto", show_default=True, help=DISTRIBUTION_HELP)
 @click.option("--validation-steps", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--description", default="", help="Free text for the manifest.")
@@ -346,19 +317,7 @@ def pretrain(source, arch, image_size, channels, classes, epochs, steps, steps_p
 
     result = run(config, out, verbose=1 if sys.stdout.isatty() else 2, log_dir=logdir,
                  command=" ".join(shlex.quote(a) for a in ["kerastl", *sys.argv[1:]]))
-    manifest = result.manifest
-    click.echo("")
-    for note in result.notes:
-        click.echo(f"note  {note}")
-    click.echo(f"weights digest  {result.weights_digest}")
-    click.echo(f"precision  {manifest['pretraining']['precision']}, XLA {manifest['pretraining']['jit_compile']}")
-    compute = manifest["compute"]
-    if compute.get("utilisation") is not None:
-        click.echo(f"compute  {compute['achieved_flops_per_second'] / 1e9:.1f} GFLOP/s achieved, "
-                   f"{compute['utilisation']:.0%} of the measured {compute['peak_dtype']} matmul peak")
-    click.echo("metrics  " + ", ".join(f"{k} {v}" for k, v in manifest["metrics"].items()))
-    if result.out is not None:
-        click.echo(f"backbone  {result.out}  (use: kerastl finetune --backbone {result.out})")
+    _echo(text.pretrain_summary_lines(result))
 
 
 @main.command()
@@ -393,7 +352,7 @@ def export(model, fmt, quantize, data, max_accuracy_drop, trust, out):
     accurate enough.
     """
     _quiet_tensorflow()
-    from kerastl.export import ExportRejected, check_options, report_lines
+    from kerastl.export import ExportRejected, check_options
     from kerastl.export import export as run
 
     check_options(fmt, quantize, data, max_accuracy_drop)  # before the slow imports and model loading
@@ -401,13 +360,9 @@ def export(model, fmt, quantize, data, max_accuracy_drop, trust, out):
         report = run(model, format=fmt, quantize=quantize, data=data, max_accuracy_drop=max_accuracy_drop,
                      out=out, trust=trust)
     except ExportRejected as rejected:
-        for line in report_lines(rejected.report):
-            click.echo(line)
+        _echo(text.report_lines(rejected.report))
         raise
-    for line in report_lines(report):
-        click.echo(line)
-    for key, path in report["files"].items():
-        click.echo(f"{key:<12}  {path}")
+    _echo(text.export_lines(report))
 
 
 if __name__ == "__main__":

@@ -85,7 +85,7 @@ __all__ = [
     "SAVED_MODEL_DIR", "SYNTHETIC_INPUTS", "TFLITE_FILE", "VOCABULARY_FILE", "ExportRejected",
     "VerificationSet", "check_options", "check_quantization", "compare", "convert_tflite", "export",
     "export_saved_model", "export_tflite", "image_input_shape", "lite_model", "metadata",
-    "model_input", "output_paths", "quantize_dynamic_except", "report_lines",
+    "model_input", "output_paths", "quantize_dynamic_except",
     "require_tflite_dependencies", "rgb_input_model", "serving_inputs", "synthetic_images",
     "synthetic_inputs", "tflite_inputs", "to_grayscale", "verification_set", "verify_saved_model",
     "verify_tflite", "vocabulary_path", "write_saved_model", "write_vocabulary",
@@ -339,48 +339,3 @@ def _gate(exports: dict, max_accuracy_drop) -> list[str]:
     return failures
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Presentation (the CLI prints these lines)
-
-
-def report_lines(report: dict) -> list[str]:
-    """The report as a short table: one row per export with size, top-1 agreement with Keras, accuracy,
-    maximum probability difference and median single-image latency."""
-    verified = report["verified_on"]
-    keras_accuracy = report["keras"]["accuracy"]
-    noun = {"image": "images", "audio": "clips", "text": "texts"}[report.get("modality", "image")]
-    if verified["source"] == "synthetic":
-        where = f"{verified['n']} synthetic {noun} (no --data: agreement with Keras only)"
-    else:
-        kind = "held-out" if verified["held_out"] else "training (no held-out part)"
-        where = f"{verified['n']} {kind} {noun} of {verified['source']}"
-    lines = [f"verified on {where}" + (f"; Keras accuracy {keras_accuracy:.2%}" if keras_accuracy is not None else "")]
-    lines.append(f"  {'export':<16}  {'size':>9}  {'top-1 = Keras':>13}  {'accuracy':>8}  {'max |dp|':>8}  "
-                 f"{'latency':>10}")
-    for name, figures in report["exports"].items():
-        label = name if name != "tflite" else f"tflite {figures['quantize']}"
-        accuracy = "-" if figures["accuracy"] is None else f"{figures['accuracy']:.2%}"
-        agreement = "-" if figures["top1_agreement"] is None else f"{figures['top1_agreement']:.2%}"
-        diff = "-" if figures["max_abs_diff"] is None else f"{figures['max_abs_diff']:.2g}"
-        latency = "-" if figures.get("median_latency_ms") is None else f"{figures['median_latency_ms']:.3g} ms"
-        lines.append(f"  {label:<16}  {_size(figures['bytes']):>9}  {agreement:>13}  {accuracy:>8}  {diff:>8}  "
-                     f"{latency:>10}")
-    tflite = report["exports"].get("tflite")
-    if tflite and tflite.get("rgb_input_for_grayscale_model"):
-        lines.append("  the TFLite file takes RGB and converts it to grayscale inside (MediaPipe runs only RGB models)")
-    tokenizer = report.get("tokenizer")
-    if tokenizer:
-        lines.append(f"  the TFLite file takes token ids ({tokenizer['sequence_length']} int32 per text), not strings "
-                     "(TFLite has no string kernels): tokenize with "
-                     f"{tokenizer['vocabulary_file']} ({tokenizer['standardize']}, split on {tokenizer['split']}, "
-                     "id 1 for unknown words, 0 pads)")
-    return lines
-
-
-def _size(n: int) -> str:
-    if n < 1024:
-        return f"{n} B"
-    for unit in ("KB", "MB", "GB"):
-        n /= 1024
-        if n < 1024 or unit == "GB":
-            return f"{n:.1f} {unit}"

@@ -1,1 +1,2 @@
-"""What the user reads: the report image and the layer and backbone listings."""
+"""What the user reads: command summaries and tables as lines (`text`), the report image (`plots`), and the layer
+and backbone listings (`inspect`)."""

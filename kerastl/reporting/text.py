@@ -1,0 +1,143 @@
+"""What the user reads as text: each command's summary and tables, as functions returning lines.
+
+The library never prints: the CLI echoes these lines one by one, and API users may print, log or ignore them.
+Every function takes the records the library returns (finetune's and pretrain's results, evaluate's metrics,
+predict's rows, export's report) and imports nothing heavier than `json`.
+"""
+
+from __future__ import annotations
+
+import json
+
+
+def no_data_lines() -> list[str]:
+    """The note `kerastl finetune` prints when no --data is given and the bundled digits are used."""
+    return ["No --data: using scikit-learn's bundled handwritten digits (1,797 images, 10 classes)."]
+
+
+def finetune_summary_lines(result) -> list[str]:
+    """After fine-tuning: notes, backbone, strategy, example counts, accuracy with the per-class table, skipped
+    files, and the files written (`result` is a `FinetuneResult`)."""
+    m = result.metrics
+    lines = [""]
+    for note in m.get("notes", []):
+        lines.append(f"note  {note}")
+    lines.append(f"backbone  {m['backbone']['spec']}  ({m['backbone']['weights']} weights, "
+                 f"{m['backbone']['feature_width']} features)")
+    for note in m["backbone"].get("notes", []):
+        lines.append(f"note      {note}")
+    lines.append(f"strategy  {m['strategy']}" + (f"  [auto: {m['auto_rule']}]" if m.get("auto_rule") else ""))
+    lines.append(f"trained on {m['train_examples']} examples; evaluated on {m['n']} held-out examples")
+    if m["accuracy"] is not None:
+        lines.append(f"accuracy  {m['accuracy']:.2%}")
+        lines.extend(per_class_lines(m["per_class"]))
+    if m["skipped"]:
+        lines.append(f"skipped {len(m['skipped'])} files (each listed with the reason in metrics.json), e.g. "
+                     f"{m['skipped'][0]['path']}: {m['skipped'][0]['reason']}")
+    for key, path in result.files.items():
+        lines.append(f"{key:<8}  {path}")
+    return lines
+
+
+def per_class_lines(per_class: dict) -> list[str]:
+    """The per-class table: precision, recall, f1 and support, one row per class, indented by two spaces."""
+    width = max([len(name) for name in per_class] + [5])
+    lines = [f"  {'class':<{width}}  precision  recall  f1     support"]
+    for name, row in per_class.items():
+        lines.append(f"  {name:<{width}}  {row['precision']:9.3f}  {row['recall']:6.3f}  {row['f1']:.3f}  "
+                     f"{row['support']:7d}")
+    return lines
+
+
+def evaluate_lines(metrics: dict) -> list[str]:
+    """`kerastl evaluate`'s summary: accuracy on n examples, the per-class table, and skipped files (one
+    example; `--json` lists them all)."""
+    lines = [f"accuracy  {metrics['accuracy']:.2%}  on {metrics['n']} examples"]
+    lines.extend(per_class_lines(metrics["per_class"]))
+    if metrics["skipped"]:
+        lines.append(f"skipped {len(metrics['skipped'])} files (--json lists them), e.g. "
+                     f"{metrics['skipped'][0]['path']}: {metrics['skipped'][0]['reason']}")
+    return lines
+
+
+def evaluate_json_lines(metrics: dict) -> list[str]:
+    """`kerastl evaluate --json`: one line, `{"accuracy", "n", "per_class", "skipped"}` as JSON."""
+    return [json.dumps({"accuracy": metrics["accuracy"], "n": metrics["n"],
+                        "per_class": metrics["per_class"], "skipped": metrics["skipped"]},
+                       ensure_ascii=False)]
+
+
+def predict_lines(predictions) -> list[str]:
+    """One tab-separated line per file: path, label and probability (`predictions` as `predict` returns
+    them: `(path, label, probability)` rows)."""
+    return [f"{path}\t{label}\t{probability:.4f}" for path, label, probability in predictions]
+
+
+def pretrain_summary_lines(result) -> list[str]:
+    """After pre-training: notes, weights digest, precision and XLA, achieved compute, final metrics, and how to
+    use the backbone (`result` is a `PretrainResult`)."""
+    manifest = result.manifest
+    lines = [""]
+    for note in result.notes:
+        lines.append(f"note  {note}")
+    lines.append(f"weights digest  {result.weights_digest}")
+    lines.append(f"precision  {manifest['pretraining']['precision']}, XLA {manifest['pretraining']['jit_compile']}")
+    compute = manifest["compute"]
+    if compute.get("utilisation") is not None:
+        lines.append(f"compute  {compute['achieved_flops_per_second'] / 1e9:.1f} GFLOP/s achieved, "
+                     f"{compute['utilisation']:.0%} of the measured {compute['peak_dtype']} matmul peak")
+    lines.append("metrics  " + ", ".join(f"{k} {v}" for k, v in manifest["metrics"].items()))
+    if result.out is not None:
+        lines.append(f"backbone  {result.out}  (use: kerastl finetune --backbone {result.out})")
+    return lines
+
+
+def export_lines(report: dict) -> list[str]:
+    """After a successful export: the report table (`report_lines`), then the files written."""
+    lines = report_lines(report)
+    for key, path in report["files"].items():
+        lines.append(f"{key:<12}  {path}")
+    return lines
+
+
+def report_lines(report: dict) -> list[str]:
+    """The report as a short table: one row per export with size, top-1 agreement with Keras, accuracy,
+    maximum probability difference and median single-image latency."""
+    verified = report["verified_on"]
+    keras_accuracy = report["keras"]["accuracy"]
+    noun = {"image": "images", "audio": "clips", "text": "texts"}[report.get("modality", "image")]
+    if verified["source"] == "synthetic":
+        where = f"{verified['n']} synthetic {noun} (no --data: agreement with Keras only)"
+    else:
+        kind = "held-out" if verified["held_out"] else "training (no held-out part)"
+        where = f"{verified['n']} {kind} {noun} of {verified['source']}"
+    lines = [f"verified on {where}" + (f"; Keras accuracy {keras_accuracy:.2%}" if keras_accuracy is not None else "")]
+    lines.append(f"  {'export':<16}  {'size':>9}  {'top-1 = Keras':>13}  {'accuracy':>8}  {'max |dp|':>8}  "
+                 f"{'latency':>10}")
+    for name, figures in report["exports"].items():
+        label = name if name != "tflite" else f"tflite {figures['quantize']}"
+        accuracy = "-" if figures["accuracy"] is None else f"{figures['accuracy']:.2%}"
+        agreement = "-" if figures["top1_agreement"] is None else f"{figures['top1_agreement']:.2%}"
+        diff = "-" if figures["max_abs_diff"] is None else f"{figures['max_abs_diff']:.2g}"
+        latency = "-" if figures.get("median_latency_ms") is None else f"{figures['median_latency_ms']:.3g} ms"
+        lines.append(f"  {label:<16}  {_size(figures['bytes']):>9}  {agreement:>13}  {accuracy:>8}  {diff:>8}  "
+                     f"{latency:>10}")
+    tflite = report["exports"].get("tflite")
+    if tflite and tflite.get("rgb_input_for_grayscale_model"):
+        lines.append("  the TFLite file takes RGB and converts it to grayscale inside (MediaPipe runs only RGB models)")
+    tokenizer = report.get("tokenizer")
+    if tokenizer:
+        lines.append(f"  the TFLite file takes token ids ({tokenizer['sequence_length']} int32 per text), not strings "
+                     "(TFLite has no string kernels): tokenize with "
+                     f"{tokenizer['vocabulary_file']} ({tokenizer['standardize']}, split on {tokenizer['split']}, "
+                     "id 1 for unknown words, 0 pads)")
+    return lines
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    for unit in ("KB", "MB", "GB"):
+        n /= 1024
+        if n < 1024 or unit == "GB":
+            return f"{n:.1f} {unit}"
