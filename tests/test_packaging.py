@@ -5,6 +5,7 @@ import ast
 import configparser
 import glob
 import importlib.metadata
+import os
 import re
 import subprocess
 import sys
@@ -171,3 +172,23 @@ def test_no_subpackage_shadows_a_public_name():
             importlib.import_module(f"kerastl.{entry.name}")
     for name in kerastl.__all__:
         assert not isinstance(getattr(kerastl, name), types.ModuleType), name
+
+
+def test_the_loader_registers_every_kerastl_layer():
+    """A model file names its custom layers `kerastl>Name`; Keras finds them only if their module was
+    imported first, which `load_keras_file` does for every module that registers one."""
+    source = (ROOT / "kerastl" / "backbones" / "safe_load.py").read_text()
+    for path in sorted((ROOT / "kerastl").rglob("*.py")):
+        if "register_keras_serializable" in path.read_text():
+            module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+            assert f"import {module}\n" in source, module
+
+
+def test_every_shipped_backbone_loads_in_a_fresh_process():
+    code = ("import sys\nfrom kerastl.backbones import list_saved_backbones, load_backbone\n"
+            "for m in list_saved_backbones():\n    b = load_backbone(m['path'])\n    print(m['name'], b.modality)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                            cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert {"glyphs-smallnet-s image", "espeak-words-smallnet-s audio",
+            "pydocs-files-textcnn-l text"} <= set(result.stdout.split("\n"))

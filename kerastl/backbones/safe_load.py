@@ -32,12 +32,14 @@ def load_keras_file(path, *, trust: bool = False):
 
     import keras
 
+    # Every module defining a layer a kerastl model may hold (`kerastl>Name`, the registered classes) must be
+    # imported before Keras reads the config: a hub: classifier loaded in a fresh process failed to deserialize
+    # without hub_layer, and the shipped backbones without modalities.image. tests/test_packaging.py checks
+    # that this list names every module that registers one.
     import kerastl.backbones.hub_layer
     import kerastl.core.graph
-
-    # The custom layers a kerastl model may hold must be registered before Keras reads its config; a hub:
-    # classifier (HubLayer) loaded in a fresh process failed to deserialize without kerastl.backbones.hub_layer.
     import kerastl.modalities.audio
+    import kerastl.modalities.image
     import kerastl.modalities.text
 
     path = Path(path)
