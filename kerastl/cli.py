@@ -241,7 +241,7 @@ def predict(model, files, trust):
 def inspect(target, image_size, trust):
     """Print a table of layers: name, type, output shape, parameters, trainable."""
     _quiet_tensorflow()
-    from kerastl.reporting.inspect import describe_target
+    from kerastl.inspection import describe_target
 
     _echo(describe_target(target, image_size=image_size, trust=trust))
 
@@ -250,7 +250,7 @@ def inspect(target, image_size, trust):
 def backbones():
     """List the backbone specs kerastl knows: our saved_models/ entries and the Keras applications."""
     _quiet_tensorflow()
-    from kerastl.reporting.inspect import describe_backbones
+    from kerastl.inspection import describe_backbones
 
     _echo(describe_backbones())
 

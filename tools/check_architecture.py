@@ -5,6 +5,7 @@ module sizes. Prints the figures, and exits 1 when a limit is broken (with --str
   those inside functions (a cycle hidden in a function-level import is still a cycle).
 - Branches: comparisons of a value with the name of a modality ("image", "audio", "text"), e.g.
   `modality == "audio"`, `spec.modality in ("audio", "text")`, outside the modality modules (`MODALITY_MODULES`).
+- Layers: every import goes to the importer's own package or to a lower layer of `LAYERS`.
 - Sizes: lines per module; the limit is `MAX_LINES`.
 
     python tools/check_architecture.py [--strict] [--json F]
@@ -24,6 +25,19 @@ MODALITIES = ("image", "audio", "text")
 # Where modality differences may live: today the audio and text modules, after the refactor kerastl.modalities.
 MODALITY_MODULES = ("kerastl.modalities.audio", "kerastl.modalities.text", "kerastl.modalities")
 MAX_LINES = 600
+# The layers, lowest first: a module may import from its own package and from packages of lower layers only
+# (ARCHITECTURE.md). Top-level modules count as packages of their own name.
+LAYERS = [
+    {"errors"},
+    {"extras", "core", "net", "reporting"},
+    {"modalities"},
+    {"data"},
+    {"backbones"},
+    {"train"},
+    {"export", "pretraining"},
+    {"inspection"},
+    {"cli"},
+]
 
 
 def modules(root: Path = ROOT) -> dict[str, Path]:
@@ -98,6 +112,29 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return sorted(result)
 
 
+def _package(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """`a -> b` for every import whose target's package is not in a lower layer than the importer's (or is in
+    no layer at all)."""
+    rank = {name: i for i, layer in enumerate(LAYERS) for name in layer}
+    found = []
+    for module, targets in sorted(graph.items()):
+        source = _package(module)
+        if source == PACKAGE:  # the root __init__: lazy public names
+            continue
+        for target in sorted(targets):
+            package = _package(target)
+            if package == source:
+                continue
+            if source not in rank or package not in rank or rank[package] >= rank[source]:
+                found.append(f"{module} -> {target}")
+    return found
+
+
 def _names_a_modality(node) -> bool:
     if isinstance(node, ast.Constant):
         return node.value in MODALITIES
@@ -127,8 +164,8 @@ def measure(root: Path = ROOT) -> dict:
         if lines:
             branches[name] = lines
     sizes = {name: len(path.read_text().splitlines()) for name, path in found.items()}
-    return {"modules": len(found), "lines": sum(sizes.values()), "cycles": cycles(graph), "branches": branches,
-            "sizes": sizes, "max_lines": MAX_LINES}
+    return {"modules": len(found), "lines": sum(sizes.values()), "cycles": cycles(graph),
+            "upward": upward_imports(graph), "branches": branches, "sizes": sizes, "max_lines": MAX_LINES}
 
 
 def main() -> int:
@@ -143,6 +180,9 @@ def main() -> int:
     print(f"import cycles: {len(figures['cycles'])}")
     for component in figures["cycles"]:
         print(f"  {{{', '.join(component)}}}")
+    print(f"imports against the layer order: {len(figures['upward'])}")
+    for edge in figures["upward"]:
+        print(f"  {edge}")
     total = sum(len(lines) for lines in figures["branches"].values())
     print(f"modality string branches outside {', '.join(MODALITY_MODULES)}: {total}")
     for name, lines in sorted(figures["branches"].items()):
@@ -152,7 +192,7 @@ def main() -> int:
         print(f"  {name}: {n}")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=1))
-    failed = figures["cycles"] or figures["branches"] or over
+    failed = figures["cycles"] or figures["upward"] or figures["branches"] or over
     return 1 if args.strict and failed else 0
 
 
