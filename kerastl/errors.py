@@ -11,3 +11,9 @@ class KerastlError(Exception):
 
 class UsageError(KerastlError, ValueError):
     """An argument value is invalid (the CLI exits 2, as for any other usage error)."""
+
+
+def one_line(value: object) -> str:
+    """`value`'s text on one line: every run of whitespace, line breaks included, becomes one space (for
+    quoting an exception or a path inside a `KerastlError` message)."""
+    return " ".join(str(value).split())

@@ -50,7 +50,7 @@ from kerastl.backbones.savedmodel import (
     _variables_used,
 )
 from kerastl.core.graph import concrete_functions, first_input_spec
-from kerastl.errors import KerastlError
+from kerastl.errors import KerastlError, one_line
 
 __all__ = ["HubLayer", "resolve_handle", "trusted_loading"]
 
@@ -221,7 +221,7 @@ class HubLayer(keras.layers.Layer):
             raise
         except Exception as exc:
             raise KerastlError(
-                f"cannot load the SavedModel {saved_model_dir} ({_one_line(exc)}); check that it "
+                f"cannot load the SavedModel {saved_model_dir} ({one_line(exc)}); check that it "
                 "is an intact TF2 SavedModel"
             ) from exc
         module = loaded["root"]
@@ -385,7 +385,7 @@ class HubLayer(keras.layers.Layer):
         except (ValueError, TypeError) as exc:
             raise KerastlError(
                 f"the module of layer '{self.name}' does not accept inputs {flat_in} "
-                f"({_one_line(exc)[:300]}); give the model inputs of the shape and dtype the "
+                f"({one_line(exc)[:300]}); give the model inputs of the shape and dtype the "
                 "module expects"
             ) from exc
         outputs = traced.structured_outputs
@@ -516,5 +516,3 @@ def _cast_like(x, spec):
     return x
 
 
-def _one_line(value: object) -> str:
-    return " ".join(str(value).split())

@@ -1,4 +1,4 @@
-"""Export's errors: `ExportRejected`, raised when the accuracy gate refuses an export, and `_one_line`,
+"""Export's errors: `ExportRejected`, raised when the accuracy gate refuses an export, and `error_line`,
 which turns the TFLite converter's and quantizer's pages of messages into one line."""
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ class ExportRejected(KerastlError):
         self.report = report
 
 
-def _one_line(error: BaseException) -> str:
+def error_line(error: BaseException) -> str:
+    """The line of a converter's or quantizer's multi-line error that says what went wrong (the last one
+    mentioning an error, else the last), at most 300 characters."""
     lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
     # Converter errors end with the useful line ("... op is neither a custom op nor a flex op").
     interesting = [line for line in lines if "error" in line.lower()] or lines

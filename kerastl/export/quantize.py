@@ -8,7 +8,7 @@ import contextlib
 
 from kerastl.errors import KerastlError, UsageError
 from kerastl.export import metadata as tflite_metadata
-from kerastl.export.errors import _one_line
+from kerastl.export.errors import error_line
 
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8", "int8-per-tensor")
 FULL_INTEGER = ("int8", "int8-per-tensor")
@@ -97,6 +97,6 @@ def quantize_dynamic_except(blob: bytes, layers: list[str]) -> bytes:
         with contextlib.redirect_stdout(None):  # it prints a progress report
             quantized = bytes(quantize.quantize(enable_progress_report=False).quantized_model)
     except Exception as error:  # its errors are internal types with multi-line messages
-        raise KerastlError(f"dynamic-range quantization failed: {_one_line(error)}") from error
+        raise KerastlError(f"dynamic-range quantization failed: {error_line(error)}") from error
     # It stores weights over 256 KB after the flatbuffer, where metadata writing cannot reach them.
     return tflite_metadata.inline_buffers(quantized)

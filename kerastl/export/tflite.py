@@ -33,7 +33,7 @@ from pathlib import Path
 
 from kerastl.errors import KerastlError, UsageError
 from kerastl.export import metadata as tflite_metadata
-from kerastl.export.errors import _one_line
+from kerastl.export.errors import error_line
 from kerastl.export.inputs import image_input_shape, model_input
 from kerastl.export.paths import TFLITE_FILE, output_paths
 from kerastl.export.quantize import (
@@ -173,7 +173,7 @@ def convert_tflite(model, *, labels: list[str], quantize: str = "none", calibrat
         try:
             converted.export(str(path), format="litert", verbose=False, input_signature=[signature], **options)
         except Exception as error:  # the converter raises ConverterError and friends with pages of MLIR
-            raise KerastlError(f"TFLite conversion ({quantize}) failed: {_one_line(error)}") from error
+            raise KerastlError(f"TFLite conversion ({quantize}) failed: {error_line(error)}") from error
         blob = path.read_bytes()
     if front_end:
         blob = quantize_dynamic_except(blob, front_end)

@@ -23,8 +23,8 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
-from kerastl.errors import KerastlError, UsageError
-from kerastl.net.cache import _CHUNK, _cache_write_error, _make_dirs, _one_line
+from kerastl.errors import KerastlError, UsageError, one_line
+from kerastl.net.cache import _CHUNK, _cache_write_error, _make_dirs
 
 __all__ = ["MAX_EXTRACT_BYTES", "MAX_EXTRACT_MEMBERS", "extract_archive"]
 
@@ -125,7 +125,7 @@ def _rename_dir(tmp: Path, dest: Path) -> None:
         os.replace(tmp, dest)
     except OSError as exc:
         raise KerastlError(
-            f"cannot move the unpacked files to {dest} ({_one_line(exc)}); delete it and retry"
+            f"cannot move the unpacked files to {dest} ({one_line(exc)}); delete it and retry"
         ) from exc
 
 
@@ -135,7 +135,7 @@ def _archive_kind(archive: Path) -> str:
             head = f.read(512)
     except OSError as exc:
         raise KerastlError(
-            f"cannot read archive {archive} ({_one_line(exc)}); check the path and permissions"
+            f"cannot read archive {archive} ({one_line(exc)}); check the path and permissions"
         ) from exc
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         return "zip"
@@ -155,7 +155,7 @@ def _archive_kind(archive: Path) -> str:
 
 def _refuse(archive: Path, member: str, why: str) -> KerastlError:
     return KerastlError(
-        f"refusing to unpack {archive.name}: member {_one_line(repr(member))} {why}; the archive "
+        f"refusing to unpack {archive.name}: member {one_line(repr(member))} {why}; the archive "
         "is unsafe or corrupt, so get it from a trusted source"
     )
 
@@ -317,8 +317,8 @@ class _Unpacker:
             action()
         except OSError as exc:
             raise KerastlError(
-                f"cannot unpack member {_one_line(repr(name))} of {self.archive.name} "
-                f"({_one_line(exc)}); free disk space, or get an intact copy of the archive"
+                f"cannot unpack member {one_line(repr(name))} of {self.archive.name} "
+                f"({one_line(exc)}); free disk space, or get an intact copy of the archive"
             ) from exc
 
 
@@ -345,7 +345,7 @@ def _extract_tar(archive: Path, unpacker: _Unpacker, mode: str) -> None:
                     raise _refuse(archive, member.name, "is a special file")
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         raise KerastlError(
-            f"{archive} is corrupt or truncated ({_one_line(exc) or type(exc).__name__}); delete "
+            f"{archive} is corrupt or truncated ({one_line(exc) or type(exc).__name__}); delete "
             "it so it is downloaded again"
         ) from exc
     unpacker.finish()
@@ -385,7 +385,7 @@ def _extract_zip(archive: Path, unpacker: _Unpacker) -> None:
     ) as exc:
         # RuntimeError: encrypted members, which we have no password for.
         raise KerastlError(
-            f"{archive} is corrupt, truncated or encrypted ({_one_line(exc) or type(exc).__name__})"
+            f"{archive} is corrupt, truncated or encrypted ({one_line(exc) or type(exc).__name__})"
             "; delete it so it is downloaded again"
         ) from exc
     unpacker.finish()

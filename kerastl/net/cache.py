@@ -18,7 +18,7 @@ import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
-from kerastl.errors import KerastlError, UsageError
+from kerastl.errors import KerastlError, UsageError, one_line
 
 __all__ = ["cache_dir", "cache_path", "is_offline", "sha256_file"]
 
@@ -94,7 +94,7 @@ def _hash_or_fail(path: Path, final: Path) -> str:
         return sha256_file(path)
     except OSError as exc:
         raise KerastlError(
-            f"cannot read {path} ({_one_line(exc)}); fix its permissions or delete it and retry"
+            f"cannot read {path} ({one_line(exc)}); fix its permissions or delete it and retry"
         ) from exc
 
 
@@ -107,7 +107,7 @@ def _offline_error(url: str, final: Path) -> KerastlError:
 
 def _cache_write_error(path: Path, exc: OSError) -> KerastlError:
     return KerastlError(
-        f"cannot write {path} ({_one_line(exc)}); free disk space or set KERASTL_CACHE to a "
+        f"cannot write {path} ({one_line(exc)}); free disk space or set KERASTL_CACHE to a "
         "writable directory"
     )
 
@@ -245,10 +245,6 @@ def _display_url(url: str) -> str:
     netloc = parts.netloc.rpartition("@")[2]
     user = parts.username or ""
     return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
-
-
-def _one_line(value: object) -> str:
-    return " ".join(str(value).split())
 
 
 def _unlink(path: Path) -> None:

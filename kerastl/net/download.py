@@ -32,7 +32,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from kerastl.errors import KerastlError, UsageError
+from kerastl.errors import KerastlError, UsageError, one_line
 from kerastl.net.archive import extract_archive
 from kerastl.net.cache import (
     _CHUNK,
@@ -48,7 +48,6 @@ from kerastl.net.cache import (
     _hash_or_fail,
     _make_dirs,
     _offline_error,
-    _one_line,
     _unlink,
     _write_marker,
     cache_path,
@@ -249,7 +248,7 @@ def _read_recorded(final: Path) -> str | None:
         return None
     except (OSError, ValueError, AttributeError) as exc:
         raise KerastlError(
-            f"cannot read the recorded hash {record} ({_one_line(exc)}); delete it and {final} to "
+            f"cannot read the recorded hash {record} ({one_line(exc)}); delete it and {final} to "
             "download the file again"
         ) from exc
     if not isinstance(value, str) or not _SHA256_RE.fullmatch(value):
@@ -366,12 +365,12 @@ def _transfer(
                 _unlink(part)
                 raise _NetworkError("the server refused the resume range; restarting") from exc
             retry = exc.code in (408, 429) or exc.code >= 500
-            raise _NetworkError(f"HTTP {exc.code} {_one_line(exc.reason)}", retry) from exc
+            raise _NetworkError(f"HTTP {exc.code} {one_line(exc.reason)}", retry) from exc
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
         # No retry: a refused connection, an unknown host or a connect timeout will not go away
         # in a second, and an offline user should hear so at once.
         reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-        raise _NetworkError(_one_line(reason) or type(exc).__name__, retry=False) from exc
+        raise _NetworkError(one_line(reason) or type(exc).__name__, retry=False) from exc
 
     with response:
         status = getattr(response, "status", None)
@@ -406,7 +405,7 @@ def _transfer(
                     chunk = response.read(_CHUNK)
                 except (http.client.HTTPException, OSError, ValueError) as exc:
                     raise _NetworkError(
-                        f"connection lost after {done} bytes: {_one_line(exc) or type(exc).__name__}"
+                        f"connection lost after {done} bytes: {one_line(exc) or type(exc).__name__}"
                     ) from exc
                 if not chunk:
                     break
