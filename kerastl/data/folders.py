@@ -79,6 +79,18 @@ def detect_modality(root) -> str | None:
     return best if counts[best] else None
 
 
+def check_data_type(root, modality: str, *, subject: str, fix: str) -> None:
+    """The same-input-type rule for data given to an existing model: `root` must hold files of `modality`.
+
+    Raises:
+        KerastlError: one line, "ROOT holds X files but SUBJECT; FIX" (for instance subject "the model takes
+            image input", fix "evaluate it on a folder of image files").
+    """
+    found = detect_modality(root)
+    if found is not None and found != modality:
+        raise KerastlError(f"{root} holds {found} files but {subject}; {fix}")
+
+
 def scan_folder(root, modality: str = "image", *, min_classes: int = 2) -> FolderScan:
     """Lists the classes and files of a class-per-folder directory.
 

@@ -11,7 +11,6 @@ import statistics
 import time
 from pathlib import Path
 
-from kerastl.errors import KerastlError
 from kerastl.export.inputs import model_input
 from kerastl.export.tflite import tflite_inputs
 
@@ -181,17 +180,15 @@ def verification_set(data, labels: list[str], model, *, calibrate: bool = False,
 
     import numpy as np
 
-    from kerastl.data import class_indices, detect_modality, drop_undecodable, scan_folder, split
+    from kerastl.data import check_data_type, class_indices, drop_undecodable, scan_folder, split
 
     spec = model_input(model)
     if data is None:
         raw = synthetic_inputs(model, SYNTHETIC_INPUTS, seed=seed)
         return VerificationSet(*_for_model(model, spec, raw), None, None,
                                {"source": "synthetic", "n": len(raw), "labelled": False, "held_out": False})
-    found = detect_modality(data)
-    if found is not None and found != spec.modality:
-        raise KerastlError(f"{data} holds {found} files but the model takes {spec.modality} input; give --data a "
-                           f"folder of {spec.modality} files (the model's own training data)")
+    check_data_type(data, spec.modality, subject=f"the model takes {spec.modality} input",
+                    fix=f"give --data a folder of {spec.modality} files (the model's own training data)")
     scan = drop_undecodable(scan_folder(data, spec.modality))
     to_model = class_indices(data, scan.class_names, labels)
     parts = split(scan, validation_fraction=validation_fraction, shots=shots, seed=seed)

@@ -125,15 +125,6 @@ def _require_class_scores(model, path) -> None:
                            "another kind of model; give a `kerastl finetune` output")
 
 
-def _check_data_type(spec, data_dir) -> None:
-    from kerastl.data import detect_modality
-
-    found = detect_modality(data_dir)
-    if found is not None and found != spec.modality:
-        raise KerastlError(f"{data_dir} holds {found} files but the model takes {spec.modality} input; evaluate it "
-                           f"on a folder of {spec.modality} files")
-
-
 def evaluate(model_path, data_dir, *, batch_size: int = 64, trust: bool = False) -> dict:
     """Evaluates a classifier on a class-per-folder directory, matching classes by folder name to its labels.
 
@@ -147,12 +138,20 @@ def evaluate(model_path, data_dir, *, batch_size: int = 64, trust: bool = False)
     """
     import numpy as np
 
-    from kerastl.data import class_indices, drop_undecodable, input_spec, load_inputs, scan_folder
+    from kerastl.data import (
+        check_data_type,
+        class_indices,
+        drop_undecodable,
+        input_spec,
+        load_inputs,
+        scan_folder,
+    )
 
     model, labels = load_classifier(model_path, trust=trust)
     _require_class_scores(model, model_path)
     spec = input_spec(model)
-    _check_data_type(spec, data_dir)
+    check_data_type(data_dir, spec.modality, subject=f"the model takes {spec.modality} input",
+                    fix=f"evaluate it on a folder of {spec.modality} files")
     # One class folder is enough here: scoring a model on some of its classes is a fair question.
     scan = drop_undecodable(scan_folder(data_dir, spec.modality, min_classes=1))
     known = class_indices(data_dir, scan.class_names, labels)
