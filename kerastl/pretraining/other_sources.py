@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kerastl.errors import KerastlError, UsageError
+from kerastl.pretraining.head import pretraining_classifier
 
 
 def other_source(config, global_batch: int):
@@ -210,17 +211,6 @@ def other_model_factory(config, source):
     return _text_factory(config, source)
 
 
-def _classifier(backbone, num_classes, dropout, seed, name):
-    import keras
-
-    x = backbone.output
-    if len(x.shape) == 4:
-        x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    x = keras.layers.Dropout(dropout, seed=seed, name="dropout")(x)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
-    return keras.Model(backbone.input, outputs, name=f"pretrain_{name}")
-
-
 def _audio_factory(config, source):
     import numpy as np
 
@@ -234,7 +224,9 @@ def _audio_factory(config, source):
 
     def make_model():
         backbone = build_audio_backbone(config.arch, **options)
-        return _classifier(backbone, source.num_classes, config.dropout, config.seed, backbone.name), backbone
+        model = pretraining_classifier(backbone, source.num_classes, dropout=config.dropout, seed=config.seed,
+                                       name=backbone.name)
+        return model, backbone
 
     record = build_audio_backbone(config.arch, **options).get_layer("log_mel").to_record()
     input_record = {"shape": [num_samples], "dtype": "float32", "range": [-1, 1], "layout": "waveform",
@@ -257,7 +249,9 @@ def _text_factory(config, source):
 
     def make_model():
         backbone = build_text_backbone(config.arch, vocabulary, sequence_length=int(config.sequence_length))
-        return _classifier(backbone, source.num_classes, config.dropout, config.seed, backbone.name), backbone
+        model = pretraining_classifier(backbone, source.num_classes, dropout=config.dropout, seed=config.seed,
+                                       name=backbone.name)
+        return model, backbone
 
     input_record = {"shape": [], "dtype": "string", "encoding": "utf-8", "layout": "text",
                     "sequence_length": int(config.sequence_length)}

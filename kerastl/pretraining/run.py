@@ -39,6 +39,7 @@ from kerastl.pretraining.execution import (
     mixed_policy,
     weights_digest,
 )
+from kerastl.pretraining.head import pretraining_classifier
 from kerastl.pretraining.sources import Source, tfds_pipeline
 
 PRECISIONS = ("auto", "float32", "mixed")
@@ -280,10 +281,7 @@ def build_pretraining_model(arch: str, input_shape, num_classes: int, *, mean, s
         raise UsageError(f"unknown --arch '{arch}'; use a keras.applications name (e.g. MobileNetV2) or one of "
                          f"{', '.join(SMALLNETS)}")
     backbone = keras.Model(inputs, features, name=name.lower())
-    pooled = keras.layers.GlobalAveragePooling2D(name="pool")(features)
-    pooled = keras.layers.Dropout(dropout, seed=seed, name="dropout")(pooled)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(pooled)
-    return keras.Model(inputs, outputs, name=f"pretrain_{name.lower()}"), backbone
+    return pretraining_classifier(backbone, num_classes, dropout=dropout, seed=seed, name=name.lower()), backbone
 
 
 # ------------------------------------------------------------------------------------------------ run
