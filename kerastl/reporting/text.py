@@ -10,6 +10,11 @@ from __future__ import annotations
 import json
 
 
+def with_article(noun: str) -> str:
+    """`noun` after its indefinite article: "an image", "an audio", "a text"."""
+    return f"{'an' if noun[:1] in 'aeiou' else 'a'} {noun}"
+
+
 def no_data_lines() -> list[str]:
     """The note `kerastl finetune` prints when no --data is given and the bundled digits are used."""
     return ["No --data: using scikit-learn's bundled handwritten digits (1,797 images, 10 classes)."]

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from kerastl.errors import KerastlError
+from kerastl.reporting.text import with_article
 
 MODEL_FILE = "model.keras"
 LABELS_FILE = "labels.txt"
@@ -185,8 +186,7 @@ def predict(model_path, files, *, batch_size: int = 64, trust: bool = False) -> 
         error = decode_error(path, spec.modality)
         if error:
             kinds = ", ".join(ext.lstrip(".") for ext in MODALITY_EXTENSIONS[spec.modality])
-            article = "an" if spec.modality[0] in "aeiou" else "a"
-            raise KerastlError(f"cannot decode {path} as {article} {spec.modality} file ({error}); the model "
+            raise KerastlError(f"cannot decode {path} as {with_article(spec.modality)} file ({error}); the model "
                                f"takes {kinds} files")
     inputs = load_inputs(spec, files, batch_size=batch_size)
     probabilities = model.predict(inputs, batch_size=batch_size, verbose=0)

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from kerastl.errors import KerastlError, UsageError
+from kerastl.reporting.text import with_article
 
 OPTIMIZERS = ("adam", "sgd")
 
@@ -300,11 +301,11 @@ def check_modality(backbone, data_dir) -> None:
             f"{wanted if wanted in _INPUT_FORMS else 'its data'}: {suggest_backbone(wanted)}") from None
     if backbone.modality in _INPUT_FORMS and backbone.modality != spec.modality:
         raise KerastlError(
-            f"{backbone.spec} is labelled {_article(backbone.modality)} backbone but takes {_INPUT_FORMS[spec.modality]}; "
+            f"{backbone.spec} is labelled {with_article(backbone.modality)} backbone but takes {_INPUT_FORMS[spec.modality]}; "
             f"fix its manifest's modality or re-run its pretrain command")
     if found is not None and found != spec.modality:
         raise KerastlError(
-            f"{data_dir} holds {found} files but {backbone.spec} is {_article(spec.modality)} backbone; a network "
+            f"{data_dir} holds {found} files but {backbone.spec} is {with_article(spec.modality)} backbone; a network "
             f"pretrained on {spec.modality} will not transfer to {found}: {suggest_backbone(found)}"
         )
 
@@ -312,10 +313,6 @@ def check_modality(backbone, data_dir) -> None:
 # What kerastl feeds a backbone of each input type.
 _INPUT_FORMS = {"image": "images of shape (height, width, 1 or 3)", "audio": "mono waveforms of shape (samples,)",
                 "text": "strings of shape ()"}
-
-
-def _article(modality: str) -> str:
-    return f"{'an' if modality[:1] in 'aeiou' else 'a'} {modality}"
 
 
 def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig | None = None,
