@@ -170,6 +170,26 @@ def test_save_outputs_failure_before_the_commit_leaves_the_old_set(tmp_path, mon
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no staging left
 
 
+def test_a_refused_swap_is_one_line_and_leaves_the_old_set(tmp_path, monkeypatch, fake_save):
+    """renameat2 is supported but fails (a mount point, another file system): one KerastlError, nothing lost,
+    no staging left behind."""
+    import errno
+
+    out = tmp_path / "run"
+    fake_save(out, "old")
+    old = snapshot(out)
+
+    def refuse(a, b):
+        raise OSError(errno.EBUSY, os.strerror(errno.EBUSY), str(a), None, str(b))
+
+    monkeypatch.setattr(atomic, "exchange", refuse)
+    with pytest.raises(KerastlError) as raised:
+        fake_save(out, "new")
+    assert "\n" not in str(raised.value) and "previous files are untouched" in str(raised.value)
+    assert snapshot(out) == old
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
 def test_stale_labels_with_the_same_class_count_are_refused(tmp_path):
     """A labels.txt from another run (same number of classes) beside a model no longer passes evaluation."""
     import keras

@@ -37,6 +37,8 @@ import shutil
 import stat
 from pathlib import Path
 
+from kerastl.errors import KerastlError, one_line
+
 STAGED = ".kerastl-new"
 OLD = ".kerastl-old"
 JOURNAL = ".kerastl-commit"
@@ -278,7 +280,14 @@ def commit_directory(staged, target, *, owned=None) -> None:
         # deleted one: the set is committed file by file inside it instead, through a journal there.
         _commit_inside(staged, target, owned)
         return
-    if exchange(staged, target):
+    try:
+        swapped = exchange(staged, target)
+    except OSError as error:  # supported, yet refused here (e.g. target is a mount point): nothing changed
+        _remove(staged)
+        raise KerastlError(f"cannot put the new {target.name} in place of {target} "
+                           f"({error.strerror or one_line(error)}); the previous files are untouched: write "
+                           "to another --out") from None
+    if swapped:
         fsync_path(target.parent)
         _remove(staged)  # now the old directory
         return
