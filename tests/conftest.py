@@ -46,7 +46,7 @@ def make_tiny_backbone(input_shape=(16, 16, 3), seed=0):
     """A small conv backbone with BatchNormalization and baked-in preprocessing, as a pretrained one would be."""
     import keras
 
-    from kerastl.modalities.image import ImagePreprocessing
+    from kerastl.inputs.image import ImagePreprocessing
 
     keras.utils.set_random_seed(seed)
     inputs = keras.Input(input_shape, name="pixels")

@@ -77,7 +77,7 @@ def pretrained(tmp_path_factory):
 def test_front_end_matches_tf_signal_stft():
     import tensorflow as tf
 
-    from kerastl.modalities.audio import LogMelSpectrogram
+    from kerastl.inputs.audio import LogMelSpectrogram
 
     layer = LogMelSpectrogram(mean=1.0, std=2.0)
     x = np.random.default_rng(0).normal(0, 0.2, (2, 4000)).astype("float32")
@@ -93,7 +93,7 @@ def test_front_end_matches_tf_signal_stft():
 def test_mel_filters_have_tensorflows_edges():
     import tensorflow as tf
 
-    from kerastl.modalities.audio import mel_filter_bank
+    from kerastl.inputs.audio import mel_filter_bank
 
     ours = mel_filter_bank(201, RATE, 40, 60.0, 7600.0)
     theirs = tf.signal.linear_to_mel_weight_matrix(40, 201, RATE, 60.0, 7600.0).numpy()
@@ -103,7 +103,7 @@ def test_mel_filters_have_tensorflows_edges():
 
 
 def test_read_wav_mixes_down_resamples_and_fits_length(tmp_path):
-    from kerastl.modalities.audio import read_wav
+    from kerastl.inputs.audio import read_wav
 
     t = np.arange(8000) / 8000.0
     tone = 0.5 * np.sin(2 * np.pi * 440 * t)

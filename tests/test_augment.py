@@ -1,5 +1,5 @@
 """One augmentation per modality, stateless and keyed on (seed, epoch, batch): `kerastl.data.augment_images`
-(also under its old name `kerastl.train.resume.augment_images`), `kerastl.modalities.audio.augment_waveforms`, and none
+(also under its old name `kerastl.train.resume.augment_images`), `kerastl.inputs.audio.augment_waveforms`, and none
 for text (its word dropout lives in the architecture)."""
 
 import numpy as np
@@ -10,7 +10,7 @@ from kerastl import data
 from kerastl.core.records import InputSpec
 from kerastl.data import augment_images, augmentation_key, make_dataset
 from kerastl.errors import UsageError
-from kerastl.modalities.audio import augment_waveforms
+from kerastl.inputs.audio import augment_waveforms
 
 
 def test_image_augmentation_is_reproducible_for_seed_and_epoch():

@@ -13,7 +13,7 @@ from kerastl.backbones import (
     load_backbone,
 )
 from kerastl.errors import KerastlError, UsageError
-from kerastl.modalities.image import ImagePreprocessing
+from kerastl.inputs.image import ImagePreprocessing
 
 
 def test_preprocessing_table_matches_keras_applications():

@@ -329,7 +329,7 @@ def test_pillow_limit_lowered_by_the_user_is_respected(tmp_path, monkeypatch):
 def _tiny_audio_backbone(path):
     import keras
 
-    from kerastl.modalities.audio import LogMelSpectrogram
+    from kerastl.inputs.audio import LogMelSpectrogram
 
     inputs = keras.Input((2000,), name="waveforms")  # 0.25 s at 8 kHz
     x = LogMelSpectrogram(sample_rate=8000, frame_length=200, frame_step=160, num_mels=8, fmin=60.0, fmax=3800.0,

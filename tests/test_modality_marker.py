@@ -54,14 +54,14 @@ def test_a_float_vector_input_without_a_marker_is_not_audio(tmp_path, wavs):
     assert load_backbone(str(tmp_path / "vector.keras")).modality == "unknown"
     result = CliRunner().invoke(main, ["finetune", "--data", str(wavs), "--backbone", str(tmp_path / "vector.keras"),
                                        "--epochs", "1", "--out", str(tmp_path / "out")])
-    one_line_error(result, 1, "nothing in it says they are waveforms", "kerastl.modalities.audio.Waveform", "#modality=audio")
+    one_line_error(result, 1, "nothing in it says they are waveforms", "kerastl.inputs.audio.Waveform", "#modality=audio")
     assert not (tmp_path / "out").exists()
 
 
 def test_a_waveform_marker_declares_audio_with_its_rate(tmp_path, wavs):
     from kerastl.backbones import load_backbone
     from kerastl.data import input_spec
-    from kerastl.modalities.audio import Waveform
+    from kerastl.inputs.audio import Waveform
 
     model = _vector_model(Waveform(RATE, name="waveform"))
     assert input_spec(model).modality == "audio" and input_spec(model).sample_rate == RATE

@@ -89,12 +89,12 @@ def test_streamed_image_batches_equal_the_in_memory_ones(image_folder, monkeypat
 
 @pytest.mark.parametrize("augment", [False, True])
 def test_streamed_audio_batches_equal_the_in_memory_ones(tmp_path, monkeypatch, augment):
-    import kerastl.modalities.audio
+    import kerastl.inputs.audio
 
     files, labels = wav_folder(tmp_path)
     in_memory = data.training_examples(AUDIO, files, labels, augment=augment)
     monkeypatch.setattr(pipelines, "MEMORY_CACHE_BYTES", 0)
-    monkeypatch.setattr(kerastl.modalities.audio, "load_waveforms", lambda *a, **k: pytest.fail("every clip was loaded"))
+    monkeypatch.setattr(kerastl.inputs.audio, "load_waveforms", lambda *a, **k: pytest.fail("every clip was loaded"))
     streamed = data.training_examples(AUDIO, files, labels, augment=augment)
     assert_same_batches(epochs_of(in_memory), epochs_of(streamed))
 
@@ -120,10 +120,10 @@ def test_text_size_estimate_is_the_bytes_of_the_texts(tmp_path):
 def test_streaming_datasets_shuffle_paths_and_read_no_set_whole(image_folder, tmp_path, monkeypatch, streaming):
     """make_dataset (the validation and plain passes, audio too) streams above the limit: every
     example once per pass, the order shuffled before decoding."""
-    import kerastl.modalities.audio
+    import kerastl.inputs.audio
 
     monkeypatch.setattr(pipelines, "load_inputs", streaming)
-    monkeypatch.setattr(kerastl.modalities.audio, "load_waveforms", streaming)
+    monkeypatch.setattr(kerastl.inputs.audio, "load_waveforms", streaming)
     files, labels = image_files(image_folder)
     reference = data.load_images(files, image_size=(16, 16), channels=3)
     passes = [np.concatenate([x.numpy() for x, _ in data.make_dataset(IMAGE, files, labels, batch_size=4,
@@ -140,10 +140,10 @@ def test_streaming_datasets_shuffle_paths_and_read_no_set_whole(image_folder, tm
 def test_pretraining_audio_folder_streams(tmp_path, monkeypatch, streaming):
     import types
 
-    import kerastl.modalities.audio
+    import kerastl.inputs.audio
     from kerastl.pretraining.other_sources import _audio_folder
 
-    monkeypatch.setattr(kerastl.modalities.audio, "load_waveforms", streaming)
+    monkeypatch.setattr(kerastl.inputs.audio, "load_waveforms", streaming)
     wav_folder(tmp_path / "wav", per_class=6)
     scan = data.scan_folder(tmp_path / "wav", "audio")
     config = types.SimpleNamespace(sample_rate=8000, clip_seconds=0.1, seed=0)
@@ -195,7 +195,7 @@ def test_text_pretraining_folder_streams_above_the_bound(tmp_path, monkeypatch, 
     the one the in-memory path builds."""
     import tensorflow as tf
 
-    from kerastl.modalities import text
+    from kerastl.inputs import text
     from kerastl.pretraining import other_sources as pretraining_modalities
     from kerastl.pretraining.run import PretrainConfig
 
@@ -203,10 +203,10 @@ def test_text_pretraining_folder_streams_above_the_bound(tmp_path, monkeypatch, 
     config = PretrainConfig(source=str(folder), arch="textcnn-s", batch_size=4, sequence_length=8,
                             vocabulary_size=50)
     monkeypatch.setattr(pipelines, "MEMORY_CACHE_BYTES", 1 << 30)
-    in_memory = pretraining_modalities.other_source(config, 4)
+    in_memory = pretraining_modalities.text_source(config, 4)
     monkeypatch.setattr(pipelines, "MEMORY_CACHE_BYTES", 0)
     monkeypatch.setattr(text, "load_texts", streaming)
-    streamed = pretraining_modalities.other_source(config, 4)
+    streamed = pretraining_modalities.text_source(config, 4)
     assert isinstance(streamed.texts, tf.data.Dataset)
     build = dict(vocabulary_size=50, sequence_length=8)
     assert text.build_vocabulary(streamed.texts, **build) == text.build_vocabulary(in_memory.texts, **build)

@@ -61,7 +61,7 @@ def pretrained(tmp_path_factory):
 
 
 def test_read_text_errors(tmp_path):
-    from kerastl.modalities.text import read_text
+    from kerastl.inputs.text import read_text
 
     (tmp_path / "ok.txt").write_bytes("\ufeffcafé au lait\n".encode("utf-8"))
     assert read_text(tmp_path / "ok.txt") == "café au lait\n"
@@ -110,7 +110,7 @@ def test_file_and_wide_corpora():
 
 
 def test_masked_average_ignores_padding():
-    from kerastl.modalities.text import MaskedAveragePooling1D
+    from kerastl.inputs.text import MaskedAveragePooling1D
 
     features = np.arange(12, dtype="float32").reshape(1, 4, 3)
     ids = np.array([[5, 9, 0, 0]])
@@ -122,7 +122,7 @@ def test_textcnn_l_drops_whole_words_only_while_training():
     import keras
 
     from kerastl.backbones.archs import build_text_backbone
-    from kerastl.modalities.text import WORD_DROPOUT
+    from kerastl.inputs.text import WORD_DROPOUT
 
     vocabulary = [f"w{i}" for i in range(50)]
     model = build_text_backbone("textcnn-l", vocabulary, sequence_length=8)
@@ -207,7 +207,7 @@ def test_export_all_saved_model_takes_strings_tflite_takes_token_ids(finetuned, 
     import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter
 
-    from kerastl.modalities import text
+    from kerastl.inputs import text
     from kerastl.train.evaluate import load_classifier
 
     out = tmp_path / "exported"

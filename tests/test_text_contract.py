@@ -1,4 +1,4 @@
-"""The text TFLite contract: `kerastl.modalities.text.tokenizer_rules` states exactly what Keras' tokenizer does, so that a
+"""The text TFLite contract: `kerastl.inputs.text.tokenizer_rules` states exactly what Keras' tokenizer does, so that a
 tokenizer written from the record alone, in plain Python `re`, gives Keras' ids. Fixtures hold what a naive
 app gets wrong: snake_case words (Keras deletes `_`), non-ASCII punctuation (Keras keeps it), accented capitals
 (Keras lower-cases A-Z only) and non-ASCII whitespace (Keras does not split on it)."""
@@ -9,7 +9,7 @@ import re
 import keras
 import numpy as np
 
-from kerastl.modalities import text
+from kerastl.inputs import text
 
 FIXTURES = [
     "Call set_trainable_by_pattern (model, 'conv*') before fit.",

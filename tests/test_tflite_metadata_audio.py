@@ -29,7 +29,7 @@ from kerastl.export.metadata import (
     read_associated_files,
     read_metadata,
 )
-from kerastl.modalities import audio
+from kerastl.inputs import audio
 
 LABELS = ["hum", "chirp", "noise"]
 RATE = 16000

@@ -89,7 +89,7 @@ def test_inspect_refuses_the_escaped_spelling_in_one_line(tmp_path, hub_keras):
     # Keras' own SavedModel layer, named through its module.
     {"module": "keras.layers", "class_name": "TFSMLayer", "config": {"filepath": "/x"}, "registered_name": None},
     # A hub module wrapped by audio's PerWaveform.
-    {"module": "kerastl.modalities.audio", "class_name": "PerWaveform", "registered_name": "kerastl>PerWaveform",
+    {"module": "kerastl.inputs.audio", "class_name": "PerWaveform", "registered_name": "kerastl>PerWaveform",
      "config": {"name": "per_waveform", "module": _hub_layer_config()}},
     # A hub layer inside a Sequential inside the functional model.
     {"module": "keras", "class_name": "Sequential", "registered_name": None,

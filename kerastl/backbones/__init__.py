@@ -24,7 +24,7 @@ built on it, and every export of that classifier, takes raw pixels too.
 
 from __future__ import annotations
 
-from kerastl.backbones.hub import HUB_MODALITIES, hub_source, split_modality
+from kerastl.backbones.hub import hub_source, split_modality
 from kerastl.backbones.keras_apps import (
     KERAS_PREPROCESSING,
     _keras_downloads_through_cache,
@@ -55,7 +55,6 @@ __all__ = [
     "BACKBONE_FILE",
     "DEFAULT_IMAGE_SIZE",
     "GRAPH_LAYERS",
-    "HUB_MODALITIES",
     "KERAS_PREPROCESSING",
     "MANIFEST",
     "SOURCES",

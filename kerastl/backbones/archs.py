@@ -4,7 +4,7 @@
   a CPU. VGG-style stages of two 3×3 convolutions with BatchNormalization and ReLU, halving the resolution
   between stages with max pooling. At 28×28 the `s` variant costs about 29 MFLOP·2 per image forward. Images
   and (on log-mel spectrograms, `build_audio_backbone`) audio use it.
-- `textcnn-s|m|l`: the text encoders of `build_text_backbone` (see `kerastl.modalities.text`).
+- `textcnn-s|m|l`: the text encoders of `build_text_backbone` (see `kerastl.inputs.text`).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def build_audio_backbone(arch: str, *, sample_rate: int, num_samples: int, mean:
     """
     import keras
 
-    from kerastl.modalities.audio import AUDIO_ARCHS, DEFAULT_FRONT_END, LogMelSpectrogram
+    from kerastl.inputs.audio import AUDIO_ARCHS, DEFAULT_FRONT_END, LogMelSpectrogram
 
     if arch not in AUDIO_ARCHS:
         raise UsageError(f"unknown audio --arch '{arch}'; use one of {', '.join(AUDIO_ARCHS)}")
@@ -76,7 +76,7 @@ def build_text_backbone(arch: str, vocabulary, *, sequence_length: int | None = 
     """
     import keras
 
-    from kerastl.modalities.text import (
+    from kerastl.inputs.text import (
         DEFAULT_SEQUENCE_LENGTH,
         TEXT_ARCHS,
         WORD_DROPOUT,

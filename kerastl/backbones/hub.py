@@ -5,11 +5,9 @@ shape.
 
 from __future__ import annotations
 
-from kerastl.backbones.models import DEFAULT_IMAGE_SIZE, _image_backbone, refuse_weights
+from kerastl.backbones.models import refuse_weights
 from kerastl.core.records import Backbone
 from kerastl.errors import UsageError
-
-HUB_MODALITIES = ("image", "audio", "text")
 
 
 def split_modality(handle: str) -> tuple[str, str | None]:
@@ -17,8 +15,10 @@ def split_modality(handle: str) -> tuple[str, str | None]:
     keys (joined by `&`) stay on the handle.
 
     Raises:
-        UsageError: a modality other than image, audio or text.
+        UsageError: a modality that is not registered (`kerastl.core.modality`).
     """
+    from kerastl.core.modality import listed, names
+
     base, sep, fragment = handle.partition("#")
     if not sep:
         return handle, None
@@ -26,8 +26,8 @@ def split_modality(handle: str) -> tuple[str, str | None]:
     for part in fragment.split("&"):
         key, _, value = part.partition("=")
         if key == "modality":
-            if value not in HUB_MODALITIES:
-                raise UsageError(f"a hub: spec declares #modality=image, audio or text. Received: #{part}")
+            if value not in names():
+                raise UsageError(f"a hub: spec declares #modality={listed(names())}. Received: #{part}")
             declared = value
         elif part:
             rest.append(part)
@@ -41,10 +41,7 @@ def hub_source(spec, rest, *, weights, image_size, from_scratch, trust) -> Backb
 
 
 def _load_savedmodel(spec, handle, image_size, from_scratch) -> Backbone:
-    import keras
-
     from kerastl.backbones.hub_layer import HubLayer
-    from kerastl.modalities.image import ImagePreprocessing
 
     if from_scratch:
         raise UsageError(
@@ -53,28 +50,14 @@ def _load_savedmodel(spec, handle, image_size, from_scratch) -> Backbone:
         )
     handle, declared = split_modality(handle)
     hub = HubLayer(handle, trainable=True, name="hub")
-    kind = _hub_input_kind(spec, hub, declared)
-    if kind == "text":
-        from kerastl.modalities.text import hub_backbone
-
-        return hub_backbone(spec, hub)
-    if kind == "audio":
-        # hub_backbone puts an `audio.Waveform` marker first, so later loads of the model need no declaration.
-        from kerastl.modalities.audio import hub_backbone
-
-        return hub_backbone(spec, hub)
-    size = int(image_size or DEFAULT_IMAGE_SIZE)
-    inputs = keras.Input((size, size, 3), name="pixels")
-    # TF-Hub's image convention: float pixels in [0, 1].
-    preprocess = ImagePreprocessing(mode="scale", scale=1.0 / 255.0, name="preprocessing")
-    return _image_backbone(spec, inputs, hub(preprocess(inputs)), preprocess, "pretrained",
-                           name="hub_backbone")
+    return _hub_modality(spec, hub, declared).hub_backbone(spec, hub, image_size=image_size)
 
 
-def _hub_input_kind(spec, hub, declared=None) -> str:
-    """The input type of a hub module: text for a string input (its dtype says so); audio only when the spec
-    declares it (`#modality=audio`) and the input is a float waveform, (batch, samples) or one (samples,) as
-    YAMNet takes; image for anything else, which the image path then checks by calling the module.
+def _hub_modality(spec, hub, declared=None):
+    """The `Modality` of a hub module, from its input signature (`Modality.hub_claims`): text for a string
+    input (its dtype says so); audio only when the spec declares it (`#modality=audio`) and the input is a
+    float waveform, (batch, samples) or one (samples,) as YAMNet takes; image for anything else, which the
+    image path then checks by calling the module.
 
     A float input of rank 1 or 2 may be waveforms or feature vectors, so kerastl does not guess from the
     shape: without a declaration it is refused.
@@ -91,19 +74,13 @@ def _hub_input_kind(spec, hub, declared=None) -> str:
     elif fn is not None:
         specs = list(fn.structured_input_signature[1].values())
         input_spec = specs[0] if len(specs) == 1 else None
-    if input_spec is not None and input_spec.dtype == "string":
-        kind = "text"
-    elif input_spec is not None and input_spec.shape.rank in (1, 2) and input_spec.dtype.is_floating:
-        if declared is None:
-            raise UsageError(
-                f"{spec} takes {input_spec.dtype.name} inputs of shape {tuple(input_spec.shape)}, which may be "
-                f"waveforms or feature vectors; kerastl does not guess from a shape: if it takes mono waveforms "
-                f"(16 kHz), write {spec}#modality=audio"
-            )
-        kind = "audio" if declared == "audio" else None
-    else:
-        kind = "image"
-    if declared is not None and declared != kind:
+    from kerastl.core.modality import all_modalities
+
+    try:
+        kind = next((m for m in all_modalities() if m.hub_claims(input_spec, declared)), None)
+    except UsageError as error:
+        raise UsageError(f"{spec} {error}") from None
+    if kind is None or (declared is not None and declared != kind.name):
         shape = "?" if input_spec is None else tuple(input_spec.shape)
         dtype = "?" if input_spec is None else input_spec.dtype.name
         raise UsageError(f"{spec} declares modality={declared} but the module takes {dtype} inputs of shape "

@@ -11,7 +11,7 @@ import os
 import re
 from pathlib import Path
 
-from kerastl.backbones.models import DEFAULT_IMAGE_SIZE, _image_backbone
+from kerastl.backbones.models import DEFAULT_IMAGE_SIZE, image_backbone
 from kerastl.core.records import Backbone
 from kerastl.errors import KerastlError, UsageError
 
@@ -60,7 +60,7 @@ def keras_source(spec, rest, *, weights, image_size, from_scratch, trust) -> Bac
 def _load_keras_application(spec, weights, image_size, from_scratch) -> Backbone:
     import keras
 
-    from kerastl.modalities.image import ImagePreprocessing
+    from kerastl.inputs.image import ImagePreprocessing
 
     name = spec[len("keras:") :]
     names = keras_application_names()
@@ -90,7 +90,7 @@ def _load_keras_application(spec, weights, image_size, from_scratch) -> Backbone
         raise
     except Exception as error:  # Keras raises bare Exception/ValueError for fetch failures and bad sizes
         raise _keras_application_error(name, weights, size, error) from error
-    return _image_backbone(spec, inputs, model.output, preprocess, weights, name=name.lower())
+    return image_backbone(spec, inputs, model.output, preprocess, weights, name=name.lower())
 
 
 @contextlib.contextmanager

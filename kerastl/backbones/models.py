@@ -8,8 +8,10 @@ from __future__ import annotations
 import dataclasses
 import difflib
 
+from kerastl.core.modality import find as find_modality
 from kerastl.core.records import Backbone
 from kerastl.errors import KerastlError, UsageError
+from kerastl.reporting.text import with_article
 
 DEFAULT_IMAGE_SIZE = 224
 
@@ -27,26 +29,40 @@ def refuse_weights(spec, weights) -> None:
         )
 
 
-def _image_backbone(spec, inputs, features, preprocess, weights, *, name) -> Backbone:
-    """The `Backbone` of an image model from raw-pixel `inputs` (its first layer `preprocess`) to `features`."""
+def graph_backbone(spec, modality: str, inputs, features, *, preprocessing: dict, weights: str, name: str,
+                   ranks=None) -> Backbone:
+    """The `Backbone` of the graph from raw `inputs` to `features` (the one builder behind keras: backbones and
+    every hub module's wrapping).
+
+    Raises:
+        KerastlError: `ranks` is given and the features' rank is not in it (named with the shapes it should be).
+    """
     import keras
 
+    if ranks is not None and len(features.shape) not in ranks:
+        wanted = " or ".join({2: "(batch, features)", 3: "(batch, steps, features)",
+                              4: "(batch, height, width, features)"}[r] for r in ranks)
+        raise KerastlError(f"{spec} returns outputs of shape {tuple(features.shape)}; {with_article(modality)} "
+                           f"backbone must return {wanted}")
     return Backbone(
         model=keras.Model(inputs, features, name=name),
         spec=spec,
-        modality="image",
+        modality=modality,
         input_shape=tuple(int(d) for d in inputs.shape[1:]),
-        preprocessing=preprocess.to_record(),
+        preprocessing=preprocessing,
         feature_width=int(features.shape[-1]),
         weights=weights,
     )
 
 
+def image_backbone(spec, inputs, features, preprocess, weights, *, name) -> Backbone:
+    """The `Backbone` of an image model from raw-pixel `inputs` (its first layer `preprocess`) to `features`."""
+    return graph_backbone(spec, "image", inputs, features, preprocessing=preprocess.to_record(), weights=weights,
+                          name=name)
+
+
 def _from_keras_model(spec, model, manifest, from_scratch) -> Backbone:
     import keras
-
-    from kerastl.core.graph import walk_layers
-    from kerastl.modalities.image import ImagePreprocessing
 
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise UsageError(f"{spec}: a backbone needs one input and one output; this model has "
@@ -85,20 +101,13 @@ def _from_keras_model(spec, model, manifest, from_scratch) -> Backbone:
     if manifest is not None:
         modality = manifest["modality"]
         preprocessing = manifest.get("preprocessing", {})
-        model = _with_modality_marker(model, modality, manifest)
+        known = find_modality(modality)
+        # A manifest's model that lacks its modality's marker gets it, so the model itself says what it takes.
+        model = model if known is None else known.mark(model, manifest)
     else:
         modality = _modality_of(model)
-        if modality == "audio":
-            from kerastl.modalities.audio import preprocessing_record
-
-            preprocessing = preprocessing_record(model)
-        elif modality == "text":
-            from kerastl.modalities.text import preprocessing_record
-
-            preprocessing = preprocessing_record(model)
-        else:
-            pre = [layer for layer in walk_layers(model) if isinstance(layer, ImagePreprocessing)]
-            preprocessing = pre[0].to_record() if pre else {"mode": "none"}
+        known = find_modality(modality)
+        preprocessing = {"mode": "none"} if known is None else known.preprocessing_record(model)
     return Backbone(
         model=model,
         spec=spec,
@@ -123,22 +132,6 @@ def _hub_layers(model) -> list[str]:
         if isinstance(layer, HubLayer) or isinstance(inner, HubLayer):
             found.append(layer.name)
     return found
-
-
-def _with_modality_marker(model, modality, manifest):
-    """A manifest's audio backbone whose model has no sample-rate layer gets an `audio.Waveform` marker first,
-    so that the model itself says what it takes (`kerastl.data.input_spec` reads markers, not shapes)."""
-    if modality != "audio":
-        return model
-    from kerastl.modalities.audio import DEFAULT_SAMPLE_RATE, Waveform, sample_rate_of
-
-    if sample_rate_of(model) is not None or len(model.input.shape) != 2:
-        return model
-    import keras
-
-    rate = int(manifest.get("input", {}).get("sample_rate") or DEFAULT_SAMPLE_RATE)
-    inputs = keras.Input(model.input.shape[1:], name="waveforms")
-    return keras.Model(inputs, model(Waveform(rate, name="waveform")(inputs)), name=model.name)
 
 
 # Layers that may sit between a classifier layer and its softmax, or around the global pooling of a top.
@@ -238,8 +231,8 @@ def _is_classifier_layer(layer) -> bool:
 
 
 def _modality_of(model) -> str:
-    """image, audio or text from the markers `kerastl.data.input_spec` reads (a string input, a sample-rate
-    layer, an image shape), else "unknown" (finetune then refuses the backbone in one line)."""
+    """The modality `kerastl.data.input_spec` reads from the model's markers, else "unknown" (finetune then
+    refuses the backbone in one line)."""
     from kerastl.data import input_spec
 
     try:

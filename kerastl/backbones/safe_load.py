@@ -38,9 +38,9 @@ def load_keras_file(path, *, trust: bool = False):
     # that this list names every module that registers one.
     import kerastl.backbones.hub_layer
     import kerastl.core.graph
-    import kerastl.modalities.audio
-    import kerastl.modalities.image
-    import kerastl.modalities.text
+    import kerastl.inputs.audio
+    import kerastl.inputs.image
+    import kerastl.inputs.text
 
     path = Path(path)
     if not path.is_file():

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from kerastl.backbones.released import MANIFEST
+from kerastl.core.modality import find as find_modality
 from kerastl.errors import KerastlError
 
 
@@ -53,7 +54,8 @@ def default_backbone_spec(modality: str = "image") -> str:
     """
     images = [m for m in list_saved_backbones() if m.get("modality") == modality]
     if not images:
-        example = {"image": "keras:MobileNetV2"}.get(modality, "hub:<dir>")
+        known = find_modality(modality)
+        example = "hub:<dir>" if known is None else known.default_backbone_hint
         raise KerastlError(
             f"no pretrained {modality} backbone found in {saved_models_dir()}; pass --backbone SPEC "
             f"(e.g. {example}) or run `kerastl pretrain` first"
@@ -62,21 +64,14 @@ def default_backbone_spec(modality: str = "image") -> str:
     return images[0]["path"]
 
 
-# How to make a backbone of each input type when saved_models/ has none (kerastl's built-in sources).
-_PRETRAIN_HINTS = {
-    "image": "kerastl pretrain --data synthetic:glyphs --arch smallnet-s --out saved_models/NAME",
-    "audio": "kerastl pretrain --data synthetic:pseudowords --arch smallnet-s --out saved_models/NAME",
-    "text": "kerastl pretrain --data corpus:python-docs-wide-files --arch textcnn-l --out saved_models/NAME",
-}
-
-
 def suggest_backbone(modality: str) -> str:
     """A short instruction naming a backbone of `modality`: the default one in `saved_models/` if there is
     one, else how to pretrain one."""
     try:
         path = default_backbone_spec(modality)
     except KerastlError:
-        hint = _PRETRAIN_HINTS.get(modality)
+        known = find_modality(modality)
+        hint = None if known is None else known.pretrain_hint
         return (f"pretrain {modality} backbone with `{hint}`" if hint else
                 "pick a backbone of the data's type (`kerastl backbones` shows each one's modality)")
     name = Path(path).name

@@ -16,10 +16,6 @@ from __future__ import annotations
 from kerastl.core.records import InputSpec, UndeclaredInput
 from kerastl.data.builtin import digits_folder
 from kerastl.data.folders import (
-    AUDIO_EXTENSIONS,
-    IMAGE_EXTENSIONS,
-    MODALITY_EXTENSIONS,
-    TEXT_EXTENSIONS,
     FolderScan,
     check_data_type,
     decode_error,
@@ -49,11 +45,7 @@ from kerastl.data.pipelines import (
 from kerastl.data.splits import Split, class_indices, class_weights, split
 
 __all__ = [
-    "AUDIO_EXTENSIONS",
     "AUGMENT_BATCHES_PER_EPOCH",
-    "IMAGE_EXTENSIONS",
-    "MODALITY_EXTENSIONS",
-    "TEXT_EXTENSIONS",
     "FolderScan",
     "InputSpec",
     "Split",

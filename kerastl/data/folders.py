@@ -19,12 +19,8 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from kerastl.core import modality as modalities
 from kerastl.errors import KerastlError
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
-AUDIO_EXTENSIONS = (".wav",)
-TEXT_EXTENSIONS = (".txt",)
-MODALITY_EXTENSIONS = {"image": IMAGE_EXTENSIONS, "audio": AUDIO_EXTENSIONS, "text": TEXT_EXTENSIONS}
 
 # Limits on what one file may cost to read; files beyond them are skipped with the reason. Decoding allocates
 # the full decoded size whatever the file's size, so a few kilobytes can claim gigabytes (a decompression bomb):
@@ -67,14 +63,14 @@ class FolderScan:
 
 
 def detect_modality(root) -> str | None:
-    """The input type of a class-per-folder directory, by the most common known file type in it."""
-    counts = {modality: 0 for modality in MODALITY_EXTENSIONS}
+    """The input type of a class-per-folder directory: the registered modality (`kerastl.core.modality`) whose
+    file extensions are the most common in it, or None when it holds none of them."""
+    counts = {modality.name: 0 for modality in modalities.all_modalities()}
     for _, _, names in os.walk(root):
         for name in names:
-            suffix = Path(name).suffix.lower()
-            for modality, extensions in MODALITY_EXTENSIONS.items():
-                if suffix in extensions and not name.startswith("."):
-                    counts[modality] += 1
+            found = None if name.startswith(".") else modalities.of_path(name)
+            if found is not None:
+                counts[found.name] += 1
     best = max(counts, key=counts.get)
     return best if counts[best] else None
 
@@ -108,7 +104,7 @@ def scan_folder(root, modality: str = "image", *, min_classes: int = 2) -> Folde
         raise KerastlError(f"data directory not found: {root}")
     if not root.is_dir():
         raise KerastlError(f"{root} is not a directory; give a folder with one subfolder per class")
-    extensions = MODALITY_EXTENSIONS[modality]
+    extensions = modalities.get(modality).extensions
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     stray = [p for p in root.iterdir() if p.is_file()]
     if len(class_dirs) < min_classes:
@@ -179,7 +175,9 @@ def _leave_out_reason(path: Path, extensions) -> str | None:
     return None
 
 
-def _decode_error(path: Path) -> str | None:
+def image_error(path) -> str | None:
+    """Why the image at `path` cannot be decoded (over `MAX_IMAGE_PIXELS` by its header, damaged), or None."""
+    path = Path(path)
     too_large = _image_size_error(path)
     if too_large:
         return too_large
@@ -231,28 +229,27 @@ def _image_size_error(path: Path) -> str | None:
 
 
 def decode_error(path, modality: str = "image") -> str | None:
-    """Why `path` cannot be read as a file of `modality`, or None (see the limits at the top of the module)."""
-    if modality == "audio":
-        from kerastl.modalities.audio import decode_error as audio_error
-
-        return _wav_header_error(Path(path)) or audio_error(path)
-    if modality == "text":
-        from kerastl.modalities.text import decode_error as text_error
-
-        size = Path(path).stat().st_size if Path(path).is_file() else 0
-        if size > MAX_TEXT_BYTES:
-            return f"text of {size / 2**20:.0f} MiB, over the {MAX_TEXT_BYTES >> 20} MiB limit " \
-                   "(kerastl.data.folders.MAX_TEXT_BYTES); split it"
-        return text_error(path)
-    return _decode_error(Path(path))
+    """Why `path` cannot be read as a file of `modality`, or None (`Modality.decode_error`; see the limits at the
+    top of the module)."""
+    return modalities.get(modality).decode_error(path)
 
 
-def _wav_header_error(path: Path) -> str | None:
+def text_size_error(path) -> str | None:
+    """Why the text file at `path` is too large to read (over `MAX_TEXT_BYTES`), or None."""
+    size = Path(path).stat().st_size if Path(path).is_file() else 0
+    if size > MAX_TEXT_BYTES:
+        return f"text of {size / 2**20:.0f} MiB, over the {MAX_TEXT_BYTES >> 20} MiB limit " \
+               "(kerastl.data.folders.MAX_TEXT_BYTES); split it"
+    return None
+
+
+def wav_header_error(path) -> str | None:
     """Why the WAV file at `path` would cost too much to read (a sample rate below `MIN_AUDIO_SAMPLE_RATE`, or
     longer than `MAX_AUDIO_SECONDS`), from its header and size, or None. Headers this cannot parse are left to
     the WAV reader, which names the problem."""
     import struct
 
+    path = Path(path)
     try:
         with open(path, "rb") as file:
             head = file.read(1 << 16)

@@ -25,6 +25,7 @@ import json
 import os
 from pathlib import Path
 
+from kerastl.core.modality import get
 from kerastl.errors import KerastlError, UsageError
 from kerastl.export import metadata
 from kerastl.export.errors import ExportRejected
@@ -54,7 +55,7 @@ from kerastl.export.saved_model import (
 from kerastl.export.tflite import (
     LUMINANCE_WEIGHTS,
     VOCABULARY_FILE,
-    _require_own_tokenizer,
+    companion_paths,
     convert_tflite,
     export_tflite,
     lite_model,
@@ -174,9 +175,13 @@ def export(model, *, format: str = "tflite", quantize: str = "none", data=None, 
     check_quantization(spec.modality, quantize)
     if "tflite" in targets:
         require_tflite_dependencies(spec.modality, quantize)
-    if spec.modality == "text" and "tflite" in targets:
-        _require_own_tokenizer(keras_model)
-        targets["vocabulary"] = vocabulary_path(targets["tflite"], format)
+    modality = get(spec.modality)
+    companions = {}
+    if "tflite" in targets:
+        modality.check_tflite(keras_model)
+        companions = modality.companion_contents(keras_model)
+        targets.update({key: path for key, path in companion_paths(targets["tflite"], format, modality).items()
+                        if key in companions})
     samples = verification_set(data, labels, keras_model, calibrate=quantize in FULL_INTEGER,
                                **_training_split(model, seed))
     reference = keras_model.predict(samples.inputs, batch_size=64, verbose=0)
@@ -209,20 +214,13 @@ def export(model, *, format: str = "tflite", quantize: str = "none", data=None, 
             staged["tflite"].write_bytes(blob)
             figures = verify_tflite(blob, samples.tflite_inputs, reference=reference, y_true=samples.y_true)
             figures["quantize"] = quantize
-            figures["rgb_input_for_grayscale_model"] = spec.modality == "image" and spec.shape[2] == 1
+            figures.update(modality.tflite_figures(spec))
             report["exports"]["tflite"] = _with_drop(figures, report["keras"])
-            if "vocabulary" in targets:
-                from kerastl.modalities.text import tokenizer_rules, vocabulary_of
-
-                write_vocabulary(vocabulary_of(keras_model), staged["vocabulary"])
-                report["tokenizer"] = {
-                    **tokenizer_rules(keras_model),
-                    "vocabulary_file": targets["vocabulary"].name,
-                    "input": "token ids, int32 (1, sequence_length), padded with 0 and cut at sequence_length",
-                    "why": "TFLite has no builtin kernels for the tokenizer's string ops, so the .tflite file is "
-                           "the model after its tokenizer; tokenize with the vocabulary file as the rules say "
-                           "(the SavedModel takes raw strings)",
-                }
+            for key, (write, about) in companions.items():
+                write(staged[key])
+                companion = next(c for c in modality.companion_files if c.key == key)
+                if companion.report_key:
+                    report[companion.report_key] = {**about, f"{key}_file": targets[key].name}
         failures = _gate(report["exports"], max_accuracy_drop)
         report["passed"] = not failures
         if failures:
@@ -233,10 +231,22 @@ def export(model, *, format: str = "tflite", quantize: str = "none", data=None, 
     return report
 
 
-# What an export owns: for `all`, names in its directory; else the siblings of its target (a vocabulary that a
-# previous text export left beside NAME.tflite goes with the set it belonged to).
-_ALL_NAMES = (SAVED_MODEL_DIR, TFLITE_FILE, VOCABULARY_FILE, REPORT_FILE)
-_COMMIT_ORDER = ("saved_model", "tflite", "vocabulary", "report")  # the report, describing the rest, last
+# What an export owns: for `all`, names in its directory (and every modality's companion files, see
+# `_owned_names`); else the siblings of its target (a vocabulary that a previous text export left beside
+# NAME.tflite goes with the set it belonged to).
+_ALL_NAMES = (SAVED_MODEL_DIR, TFLITE_FILE, REPORT_FILE)
+
+
+def _owned_names() -> tuple:
+    from kerastl.core.modality import all_modalities
+
+    return _ALL_NAMES + tuple(c.file_name for m in all_modalities() for c in m.companion_files)
+
+
+def _commit_order(targets: dict) -> list:
+    """saved_model, tflite, its companions, and the report, describing the rest, last."""
+    companions = [key for key in targets if key not in ("saved_model", "tflite", "report")]
+    return [key for key in ("saved_model", "tflite", *companions, "report") if key in targets]
 
 
 @contextlib.contextmanager
@@ -254,7 +264,7 @@ def _staged_outputs(targets: dict, format: str):
         out = targets["report"].parent
         with atomic.staged_directory(out) as directory:
             yield {key: directory / path.name for key, path in targets.items()}
-        atomic.commit_directory(directory, out, owned=_ALL_NAMES)
+        atomic.commit_directory(directory, out, owned=_owned_names())
         return
     parent = targets["report"].parent
     parent.mkdir(parents=True, exist_ok=True)
@@ -267,11 +277,13 @@ def _staged_outputs(targets: dict, format: str):
         for path in staged.values():
             atomic.discard(path)
         raise
-    entries = [(staged[key], targets[key]) for key in _COMMIT_ORDER if key in targets]
-    if "tflite" in targets and "vocabulary" not in targets:
-        stale = vocabulary_path(targets["tflite"], format)
-        if stale.exists():
-            entries.insert(1, (None, stale))
+    order = _commit_order(targets)
+    entries = [(staged[key], targets[key]) for key in order]
+    if "tflite" in targets:
+        # Companions an earlier export of another modality left beside the .tflite leave with its set.
+        stale = [path for key, path in companion_paths(targets["tflite"], format).items() if key not in targets]
+        after = order.index("tflite") + 1
+        entries[after:after] = [(None, path) for path in stale if path.exists()]
     atomic.commit_set(entries)
 
 

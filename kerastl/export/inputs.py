@@ -12,11 +12,11 @@ def model_input(model):
     Raises:
         KerastlError: the model does not take one fixed-size image, one waveform or one string per example.
     """
+    from kerastl.core.modality import get
     from kerastl.data import input_spec
 
     spec = input_spec(model)
-    if spec.modality == "image":
-        image_input_shape(model)  # raises for a variable size
+    get(spec.modality).check_input(model, spec)
     return spec
 
 

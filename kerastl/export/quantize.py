@@ -16,51 +16,40 @@ FULL_INTEGER = ("int8", "int8-per-tensor")
 
 def require_tflite_dependencies(modality: str, quantize: str = "none", *, verify: bool = True) -> None:
     """Checks, before any work, the optional packages a TFLite export of a `modality` model quantized as
-    `quantize` will import (`kerastl.extras`): the LiteRT interpreter to verify it (`verify`), the metadata
-    packages for image and audio files, and litert-quantizer only for audio `dynamic`.
+    `quantize` will import (`kerastl.extras`): the LiteRT interpreter to verify it (`verify`), and what the
+    modality's metadata and quantization need (`Modality.tflite_packages`: the metadata packages for image and
+    audio files, litert-quantizer only for audio `dynamic`).
 
     Raises:
         KerastlError: one line naming the missing packages and the extra that installs them.
     """
     from kerastl import extras
+    from kerastl.core.modality import get
 
     modules = ["ai_edge_litert"] if verify else []
-    if modality in ("image", "audio"):
-        modules += ["flatbuffers", "mediapipe"]
-    if modality == "audio" and quantize == "dynamic":
-        modules.append("litert_quantizer")
-    extras.require("TFLite export", *modules)
+    extras.require("TFLite export", *modules, *get(modality).tflite_packages(quantize))
 
 
 def check_quantization(modality: str, quantize: str) -> None:
-    """Raises UsageError for a quantization that ruins models of this input type. Both cases are measured by
-    tools/bench_export_audio_text.py; the verification report would show the damage, but a file that answers
+    """Raises UsageError for a quantization that ruins models of this input type (`Modality.quantizations`,
+    `Modality.check_quantization`: audio and text refuse full integer, measured by
+    tools/bench_export_audio_text.py). The verification report would show the damage, but a file that answers
     near chance is not worth writing.
 
-    - Audio, full integer: it quantizes the log-mel front end too; the waveform and the power spectrum become
-      8-bit, and everything quieter than 1/256 of a frame's loudest part is lost. The shipped audio backbone
-      fine-tuned on ten spoken keywords: 100% held-out accuracy in float32, 25% in int8.
-    - Text, full integer: the masked means over token positions do not survive 8-bit activations. The shipped
-      text backbone fine-tuned on eight libraries' docstrings: 72.4% in float32, 13.2% in int8 (chance is
-      12.5%), with 9.2% top-1 agreement.
-
-    Dynamic-range quantization (int8 weights, float activations) keeps 100% (audio) and 99.3% (text) top-1
-    agreement.
+    Raises:
+        UsageError: `quantize` is not one of `QUANTIZATIONS`, or the modality refuses it.
     """
-    if quantize not in FULL_INTEGER or modality == "image":
-        return
-    if modality == "audio":
-        raise UsageError(f"--quantize {quantize} would make the audio front end 8-bit (waveform and spectrum), which "
-                         "destroys accuracy; use --quantize dynamic (int8 network weights, float front end) or "
-                         "float16")
-    raise UsageError(f"--quantize {quantize} makes text models answer at chance (8-bit averages over token "
-                     "positions); use --quantize dynamic (int8 weights, 4x smaller) or float16")
+    from kerastl.core.modality import get
+
+    if quantize not in QUANTIZATIONS:
+        raise UsageError(f"--quantize must be one of {', '.join(QUANTIZATIONS)}. Received: {quantize}")
+    get(modality).check_quantization(quantize)
 
 
-def _front_end_layers(model) -> list[str]:
+def front_end_layers(model) -> list[str]:
     """Names of the model's `LogMelSpectrogram` layers (kerastl's audio front end)."""
     from kerastl.core.graph import walk_layers
-    from kerastl.modalities.audio import LogMelSpectrogram
+    from kerastl.inputs.audio import LogMelSpectrogram
 
     return [layer.name for layer in walk_layers(model) if isinstance(layer, LogMelSpectrogram)]
 

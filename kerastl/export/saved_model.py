@@ -13,30 +13,19 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from kerastl.export.inputs import image_input_shape, model_input
+from kerastl.export.inputs import model_input
 from kerastl.export.paths import output_paths
 
 LABELS_ASSET = "labels.txt"
 
 
 def serving_inputs(model) -> list:
-    """The SavedModel's signatures as `[(name, tf.TensorSpec)]`, the one `verify_saved_model` calls last: for
-    images `serving_default` (uint8) and `serving_float` (float32 pixels 0-255); for audio and text one
-    `serving_default` taking what `kerastl.modalities.audio.serving_signature` / `kerastl.modalities.text.serving_signature` say."""
-    import tensorflow as tf
+    """The SavedModel's signatures as `[(name, tf.TensorSpec)]`, the one `verify_saved_model` calls last
+    (`Modality.serving_signatures`): for images `serving_default` (uint8) and `serving_float` (float32 pixels
+    0-255); for audio and text one `serving_default` taking waveforms or strings."""
+    from kerastl.core.modality import get
 
-    spec = model_input(model)
-    if spec.modality == "audio":
-        from kerastl.modalities.audio import serving_signature
-
-        return [("serving_default", serving_signature(model))]
-    if spec.modality == "text":
-        from kerastl.modalities.text import serving_signature
-
-        return [("serving_default", serving_signature(model))]
-    shape = (None, *image_input_shape(model))
-    return [("serving_default", tf.TensorSpec(shape, tf.uint8, "images")),
-            ("serving_float", tf.TensorSpec(shape, tf.float32, "images"))]
+    return get(model_input(model).modality).serving_signatures(model)
 
 
 def write_saved_model(model, labels: list[str], path) -> None:

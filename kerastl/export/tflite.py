@@ -32,14 +32,12 @@ import tempfile
 from pathlib import Path
 
 from kerastl.errors import KerastlError, UsageError
-from kerastl.export import metadata as tflite_metadata
 from kerastl.export.errors import error_line
 from kerastl.export.inputs import image_input_shape, model_input
 from kerastl.export.paths import TFLITE_FILE, output_paths
 from kerastl.export.quantize import (
     FULL_INTEGER,
-    QUANTIZATIONS,
-    _front_end_layers,
+    QUANTIZATIONS,  # noqa: F401 (re-exported)
     check_quantization,
     quantize_dynamic_except,
     require_tflite_dependencies,
@@ -68,61 +66,36 @@ def rgb_input_model(model):
 
 
 def lite_model(model):
-    """What `convert_tflite` converts: `(keras_model, input TensorSpec of batch 1)`.
+    """What `convert_tflite` converts: `(keras_model, input TensorSpec of batch 1)`, `Modality.tflite_model`.
 
     Images: `rgb_input_model(model)` on float32 pixels. Audio: the model itself on a float32 waveform. Text:
-    `kerastl.modalities.text.tokenized_model(model)` on int32 token ids (its vocabulary: `kerastl.modalities.text.vocabulary_of`).
+    `kerastl.inputs.text.tokenized_model(model)` on int32 token ids (its vocabulary:
+    `kerastl.inputs.text.vocabulary_of`).
 
     Raises:
-        KerastlError: as `model_input`, or a text model that cannot be split at its tokenizer.
+        KerastlError: as `model_input`, or a model with no TFLite form (a text model that cannot be split at its
+            tokenizer).
     """
-    import tensorflow as tf
-
-    spec = model_input(model)
-    if spec.modality == "audio":
-        from kerastl.modalities.audio import tflite_signature
-
-        return model, tflite_signature(model)
-    if spec.modality == "text":
-        from kerastl.modalities.text import tokenized_model
-
-        _require_own_tokenizer(model)
-        ids_model = tokenized_model(model)[0]
-        # int32 ids: what mobile tokenizers produce and TFLite's gather takes natively.
-        return ids_model, tf.TensorSpec((1, int(ids_model.input.shape[1])), tf.int32, name="token_ids")
-    converted = rgb_input_model(model)
-    return converted, tf.TensorSpec((1, *image_input_shape(converted)), tf.float32, name="image")
+    return _modality(model).tflite_model(model)
 
 
-def _require_own_tokenizer(model) -> None:
-    """Raises KerastlError unless a text model tokenises with a `TextVectorization` layer (which `lite_model`
-    splits off), rather than inside a TF-Hub module."""
-    from kerastl.modalities.text import tokenizer_of
+def _modality(model):
+    from kerastl.core.modality import get
 
-    if tokenizer_of(model) is None:
-        raise KerastlError("this text model tokenises inside a TF-Hub module, whose string ops TFLite cannot run "
-                           "and kerastl cannot split off; export it with --format saved_model")
+    return get(model_input(model).modality)
 
 
 def tflite_inputs(model, inputs):
-    """`inputs` as Keras takes them → as the TFLite file takes them: int32 token ids for a text model
-    (tokenized by the model's own tokenizer; None for a hub module that tokenises inside), waveforms and RGB
-    pixels unchanged. (A 1-channel image model's
-    file takes RGB: `verification_set` keeps the RGB it decoded for it.)"""
-    import numpy as np
-
-    if model_input(model).modality == "text":
-        from kerastl.modalities.text import tokenize, tokenizer_of
-
-        if tokenizer_of(model) is None:
-            return None  # no TFLite form (`_require_own_tokenizer`)
-        return tokenize(model, inputs).astype("int32")
-    return np.asarray(inputs, dtype="float32")
+    """`inputs` as Keras takes them → as the TFLite file takes them (`Modality.tflite_inputs`): int32 token ids
+    for a text model (tokenized by the model's own tokenizer; None for a hub module that tokenises inside),
+    waveforms and RGB pixels unchanged. (A 1-channel image model's file takes RGB: `verification_set` keeps
+    the RGB it decoded for it.)"""
+    return _modality(model).tflite_inputs(model, inputs)
 
 
 def convert_tflite(model, *, labels: list[str], quantize: str = "none", calibration=None) -> bytes:
     """The TFLite file of `model` (see the module docstring), with MediaPipe metadata for images and audio, as
-    bytes. For a text model it is the token-id model; its vocabulary is `kerastl.modalities.text.vocabulary_of(model)`.
+    bytes. For a text model it is the token-id model; its vocabulary is `kerastl.inputs.text.vocabulary_of(model)`.
 
     `calibration` (inputs shaped like the TFLite input, see `tflite_inputs`) is required for int8. For images,
     one calibration image gets a pixel of 0 and one of 255 so that the uint8 input is quantized with scale 1
@@ -137,14 +110,12 @@ def convert_tflite(model, *, labels: list[str], quantize: str = "none", calibrat
     import numpy as np
     import tensorflow as tf
 
-    if quantize not in QUANTIZATIONS:
-        raise UsageError(f"--quantize must be one of {', '.join(QUANTIZATIONS)}. Received: {quantize}")
-    modality = model_input(model).modality
-    check_quantization(modality, quantize)
-    require_tflite_dependencies(modality, quantize, verify=False)
+    modality = _modality(model)
+    check_quantization(modality.name, quantize)
+    require_tflite_dependencies(modality.name, quantize, verify=False)
     converted, signature = lite_model(model)
     options = {"target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]}}
-    front_end = _front_end_layers(model) if modality == "audio" and quantize == "dynamic" else []
+    front_end = modality.float_layers(model, quantize)
     if quantize != "none" and not front_end:
         options["optimizations"] = [tf.lite.Optimize.DEFAULT]
     if quantize == "float16":
@@ -156,13 +127,9 @@ def convert_tflite(model, *, labels: list[str], quantize: str = "none", calibrat
         if samples.shape[1:] != tuple(signature.shape[1:]):
             raise UsageError(f"calibration inputs have shape {samples.shape[1:]}; the TFLite input is "
                              f"{tuple(signature.shape[1:])}")
-        if modality == "image":
-            # The converter takes the input's range from what it sees; pin it to the full 0..255.
-            samples[0, 0, 0, :] = 0.0
-            samples[0, -1, -1, :] = 255.0
-            # Raw pixel bytes in, as MediaPipe feeds them; audio and text keep float32 in and out (a waveform
-            # or token ids are not bytes).
-            options.update(inference_input_type=tf.uint8, inference_output_type=tf.uint8)
+        # Images: the input range pinned to 0..255 and uint8 in and out, raw pixel bytes as MediaPipe feeds
+        # them; other modalities keep float32 in and out (a waveform or token ids are not bytes).
+        options.update(modality.calibration(samples, quantize))
         options["representative_dataset"] = lambda: ([sample[None]] for sample in samples)
         options["target_spec"]["supported_ops"] = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         if quantize == "int8-per-tensor":
@@ -177,60 +144,64 @@ def convert_tflite(model, *, labels: list[str], quantize: str = "none", calibrat
         blob = path.read_bytes()
     if front_end:
         blob = quantize_dynamic_except(blob, front_end)
-    kind = "float32" if quantize == "none" else quantize
-    if modality == "text":
-        return blob
-    if modality == "audio":
-        from kerastl.modalities.audio import sample_rate_of
-
-        return tflite_metadata.add_audio_classifier_metadata(
-            blob, labels=list(labels), sample_rate=int(sample_rate_of(model)), name=f"{model.name} ({kind})",
-            description=f"Audio classifier exported by kerastl: {len(labels)} classes, raw mono waveforms in.")
-    float_input = quantize not in FULL_INTEGER
-    return tflite_metadata.add_image_classifier_metadata(
-        blob,
-        labels=list(labels),
-        # Raw pixels in, preprocessing inside: MediaPipe feeds (pixel - 0) / 1 to a float input and the bytes
-        # themselves to a uint8 one.
-        mean=[0.0] if float_input else None,
-        std=[1.0] if float_input else None,
-        name=f"{model.name} ({kind})",
-        description=f"Image classifier exported by kerastl: {len(labels)} classes, raw RGB pixels in.",
-    )
+    return modality.tflite_metadata(blob, model, labels, quantize=quantize)
 
 
 def export_tflite(model, out, *, labels: list[str], quantize: str = "none", calibration=None) -> Path:
-    """Writes `convert_tflite(...)` to `out` (a .tflite path), and for a text model its vocabulary beside it
-    (`vocabulary_path(out)`), as one set (`kerastl.core.atomic.commit_set`; a vocabulary left beside `out` by a
-    previous text export goes with the old set). Returns `out` as a Path.
+    """Writes `convert_tflite(...)` to `out` (a .tflite path), and the modality's companion files beside it
+    (`Modality.companions`: a text model's vocabulary, `companion_path(out)`), as one set
+    (`kerastl.core.atomic.commit_set`; a companion left beside `out` by a previous export goes with the old
+    set). Returns `out` as a Path.
 
     Raises:
         UsageError, KerastlError: as `convert_tflite` and `output_paths`.
     """
     from kerastl.core import atomic
-    from kerastl.modalities.text import vocabulary_of
 
     atomic.recover_around(out)
     out = output_paths(out, "tflite")["tflite"]
     data = convert_tflite(model, labels=labels, quantize=quantize, calibration=calibration)
-    vocabulary = vocabulary_path(out, "tflite")
-    staged = [atomic.staged_path(out), atomic.staged_path(vocabulary)]
+    modality = _modality(model)
+    contents = modality.companion_contents(model)
+    # Companions of every modality may lie beside an earlier file of this name: all are part of the old set.
+    beside = companion_paths(out, "tflite")
+    staged = {key: atomic.staged_path(path) for key, path in beside.items()}
     out.parent.mkdir(parents=True, exist_ok=True)
-    for path in staged:
+    staged_out = atomic.staged_path(out)
+    for path in [staged_out, *staged.values()]:
         atomic.discard(path)  # what a killed export left
     try:
-        staged[0].write_bytes(data)
-        if model_input(model).modality == "text":
-            write_vocabulary(vocabulary_of(model), staged[1])
+        staged_out.write_bytes(data)
+        for key, (write, _) in contents.items():
+            write(staged[key])
     except BaseException:
-        for path in staged:
+        for path in [staged_out, *staged.values()]:
             atomic.discard(path)
         raise
-    entries = [(staged[0], out)]
-    if staged[1].exists() or vocabulary.exists():
-        entries.append((staged[1] if staged[1].exists() else None, vocabulary))
+    entries = [(staged_out, out)]
+    for key, path in beside.items():
+        if staged[key].exists() or path.exists():
+            entries.append((staged[key] if staged[key].exists() else None, path))
     atomic.commit_set(entries)
     return out
+
+
+def companion_path(tflite: Path, format: str, companion) -> Path:
+    """Where a `kerastl.core.modality.Companion` goes beside its .tflite: its `file_name` in a `--format all`
+    directory, else `<name><suffix>`."""
+    tflite = Path(tflite)
+    return tflite.with_name(companion.file_name if format == "all" else tflite.stem + companion.suffix)
+
+
+def companion_paths(tflite: Path, format: str, modality=None) -> dict:
+    """`key -> path` of the companion files of `modality` (default: of every registered modality) beside
+    `tflite`."""
+    from kerastl.core.modality import all_modalities
+
+    found = {}
+    for each in [modality] if modality is not None else all_modalities():
+        found.update({c.key: companion_path(tflite, format, c) for c in each.companion_files})
+    return found
 
 
 def vocabulary_path(tflite: Path, format: str) -> Path:

@@ -11,17 +11,14 @@ import statistics
 import time
 from pathlib import Path
 
+from kerastl.core.modality import get
 from kerastl.export.inputs import model_input
-from kerastl.export.tflite import tflite_inputs
 
 # Full-integer calibration: TFLite's guidance is a few hundred representative inputs.
 MAX_CALIBRATION_EXAMPLES = 200
 # Verification runs every held-out example through the interpreter one at a time; this bounds its time.
 MAX_VERIFY_EXAMPLES = 1000
 SYNTHETIC_INPUTS = 32
-# Words for synthetic texts when a model's vocabulary is inside a hub module.
-_COMMON_WORDS = ("the of and to in is that for it as with was on be by this are from or have an they which one "
-                 "you were all we when there can been has more if will their would what about time new first")
 # Latency is measured single-threaded: comparable between runs on a shared machine, and what a phone's
 # background task gets.
 INTERPRETER_THREADS = 1
@@ -183,10 +180,12 @@ def verification_set(data, labels: list[str], model, *, calibrate: bool = False,
     from kerastl.data import check_data_type, class_indices, drop_undecodable, scan_folder, split
 
     spec = model_input(model)
+    modality = get(spec.modality)
     if data is None:
         raw = synthetic_inputs(model, SYNTHETIC_INPUTS, seed=seed)
-        return VerificationSet(*_for_model(model, spec, raw), None, None,
-                               {"source": "synthetic", "n": len(raw), "labelled": False, "held_out": False})
+        return VerificationSet(*modality.export_pair(model, spec, raw), None, None,
+                               {"source": "synthetic", "n": len(raw), "labelled": False, "held_out": False,
+                                "examples": modality.plural})
     check_data_type(data, spec.modality, subject=f"the model takes {spec.modality} input",
                     fix=f"give --data a folder of {spec.modality} files (the model's own training data)")
     scan = drop_undecodable(scan_folder(data, spec.modality))
@@ -200,61 +199,26 @@ def verification_set(data, labels: list[str], model, *, calibrate: bool = False,
     if len(files) > max_examples:
         keep = sorted(rng.sample(range(len(files)), max_examples))
         files, y = [files[i] for i in keep], [y[i] for i in keep]
-    inputs, lite_inputs = _for_model(model, spec, _read(spec, files))
+    inputs, lite_inputs = modality.verification_inputs(model, spec, files)
     calibration = None
     if calibrate:
         train = list(parts.train_files)
         if len(train) > MAX_CALIBRATION_EXAMPLES:
             train = [train[i] for i in sorted(rng.sample(range(len(train)), MAX_CALIBRATION_EXAMPLES))]
-        calibration = _for_model(model, spec, _read(spec, train))[1]
-    description = {"source": str(data), "n": len(files), "held_out": held_out, "labelled": True,
+        calibration = modality.verification_inputs(model, spec, train)[1]
+    description = {"source": str(data), "n": len(files), "examples": modality.plural, "held_out": held_out,
+                   "labelled": True,
                    "available": total, "calibration_images": None if calibration is None else len(calibration),
                    "skipped": len(scan.skipped)}
     return VerificationSet(inputs, lite_inputs, np.asarray([to_model[i] for i in y]), calibration, description)
 
 
-def _read(spec, files):
-    """`files` read for the model; images always as RGB (see `_for_model`)."""
-    from kerastl.data import load_images, load_inputs
-
-    if spec.modality == "image":
-        return load_images(files, image_size=spec.shape[:2], channels=3)
-    return load_inputs(spec, files)
-
-
-def _for_model(model, spec, raw) -> tuple:
-    """(what Keras takes, what the TFLite file takes) from `_read`'s or `synthetic_inputs`' examples. A
-    1-channel image model gets the RGB converted as `kerastl.data` converts training images, and its TFLite
-    file, which converts RGB itself, the RGB."""
-    if spec.modality == "image" and spec.shape[2] == 1:
-        return to_grayscale(raw), raw
-    return raw, tflite_inputs(model, raw)
-
-
 def synthetic_inputs(model, n: int, *, seed: int = 0):
-    """`n` synthetic examples for `model`'s input type: smooth random RGB images (`synthetic_images`, RGB also
-    for a 1-channel model); clips of a few random tones in noise at a random level; or strings of random words
-    from the model's vocabulary (common English words for a hub module, whose vocabulary is hidden)."""
-    import numpy as np
-
+    """`n` synthetic examples for `model`'s input type (`Modality.synthetic_inputs`): smooth random RGB images
+    (`synthetic_images`, RGB also for a 1-channel model); clips of a few random tones in noise at a random
+    level; or strings of random words from the model's vocabulary."""
     spec = model_input(model)
-    rng = np.random.default_rng(seed)
-    if spec.modality == "audio":
-        samples = spec.shape[0]
-        t = np.arange(samples) / spec.sample_rate
-        clips = []
-        for _ in range(n):
-            tones = sum(np.sin(2 * np.pi * rng.uniform(80, 4000) * t + rng.uniform(0, 2 * np.pi))
-                        for _ in range(rng.integers(1, 4)))
-            clip = tones / 3 + rng.normal(0, 0.1, samples)
-            clips.append(rng.uniform(0.05, 0.9) * clip / np.abs(clip).max())
-        return np.stack(clips).astype("float32")
-    if spec.modality == "text":
-        from kerastl.modalities.text import vocabulary_of
-
-        words = vocabulary_of(model)[2:] or _COMMON_WORDS.split()
-        return np.asarray([" ".join(rng.choice(words, rng.integers(3, 40))) for _ in range(n)], dtype=object)
-    return synthetic_images(n, spec.shape[:2], seed=seed)
+    return get(spec.modality).synthetic_inputs(model, spec, n, seed=seed)
 
 
 def synthetic_images(n: int, size, *, seed: int = 0):

@@ -1,81 +1,183 @@
-"""Images: the preprocessing layer baked into image models.
-
-`ImagePreprocessing` turns raw pixels (0–255) into what a backbone was trained on, inside the model, so that
-exported SavedModels and TFLite files take raw pixels and train/deploy preprocessing cannot drift apart. It is
-registered under the `kerastl` package, so `.keras` files holding it load with `safe_mode=True` once `kerastl`
-is imported.
-"""
+"""Images: the image `Modality`. Raw pixels (0–255, (H, W, 1 or 3)) in, `ImagePreprocessing` inside the model
+(`kerastl.inputs.image`), MediaPipe ImageClassifier metadata on TFLite files, uint8 pixels for full-integer
+files."""
 
 from __future__ import annotations
 
-import keras
-from keras import ops
+from kerastl.core.modality import Modality, register
+from kerastl.core.records import InputSpec
 
-_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
-
-
-_TORCH_MEAN = (0.485, 0.456, 0.406)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
 
-_TORCH_STD = (0.229, 0.224, 0.225)
+def _image_shape(model):
+    shape = tuple(None if d is None else int(d) for d in model.input.shape[1:])
+    if len(shape) == 3 and shape[2] in (1, 3) and None not in shape and "float" in str(model.input.dtype):
+        return shape
+    return None
 
 
-PREPROCESSING_MODES = ("none", "scale", "tf", "torch", "caffe")
+class Image(Modality):
+    name = "image"
+    extensions = IMAGE_EXTENSIONS
+    noun = "image"
+    plural = "images"
+    input_form = "images of shape (height, width, 1 or 3)"
+    # A Keras file made elsewhere often starts at its first convolution: a float (H, W, 1 or 3) input with no
+    # marker at all is taken as pixels, the one default (kerastl's own image backbones carry the marker).
+    fallback = True
+    quantizations = ("none", "float16", "dynamic", "int8", "int8-per-tensor")
+    default_backbone_hint = "keras:MobileNetV2"
+    pretrain_hint = "kerastl pretrain --data synthetic:glyphs --arch smallnet-s --out saved_models/NAME"
+
+    def decode_error(self, path):
+        from kerastl.data.folders import image_error
+
+        return image_error(path)
+
+    def claims(self, model):
+        from kerastl.core.graph import walk_layers
+        from kerastl.inputs.image import ImagePreprocessing
+
+        shape = _image_shape(model)
+        if shape is not None and any(isinstance(layer, ImagePreprocessing) for layer in walk_layers(model)):
+            return InputSpec(self.name, shape)
+        return None
+
+    def claims_unmarked(self, model):
+        shape = _image_shape(model)
+        return None if shape is None else InputSpec(self.name, shape)
+
+    def check_input(self, model, spec):
+        from kerastl.export.inputs import image_input_shape
+
+        image_input_shape(model)  # raises for a variable size
+
+    def preprocessing_record(self, model):
+        from kerastl.core.graph import walk_layers
+        from kerastl.inputs.image import ImagePreprocessing
+
+        pre = [layer for layer in walk_layers(model) if isinstance(layer, ImagePreprocessing)]
+        return pre[0].to_record() if pre else {"mode": "none"}
+
+    # ---------------------------------------------------------------------------------------------- data
+    def load(self, spec, files, *, batch_size=64):
+        from kerastl.inputs.image import load_images
+
+        return load_images(files, image_size=spec.shape[:2], channels=spec.shape[2], batch_size=batch_size)
+
+    def reader(self, spec):
+        import tensorflow as tf
+
+        from kerastl.inputs.image import decode_image
+
+        size, channels = tuple(int(s) for s in spec.shape[:2]), int(spec.shape[2])
+        return (lambda path: decode_image(path, size, channels)), tf.TensorSpec((*size, channels), tf.float32)
+
+    def augmentation(self):
+        from kerastl.inputs.image import augment_images
+
+        return augment_images
+
+    # ---------------------------------------------------------------------------------------------- hub
+    def hub_claims(self, signature, declared):
+        # Anything but strings and rank-1/2 floats (which the text and audio modalities claim or refuse); the
+        # image path then checks the module by calling it.
+        return signature is None or not (signature.shape.rank in (1, 2) and signature.dtype.is_floating)
+
+    def hub_backbone(self, spec, hub, *, image_size=None):
+        import keras
+
+        from kerastl.backbones.models import DEFAULT_IMAGE_SIZE, image_backbone
+        from kerastl.inputs.image import ImagePreprocessing
+
+        size = int(image_size or DEFAULT_IMAGE_SIZE)
+        inputs = keras.Input((size, size, 3), name="pixels")
+        # TF-Hub's image convention: float pixels in [0, 1].
+        preprocess = ImagePreprocessing(mode="scale", scale=1.0 / 255.0, name="preprocessing")
+        return image_backbone(spec, inputs, hub(preprocess(inputs)), preprocess, "pretrained", name="hub_backbone")
+
+    # ---------------------------------------------------------------------------------------------- export
+    def serving_signatures(self, model):
+        import tensorflow as tf
+
+        from kerastl.export.inputs import image_input_shape
+
+        shape = (None, *image_input_shape(model))
+        return [("serving_default", tf.TensorSpec(shape, tf.uint8, "images")),
+                ("serving_float", tf.TensorSpec(shape, tf.float32, "images"))]
+
+    def tflite_model(self, model):
+        import tensorflow as tf
+
+        from kerastl.export.inputs import image_input_shape
+        from kerastl.export.tflite import rgb_input_model
+
+        converted = rgb_input_model(model)
+        return converted, tf.TensorSpec((1, *image_input_shape(converted)), tf.float32, name="image")
+
+    def tflite_packages(self, quantize):
+        return ["flatbuffers", "mediapipe"]
+
+    def calibration(self, samples, quantize):
+        import tensorflow as tf
+
+        # The converter takes the input's range from what it sees; pin it to the full 0..255.
+        samples[0, 0, 0, :] = 0.0
+        samples[0, -1, -1, :] = 255.0
+        # Raw pixel bytes in, as MediaPipe feeds them.
+        return {"inference_input_type": tf.uint8, "inference_output_type": tf.uint8}
+
+    def tflite_metadata(self, blob, model, labels, *, quantize):
+        from kerastl.export import metadata
+        from kerastl.export.quantize import FULL_INTEGER
+
+        kind = "float32" if quantize == "none" else quantize
+        float_input = quantize not in FULL_INTEGER
+        return metadata.add_image_classifier_metadata(
+            blob,
+            labels=list(labels),
+            # Raw pixels in, preprocessing inside: MediaPipe feeds (pixel - 0) / 1 to a float input and the
+            # bytes themselves to a uint8 one.
+            mean=[0.0] if float_input else None,
+            std=[1.0] if float_input else None,
+            name=f"{model.name} ({kind})",
+            description=f"Image classifier exported by kerastl: {len(labels)} classes, raw RGB pixels in.",
+        )
+
+    def tflite_figures(self, spec):
+        return {"rgb_input_for_grayscale_model": spec.shape[2] == 1}
+
+    def verification_inputs(self, model, spec, files):
+        from kerastl.inputs.image import load_images
+
+        # Always RGB: the TFLite file of a 1-channel model takes RGB (see `export_pair`).
+        return self.export_pair(model, spec, load_images(files, image_size=spec.shape[:2], channels=3))
+
+    def export_pair(self, model, spec, raw):
+        """A 1-channel model gets the RGB converted as `kerastl.inputs.image.decode_image` converts training
+        images, and its TFLite file, which converts RGB itself, the RGB."""
+        from kerastl.export.verify import to_grayscale
+
+        if spec.shape[2] == 1:
+            return to_grayscale(raw), raw
+        return raw, self.tflite_inputs(model, raw)
+
+    def synthetic_inputs(self, model, spec, n, *, seed=0):
+        from kerastl.export.verify import synthetic_images
+
+        return synthetic_images(n, spec.shape[:2], seed=seed)
+
+    # ---------------------------------------------------------------------------------------------- pretraining
+    def pretraining_source(self, config, channels, global_batch):
+        from kerastl.pretraining.run import image_source
+
+        return image_source(config, channels, global_batch)
+
+    def pretraining_model(self, config, source, channels):
+        from kerastl.pretraining.run import image_model_factory
+
+        return image_model_factory(config, source, channels)
 
 
-@keras.saving.register_keras_serializable(package="kerastl")
-class ImagePreprocessing(keras.layers.Layer):
-    """Maps raw pixels in [0, 255] to a backbone's expected input.
-
-    Modes:
-        none:  identity (the backbone preprocesses itself, e.g. EfficientNet, ConvNeXt, MobileNetV3).
-        scale: `(x * scale - mean) / std`, per channel (`mean`/`std` broadcast; defaults 0 and 1).
-        tf:    `x / 127.5 - 1` (MobileNet, Xception, Inception, ResNetV2).
-        torch: `(x / 255 - imagenet_mean) / imagenet_std` (DenseNet).
-        caffe: RGB → BGR, then subtract the ImageNet BGR mean (ResNet v1, VGG).
-
-    Raises:
-        ValueError: unknown mode, or mean/std of a length that does not broadcast to the channels.
-    """
-
-    def __init__(self, mode="scale", scale=1.0 / 255.0, mean=None, std=None, **kwargs):
-        super().__init__(**kwargs)
-        if mode not in PREPROCESSING_MODES:
-            raise ValueError(
-                f"Unknown preprocessing mode. Expected one of {PREPROCESSING_MODES}. Received: mode={mode}"
-            )
-        self.mode = mode
-        self.scale = float(scale)
-        self.mean = None if mean is None else [float(m) for m in mean]
-        self.std = None if std is None else [float(s) for s in std]
-        if self.std is not None and any(s == 0 for s in self.std):
-            raise ValueError(f"Preprocessing std must be non-zero. Received: std={std}")
-
-    def call(self, inputs):
-        x = ops.cast(inputs, self.compute_dtype)
-        if self.mode == "none":
-            return x
-        if self.mode == "tf":
-            return x / 127.5 - 1.0
-        if self.mode == "torch":
-            return (x / 255.0 - ops.array(_TORCH_MEAN, x.dtype)) / ops.array(_TORCH_STD, x.dtype)
-        if self.mode == "caffe":
-            return ops.flip(x, axis=-1) - ops.array(_CAFFE_MEAN_BGR, x.dtype)
-        x = x * self.scale
-        if self.mean is not None:
-            x = x - ops.array(self.mean, x.dtype)
-        if self.std is not None:
-            x = x / ops.array(self.std, x.dtype)
-        return x
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(mode=self.mode, scale=self.scale, mean=self.mean, std=self.std)
-        return config
-
-    def to_record(self) -> dict:
-        """The JSON-able preprocessing record that manifests and export metadata carry."""
-        return {"mode": self.mode, "scale": self.scale, "mean": self.mean, "std": self.std}
+IMAGE = register(Image())

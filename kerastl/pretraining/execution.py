@@ -43,7 +43,7 @@ def count_flops(model) -> int:
             total += 2 * layer.kernel_size[0] * cin * math.prod(out_shape[1:])
         elif isinstance(layer, keras.layers.Dense):
             total += 2 * layer.input.shape[-1] * layer.units
-        elif hasattr(layer, "forward_flops"):  # layers of fixed maths, e.g. kerastl.modalities.audio.LogMelSpectrogram
+        elif hasattr(layer, "forward_flops"):  # layers of fixed maths, e.g. kerastl.inputs.audio.LogMelSpectrogram
             total += int(layer.forward_flops())
     return int(total)
 

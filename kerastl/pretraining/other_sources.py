@@ -19,13 +19,16 @@ from pathlib import Path
 from kerastl.errors import KerastlError, UsageError
 from kerastl.pretraining.head import pretraining_classifier
 
+# The feature that holds the waveform in a TFDS audio classification set (speech_commands, ...).
+TFDS_AUDIO_FEATURE = "audio"
 
-def other_source(config, global_batch: int):
-    """The `kerastl.pretraining.sources.Source` of an audio or text `config.source`, or None for an image source.
+
+def audio_source(config, global_batch: int):
+    """The `kerastl.pretraining.sources.Source` of an audio `config.source` (`synthetic:` of an audio
+    generator, `tfds:` of a set with an `audio` feature, a folder of WAV files), or None for another kind.
 
     Raises:
-        UsageError: an unknown corpus.
-        KerastlError: the folder cannot be read.
+        KerastlError: the folder or TFDS set cannot be read.
     """
     from kerastl.pretraining.synthetic_audio import SOURCES
 
@@ -35,31 +38,51 @@ def other_source(config, global_batch: int):
         return _synthetic_audio(config, name, global_batch) if name in SOURCES else None
     if spec.startswith("tfds:"):
         return _tfds_audio(config, spec[len("tfds:"):], global_batch)
+    scan = _folder_scan(spec, "audio")
+    if scan is None:
+        return None
+    return _audio_folder(config, scan, f"folder {spec} ({len(scan.class_names)} classes)", global_batch)
+
+
+def text_source(config, global_batch: int):
+    """The `Source` of a text `config.source` (`corpus:NAME`, a folder of `.txt` files), or None.
+
+    Raises:
+        UsageError: an unknown corpus.
+        KerastlError: the folder cannot be read.
+    """
+    spec = config.source
     if spec.startswith("corpus:"):
         from kerastl.pretraining.corpora import corpus_examples
 
         texts, labels, classes, description = corpus_examples(spec[len("corpus:"):])
         by_class = [[t for t, y in zip(texts, labels) if y == i] for i in range(len(classes))]
         return _text_source(config, classes, by_class, description, global_batch)
+    scan = _folder_scan(spec, "text")
+    if scan is None:
+        return None
+    from kerastl.core.records import InputSpec
+    from kerastl.data import fits_in_memory
+    from kerastl.inputs.text import load_texts
+
+    description = f"folder {spec} ({len(scan.class_names)} classes)"
+    if fits_in_memory(InputSpec(modality=scan.modality, shape=()), [f for files in scan.files for f in files]):
+        by_class = [list(load_texts(files)) for files in scan.files]
+        return _text_source(config, scan.class_names, by_class, description, global_batch)
+    # Above the memory bound that images and audio keep too, the texts stream from their files.
+    by_class = [[str(f) for f in files] for files in scan.files]
+    return _text_source(config, scan.class_names, by_class, description, global_batch, from_files=True)
+
+
+def _folder_scan(spec, modality: str):
+    """The decodable files of folder `spec` when it holds files of `modality`, else None."""
+    if spec.startswith(("synthetic:", "tfds:", "corpus:")) or not Path(spec).is_dir():
+        return None
     from kerastl.data import detect_modality, drop_undecodable, scan_folder
 
-    modality = detect_modality(spec)
-    if modality not in ("audio", "text"):
+    if detect_modality(spec) != modality:
         return None
-    scan = drop_undecodable(scan_folder(spec, modality))
-    description = f"folder {spec} ({len(scan.class_names)} classes)"
-    if modality == "text":
-        from kerastl.core.records import InputSpec
-        from kerastl.data import fits_in_memory
-        from kerastl.modalities.text import load_texts
-
-        if fits_in_memory(InputSpec(modality="text", shape=()), [f for files in scan.files for f in files]):
-            by_class = [list(load_texts(files)) for files in scan.files]
-            return _text_source(config, scan.class_names, by_class, description, global_batch)
-        # Above the memory bound that images and audio keep too, the texts stream from their files.
-        by_class = [[str(f) for f in files] for files in scan.files]
-        return _text_source(config, scan.class_names, by_class, description, global_batch, from_files=True)
-    return _audio_folder(config, scan, description, global_batch)
+    return drop_undecodable(scan_folder(spec, modality))
 
 
 def _num_samples(config) -> int:
@@ -85,55 +108,37 @@ def _synthetic_audio(config, name, global_batch):
 def _tfds_audio(config, spec, global_batch):
     """A TFDS audio classification set (an `audio` and a `label` feature, e.g. speech_commands), or None when
     the builder has no audio feature (the image path then handles it, or says what to prepare)."""
-    import os
-
     import tensorflow as tf
-    import tensorflow_datasets as tfds
 
-    from kerastl.errors import UsageError
-    from kerastl.pretraining.sources import Source
+    from kerastl.pretraining.sources import open_tfds, tfds_source
 
-    name, _, split_name = spec.partition(":")
-    split_name = split_name or "train"
     try:
-        builder = tfds.builder(name, data_dir=os.environ.get("TFDS_DATA_DIR") or None)
-        features = builder.info.features
-    except Exception:  # noqa: BLE001 (unknown or unprepared: the image path reports it in one line)
+        builder, name, split_name = open_tfds(spec)
+    except KerastlError:  # unknown or unprepared: the image path reports it in one line
         return None
-    if "audio" not in features or "label" not in features:
+    features = builder.info.features
+    if TFDS_AUDIO_FEATURE not in features or "label" not in features:
         return None
-    if not (Path(builder.data_dir) / "dataset_info.json").is_file():
-        return None
-    rate = int(getattr(features["audio"], "sample_rate", 0) or 0)
+    rate = int(getattr(features[TFDS_AUDIO_FEATURE], "sample_rate", 0) or 0)
     if rate and rate != int(config.sample_rate):
         raise UsageError(f"tfds:{name} is sampled at {rate} Hz; pass --sample-rate {rate}")
     num_samples = _num_samples(config)
-    info = builder.info
-    scale = 32768.0 if features["audio"].dtype == tf.int16 else 1.0
+    scale = 32768.0 if features[TFDS_AUDIO_FEATURE].dtype == tf.int16 else 1.0
 
     def convert(example):
-        wave = tf.cast(example["audio"], tf.float32) / scale
+        wave = tf.cast(example[TFDS_AUDIO_FEATURE], tf.float32) / scale
         if wave.shape.rank == 2:  # (samples, channels): mixed down to mono
             wave = tf.reduce_mean(wave, axis=-1)
         length = tf.shape(wave)[0]
-        start = tf.maximum(length - num_samples, 0) // 2  # centre crop, as kerastl.modalities.audio.fit_length
+        start = tf.maximum(length - num_samples, 0) // 2  # centre crop, as kerastl.inputs.audio.fit_length
         wave = wave[start:start + num_samples]
         pad = num_samples - tf.shape(wave)[0]
         wave = tf.pad(wave, [[pad // 2, pad - pad // 2]])
         return tf.ensure_shape(tf.clip_by_value(wave, -1.0, 1.0), [num_samples]), tf.cast(example["label"], tf.int32)
 
-    def pipeline(split, training):
-        from kerastl.pretraining.sources import tfds_pipeline
-
-        return tfds_pipeline(builder, split, convert, seed=config.seed, global_batch=global_batch,
-                             training=training)
-
-    num_classes = int(features["label"].num_classes)
-    val_split = next((s for s in ("validation", "test") if s in info.splits and s != split_name), None)
-    return Source(pipeline(split_name, True),
-                  pipeline(val_split, False).take(int(config.validation_steps)) if val_split else None,
-                  num_classes, f"tfds:{name}:{split_name} ({num_classes} classes, audio at {rate or '?'} Hz)",
-                  max(1, info.splits[split_name].num_examples // global_batch), modality="audio")
+    return tfds_source(builder, name, split_name, convert, config=config, global_batch=global_batch,
+                       num_classes=int(features["label"].num_classes), modality="audio",
+                       note=f", audio at {rate or '?'} Hz")
 
 
 def _split_lists(class_names, by_class, seed):
@@ -170,7 +175,7 @@ def _text_source(config, class_names, by_class, description, global_batch, *, fr
     import numpy as np
     import tensorflow as tf
 
-    from kerastl.modalities.text import text_reader
+    from kerastl.inputs.text import text_reader
     from kerastl.pretraining.sources import Source
 
     parts = _split_lists(class_names, by_class, config.seed)
@@ -197,25 +202,17 @@ def _text_source(config, class_names, by_class, description, global_batch, *, fr
                   max(1, len(parts.train_files) // global_batch), modality="text", texts=texts)
 
 
-def other_model_factory(config, source):
-    """For an audio or text `source`: `(input_shape, input_record, preprocessing, make_model)`, where
-    `make_model()` returns `(pretraining_model, backbone)` as `kerastl.pretraining.run.build_pretraining_model`.
-
-    Text trains in float32: `keras.mixed_precision` would give the tokenizer a float dtype on saving.
+def audio_model_factory(config, source):
+    """For an audio `source`: `(input_shape, input_record, preprocessing, make_model)`, where `make_model()`
+    returns `(pretraining_model, backbone)` as `kerastl.pretraining.run.build_pretraining_model`.
 
     Raises:
-        UsageError: an architecture of another modality, or text with precision "mixed".
+        UsageError: an architecture of another modality.
     """
-    if source.modality == "audio":
-        return _audio_factory(config, source)
-    return _text_factory(config, source)
-
-
-def _audio_factory(config, source):
     import numpy as np
 
     from kerastl.backbones.archs import build_audio_backbone
-    from kerastl.modalities.audio import logmel_statistics
+    from kerastl.inputs.audio import logmel_statistics
 
     num_samples = _num_samples(config)
     sample = np.concatenate([x.numpy() for x, _ in source.train.take(4)])
@@ -235,9 +232,15 @@ def _audio_factory(config, source):
     return (num_samples,), input_record, record, make_model
 
 
-def _text_factory(config, source):
+def text_model_factory(config, source):
+    """For a text `source`: as `audio_model_factory`. Text trains in float32: `keras.mixed_precision` would give
+    the tokenizer a float dtype on saving.
+
+    Raises:
+        UsageError: an architecture of another modality, or precision "mixed".
+    """
     from kerastl.backbones.archs import build_text_backbone
-    from kerastl.modalities.text import SPLIT, STANDARDIZE, build_vocabulary
+    from kerastl.inputs.text import SPLIT, STANDARDIZE, build_vocabulary
 
     if config.precision == "mixed":
         raise UsageError("text pre-training runs in float32 (mixed precision would give the tokenizer a float "

@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import shlex
 import time
 from pathlib import Path
@@ -40,11 +39,13 @@ from kerastl.pretraining.execution import (
     weights_digest,
 )
 from kerastl.pretraining.head import pretraining_classifier
-from kerastl.pretraining.sources import Source, tfds_pipeline
+from kerastl.pretraining.sources import Source, open_tfds, tfds_source
 
 PRECISIONS = ("auto", "float32", "mixed")
 DISTRIBUTIONS = ("auto", "mirrored", "multiworker")
 DEFAULT_STEPS_PER_EPOCH = 500
+# The feature that holds the pixels in a TFDS image classification set.
+TFDS_IMAGE_FEATURE = "image"
 
 
 @dataclasses.dataclass
@@ -143,28 +144,39 @@ def load_source(config: PretrainConfig, channels: int, global_batch: int) -> Sou
         UsageError: an unknown source kind or synthetic name.
         KerastlError: the folder or TFDS data cannot be read (one line says what to fetch and where).
     """
-    source = config.source
-    if source.startswith(("synthetic:", "corpus:", "tfds:")) or (
-            Path(source).is_dir() and _folder_modality(source) != "image"):
-        from kerastl.pretraining.other_sources import other_source
+    from kerastl.core.modality import all_modalities, get
+    from kerastl.data import detect_modality
 
-        found = other_source(config, global_batch)
+    kind = detect_modality(config.source) if Path(config.source).is_dir() else None
+    candidates = [get(kind)] if kind is not None else all_modalities()
+    for modality in candidates:
+        found = modality.pretraining_source(config, channels, global_batch)
         if found is not None:
             return found
+    if kind is not None:
+        raise UsageError(f"kerastl pretrain builds no backbones from {get(kind).plural}; give --data images, "
+                         "WAV files or .txt files")
+    raise UsageError(f"--data must be a class-per-folder directory, tfds:NAME[:SPLIT], synthetic:NAME or "
+                     f"corpus:NAME. Received: {config.source}")
+
+
+def image_source(config: PretrainConfig, channels: int, global_batch: int) -> Source | None:
+    """The image `Source` of `config.source` (`synthetic:NAME`, `tfds:NAME[:SPLIT]`, a folder of images), or
+    None for a source of another kind. Asked last (`kerastl.modalities.image` is the fallback), so a TFDS set or
+    synthetic name nothing else claims is reported here.
+
+    Raises:
+        UsageError: an unknown synthetic name.
+        KerastlError: the folder or TFDS data cannot be read.
+    """
+    source = config.source
     if source.startswith("synthetic:"):
         return _synthetic_source(config, source[len("synthetic:"):], channels, global_batch)
     if source.startswith("tfds:"):
         return _tfds_source(config, source[len("tfds:"):], channels, global_batch)
     if Path(source).is_dir():
         return _folder_source(config, Path(source), channels, global_batch)
-    raise UsageError(f"--data must be a class-per-folder directory, tfds:NAME[:SPLIT], synthetic:NAME or "
-                     f"corpus:NAME. Received: {source}")
-
-
-def _folder_modality(root) -> str:
-    from kerastl.data import detect_modality
-
-    return detect_modality(root) or "image"
+    return None
 
 
 def _synthetic_source(config, name, channels, global_batch) -> Source:
@@ -198,26 +210,11 @@ def _folder_source(config, root: Path, channels, global_batch) -> Source:
 
 def _tfds_source(config, spec, channels, global_batch) -> Source:
     import tensorflow as tf
-    import tensorflow_datasets as tfds
 
-    name, _, split_name = spec.partition(":")
-    split_name = split_name or "train"
-    try:
-        # TFDS reads TFDS_DATA_DIR once at import; read it per call so a changed environment is honoured.
-        builder = tfds.builder(name, data_dir=os.environ.get("TFDS_DATA_DIR") or None)
-    except Exception as error:  # noqa: BLE001 (DatasetNotFoundError and friends)
-        raise KerastlError(f"unknown TFDS dataset '{name}' ({str(error).splitlines()[0][:120]}); "
-                           "`tfds.list_builders()` lists them") from None
-    if not (Path(builder.data_dir) / "dataset_info.json").is_file():
-        manual = Path(builder.data_dir).parents[1] / "downloads" / "manual"
-        raise KerastlError(
-            f"TFDS dataset '{name}' is not prepared in {builder.data_dir} and cannot be downloaded here; on a "
-            f"machine with network run `tfds build {name}` and copy {builder.data_dir}, or put its manual "
-            f"download in {manual}"
-        )
+    builder, name, split_name = open_tfds(spec)
     info = builder.info
     label_key = "label" if "label" in info.features else None
-    image_key = "image" if "image" in info.features else None
+    image_key = TFDS_IMAGE_FEATURE if TFDS_IMAGE_FEATURE in info.features else None
     if label_key is None or image_key is None:
         raise KerastlError(f"TFDS dataset '{name}' has no image/label features; pick an image classification set")
     num_classes = int(info.features[label_key].num_classes)
@@ -231,16 +228,8 @@ def _tfds_source(config, spec, channels, global_batch) -> Source:
             image = tf.image.rgb_to_grayscale(image)
         return tf.clip_by_value(image, 0.0, 255.0), tf.cast(example[label_key], tf.int32)
 
-    def pipeline(split, training):
-        return tfds_pipeline(builder, split, convert, seed=config.seed, global_batch=global_batch,
-                             training=training)
-
-    val_split = next((s for s in ("validation", "test") if s in info.splits and s != split_name), None)
-    examples = info.splits[split_name].num_examples
-    return Source(pipeline(split_name, True),
-                  pipeline(val_split, False).take(int(config.validation_steps)) if val_split else None,
-                  num_classes, f"tfds:{name}:{split_name} ({num_classes} classes)",
-                  max(1, examples // global_batch))
+    return tfds_source(builder, name, split_name, convert, config=config, global_batch=global_batch,
+                       num_classes=num_classes, modality="image")
 
 
 
@@ -260,7 +249,7 @@ def build_pretraining_model(arch: str, input_shape, num_classes: int, *, mean, s
 
     from kerastl.backbones import keras_application_names
     from kerastl.backbones.archs import SMALLNETS, smallnet_features
-    from kerastl.modalities.image import ImagePreprocessing
+    from kerastl.inputs.image import ImagePreprocessing
 
     name = arch.removeprefix("keras:")
     inputs = keras.Input(tuple(input_shape), name="pixels")
@@ -282,6 +271,22 @@ def build_pretraining_model(arch: str, input_shape, num_classes: int, *, mean, s
                          f"{', '.join(SMALLNETS)}")
     backbone = keras.Model(inputs, features, name=name.lower())
     return pretraining_classifier(backbone, num_classes, dropout=dropout, seed=seed, name=name.lower()), backbone
+
+
+def image_model_factory(config: PretrainConfig, source: Source, channels: int):
+    """For an image `source`: `(input_shape, input_record, preprocessing, make_model)`, the standardisation
+    measured on the source, `make_model()` as `build_pretraining_model`."""
+    input_shape = (int(config.image_size), int(config.image_size), channels)
+    mean, std = _estimate_statistics(source.train, channels)
+    input_record = {"shape": list(input_shape), "dtype": "float32", "range": [0, 255],
+                    "layout": "channels_last", "color": "grayscale" if channels == 1 else "rgb"}
+    preprocessing = {"mode": "scale", "scale": 1.0 / 255.0, "mean": mean, "std": std}
+
+    def make_model():
+        return build_pretraining_model(config.arch, input_shape, source.num_classes, mean=mean, std=std,
+                                       dropout=config.dropout, seed=config.seed)
+
+    return input_shape, input_record, preprocessing, make_model
 
 
 # ------------------------------------------------------------------------------------------------ run
@@ -341,20 +346,10 @@ def pretrain(config: PretrainConfig, out, *, command: str | None = None, verbose
     strategy = make_distribution(config.distribution)
     global_batch = int(config.batch_size)
     source = load_source(config, channels, global_batch)
-    if source.modality == "image":
-        input_shape = (int(config.image_size), int(config.image_size), channels)
-        mean, std = _estimate_statistics(source.train, channels)
-        input_record = {"shape": list(input_shape), "dtype": "float32", "range": [0, 255],
-                        "layout": "channels_last", "color": "grayscale" if channels == 1 else "rgb"}
-        preprocessing = {"mode": "scale", "scale": 1.0 / 255.0, "mean": mean, "std": std}
+    from kerastl.core.modality import get
 
-        def make_model():
-            return build_pretraining_model(config.arch, input_shape, source.num_classes, mean=mean, std=std,
-                                           dropout=config.dropout, seed=config.seed)
-    else:
-        from kerastl.pretraining.other_sources import other_model_factory
-
-        input_shape, input_record, preprocessing, make_model = other_model_factory(config, source)
+    _, input_record, preprocessing, make_model = get(source.modality).pretraining_model(
+        config, source, channels)
     steps_per_epoch = int(config.steps_per_epoch)
     if source.finite_steps is not None and config.steps is None:
         steps_per_epoch = min(steps_per_epoch, source.finite_steps)

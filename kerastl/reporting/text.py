@@ -110,7 +110,7 @@ def report_lines(report: dict) -> list[str]:
     maximum probability difference and median single-image latency."""
     verified = report["verified_on"]
     keras_accuracy = report["keras"]["accuracy"]
-    noun = {"image": "images", "audio": "clips", "text": "texts"}[report.get("modality", "image")]
+    noun = verified.get("examples", "examples")
     if verified["source"] == "synthetic":
         where = f"{verified['n']} synthetic {noun} (no --data: agreement with Keras only)"
     else:

@@ -174,7 +174,8 @@ def predict(model_path, files, *, batch_size: int = 64, trust: bool = False) -> 
     Raises:
         KerastlError: a file is missing or cannot be decoded (named, with the reason).
     """
-    from kerastl.data import MODALITY_EXTENSIONS, decode_error, input_spec, load_inputs
+    from kerastl.core.modality import get
+    from kerastl.data import decode_error, input_spec, load_inputs
 
     model, labels = load_classifier(model_path, trust=trust)
     _require_class_scores(model, model_path)
@@ -185,7 +186,7 @@ def predict(model_path, files, *, batch_size: int = 64, trust: bool = False) -> 
             raise KerastlError(f"{'not a file' if path.exists() else 'file not found'}: {path}")
         error = decode_error(path, spec.modality)
         if error:
-            kinds = ", ".join(ext.lstrip(".") for ext in MODALITY_EXTENSIONS[spec.modality])
+            kinds = ", ".join(ext.lstrip(".") for ext in get(spec.modality).extensions)
             raise KerastlError(f"cannot decode {path} as {with_article(spec.modality)} file ({error}); the model "
                                f"takes {kinds} files")
     inputs = load_inputs(spec, files, batch_size=batch_size)

@@ -284,6 +284,8 @@ def check_modality(backbone, data_dir) -> None:
             data's type from `saved_models/`.
     """
     from kerastl.backbones import suggest_backbone
+    from kerastl.core.modality import find as find_modality
+    from kerastl.core.modality import get as get_modality
     from kerastl.core.records import UndeclaredInput
     from kerastl.data import detect_modality, input_spec
 
@@ -294,25 +296,22 @@ def check_modality(backbone, data_dir) -> None:
         raise KerastlError(f"{backbone.spec}: {error}") from None
     except KerastlError:
         shape = tuple(backbone.model.input.shape[1:])
-        wanted = found or backbone.modality
+        wanted = find_modality(found or backbone.modality)
         raise KerastlError(
             f"{backbone.spec} takes {backbone.model.input.dtype} inputs of shape {shape}, not the "
-            f"{_INPUT_FORMS.get(wanted, 'image, waveform or string input')} that kerastl feeds "
-            f"{wanted if wanted in _INPUT_FORMS else 'its data'}: {suggest_backbone(wanted)}") from None
-    if backbone.modality in _INPUT_FORMS and backbone.modality != spec.modality:
+            f"{'image, waveform or string input' if wanted is None else wanted.input_form} that kerastl feeds "
+            f"{'its data' if wanted is None else wanted.name}: {suggest_backbone(found or backbone.modality)}"
+        ) from None
+    labelled = find_modality(backbone.modality)
+    if labelled is not None and backbone.modality != spec.modality:
         raise KerastlError(
-            f"{backbone.spec} is labelled {with_article(backbone.modality)} backbone but takes {_INPUT_FORMS[spec.modality]}; "
-            f"fix its manifest's modality or re-run its pretrain command")
+            f"{backbone.spec} is labelled {with_article(backbone.modality)} backbone but takes "
+            f"{get_modality(spec.modality).input_form}; fix its manifest's modality or re-run its pretrain command")
     if found is not None and found != spec.modality:
         raise KerastlError(
             f"{data_dir} holds {found} files but {backbone.spec} is {with_article(spec.modality)} backbone; a network "
             f"pretrained on {spec.modality} will not transfer to {found}: {suggest_backbone(found)}"
         )
-
-
-# What kerastl feeds a backbone of each input type.
-_INPUT_FORMS = {"image": "images of shape (height, width, 1 or 3)", "audio": "mono waveforms of shape (samples,)",
-                "text": "strings of shape ()"}
 
 
 def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig | None = None,

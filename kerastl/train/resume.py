@@ -5,7 +5,7 @@ the epochs still to run: a `tf.data` shuffle, an augmentation layer and a dropou
 that a new process starts afresh. Here every source of randomness is a pure function of `(seed, epoch)`:
 
 - the order of each epoch's examples is a stateless permutation keyed on `(seed, epoch)` (`epoch_batches`);
-- augmentation (`kerastl.data.augment_images`, `kerastl.modalities.audio.augment_waveforms`) uses stateless random ops
+- augmentation (`kerastl.data.augment_images`, `kerastl.inputs.audio.augment_waveforms`) uses stateless random ops
   keyed on `(seed, epoch, batch)`, and a training set too large for memory streams through the same batches
   (`kerastl.data.training_examples`: its paths are permuted, then read and augmented);
 - every dropout and other random layer's seed state is reset from `(seed, epoch)` when the epoch begins

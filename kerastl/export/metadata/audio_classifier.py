@@ -43,7 +43,7 @@ def add_audio_classifier_metadata(
 
     The model must take one float32 waveform of shape [1, samples], values in [-1, 1] at
     ``sample_rate`` Hz, and return [1, classes] scores, as kerastl audio classifiers
-    converted with ``input_signature=[kerastl.modalities.audio.tflite_signature(model)]`` do (they compute
+    converted with ``input_signature=[kerastl.inputs.audio.tflite_signature(model)]`` do (they compute
     the log-mel spectrogram inside the graph). The input tensor is described as audio
     (`AudioProperties` with ``sample_rate`` and ``channels``, `Stats` -1..1); the output tensor
     as class probabilities, with ``labels`` packed as ``labels.txt`` (type `TENSOR_AXIS_LABELS`),
@@ -116,7 +116,7 @@ def _check_audio_input(waveform: Any, schema: ModuleType, channels: int) -> None
     if len(shape) != 2 or shape[0] != 1 or shape[1] < 1:
         raise KerastlError(
             f"The TFLite model's input has shape {shape}; an audio classifier needs a waveform "
-            "[1, samples], so convert with input_signature=[kerastl.modalities.audio.tflite_signature(model)]."
+            "[1, samples], so convert with input_signature=[kerastl.inputs.audio.tflite_signature(model)]."
         )
     # A waveform input of no fixed length converts to shape [1, 1] with signature [1, -1];
     # MediaPipe would then classify every single sample on its own.

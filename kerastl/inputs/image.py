@@ -1,0 +1,153 @@
+"""Images: the preprocessing layer baked into image models, decoding (`decode_image`, `load_images`) and the
+one stateless augmentation (`augment_images`).
+
+`ImagePreprocessing` turns raw pixels (0–255) into what a backbone was trained on, inside the model, so that
+exported SavedModels and TFLite files take raw pixels and train/deploy preprocessing cannot drift apart. It is
+registered under the `kerastl` package, so `.keras` files holding it load with `safe_mode=True` once `kerastl`
+is imported.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+_TORCH_MEAN = (0.485, 0.456, 0.406)
+
+
+_TORCH_STD = (0.229, 0.224, 0.225)
+
+
+PREPROCESSING_MODES = ("none", "scale", "tf", "torch", "caffe")
+
+
+@keras.saving.register_keras_serializable(package="kerastl")
+class ImagePreprocessing(keras.layers.Layer):
+    """Maps raw pixels in [0, 255] to a backbone's expected input.
+
+    Modes:
+        none:  identity (the backbone preprocesses itself, e.g. EfficientNet, ConvNeXt, MobileNetV3).
+        scale: `(x * scale - mean) / std`, per channel (`mean`/`std` broadcast; defaults 0 and 1).
+        tf:    `x / 127.5 - 1` (MobileNet, Xception, Inception, ResNetV2).
+        torch: `(x / 255 - imagenet_mean) / imagenet_std` (DenseNet).
+        caffe: RGB → BGR, then subtract the ImageNet BGR mean (ResNet v1, VGG).
+
+    Raises:
+        ValueError: unknown mode, or mean/std of a length that does not broadcast to the channels.
+    """
+
+    def __init__(self, mode="scale", scale=1.0 / 255.0, mean=None, std=None, **kwargs):
+        super().__init__(**kwargs)
+        if mode not in PREPROCESSING_MODES:
+            raise ValueError(
+                f"Unknown preprocessing mode. Expected one of {PREPROCESSING_MODES}. Received: mode={mode}"
+            )
+        self.mode = mode
+        self.scale = float(scale)
+        self.mean = None if mean is None else [float(m) for m in mean]
+        self.std = None if std is None else [float(s) for s in std]
+        if self.std is not None and any(s == 0 for s in self.std):
+            raise ValueError(f"Preprocessing std must be non-zero. Received: std={std}")
+
+    def call(self, inputs):
+        x = ops.cast(inputs, self.compute_dtype)
+        if self.mode == "none":
+            return x
+        if self.mode == "tf":
+            return x / 127.5 - 1.0
+        if self.mode == "torch":
+            return (x / 255.0 - ops.array(_TORCH_MEAN, x.dtype)) / ops.array(_TORCH_STD, x.dtype)
+        if self.mode == "caffe":
+            return ops.flip(x, axis=-1) - ops.array(_CAFFE_MEAN_BGR, x.dtype)
+        x = x * self.scale
+        if self.mean is not None:
+            x = x - ops.array(self.mean, x.dtype)
+        if self.std is not None:
+            x = x / ops.array(self.std, x.dtype)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(mode=self.mode, scale=self.scale, mean=self.mean, std=self.std)
+        return config
+
+    def to_record(self) -> dict:
+        """The JSON-able preprocessing record that manifests and export metadata carry."""
+        return {"mode": self.mode, "scale": self.scale, "mean": self.mean, "std": self.std}
+
+
+# ------------------------------------------------------------------------------------------------ files
+
+
+def decode_image(path, image_size, channels: int):
+    """Graph function: reads an image file and returns float32 pixels in [0, 255], resized to `image_size`
+    (height, width) with antialiasing and converted to `channels` (1 or 3). Alpha is dropped."""
+    import tensorflow as tf
+
+    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False, dtype=tf.uint8)
+    image.set_shape((None, None, 3))
+    image = tf.image.resize(tf.cast(image, tf.float32), image_size, antialias=True)
+    if channels == 1:
+        image = tf.image.rgb_to_grayscale(image)
+    return tf.clip_by_value(image, 0.0, 255.0)
+
+
+def load_images(files, *, image_size, channels: int, batch_size: int = 64):
+    """Decodes `files` into one float32 array (N, H, W, C), in order."""
+    import numpy as np
+    import tensorflow as tf
+
+    image_size = tuple(int(s) for s in image_size)
+    dataset = (tf.data.Dataset.from_tensor_slices([str(f) for f in files] or tf.zeros((0,), tf.string))
+               .map(lambda p: decode_image(p, image_size, channels), num_parallel_calls=tf.data.AUTOTUNE,
+                    deterministic=True)
+               .batch(batch_size))
+    batches = [x.numpy() for x in dataset]
+    return np.concatenate(batches) if batches else np.zeros((0, *image_size, channels), "float32")
+
+
+def augment_images(images, key, *, translate: float = 0.1, rotate_degrees: float = 7.0, zoom: float = 0.1,
+                   contrast: float = 0.2):
+    """The image augmentation, the only one (in memory and streaming alike): a graph function on a batch of
+    float pixels in [0, 255] giving each image a random translation (up to `translate` of its size), rotation
+    (up to `rotate_degrees`), zoom (up to `zoom`) as one affine transform with constant (black) fill, then a
+    contrast change (up to `contrast`).
+
+    Stateless: the draws are `tf.random.stateless_uniform` keyed on `key` (a shape-[2] int seed,
+    `augmentation_key(seed, epoch, batch)`), so the same key gives the same batch bit for bit, in a resumed
+    process too. Flips are left out: they change the meaning of digits and text. Training set only, so
+    exported models carry none of it.
+    """
+    import math
+
+    import tensorflow as tf
+
+    shape = tf.shape(images)
+    batch = shape[0]
+    height = tf.cast(shape[1], tf.float32)
+    width = tf.cast(shape[2], tf.float32)
+    u = tf.random.stateless_uniform([batch, 5], seed=key, minval=-1.0, maxval=1.0)
+    angle = u[:, 0] * rotate_degrees * math.pi / 180.0
+    scale = 1.0 + u[:, 1] * zoom
+    dx = u[:, 2] * translate * width
+    dy = u[:, 3] * translate * height
+    cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
+    cx, cy = (width - 1.0) / 2.0, (height - 1.0) / 2.0
+    # Output pixel (x, y) samples input (a0 x + a1 y + a2, b0 x + b1 y + b2): a rotation and zoom about the
+    # centre, then a shift.
+    a2 = cx - cos * cx + sin * cy - dx
+    b2 = cy - sin * cx - cos * cy - dy
+    zeros = tf.zeros_like(cos)
+    transforms = tf.stack([cos, -sin, a2, sin, cos, b2, zeros, zeros], axis=1)
+    warped = tf.raw_ops.ImageProjectiveTransformV3(
+        images=images, transforms=transforms, output_shape=shape[1:3], fill_value=0.0,
+        interpolation="BILINEAR", fill_mode="CONSTANT")
+    factor = 1.0 + u[:, 4] * contrast
+    mean = tf.reduce_mean(warped, axis=[1, 2, 3], keepdims=True)
+    return tf.clip_by_value((warped - mean) * factor[:, None, None, None] + mean, 0.0, 255.0)

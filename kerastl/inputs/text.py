@@ -1,0 +1,290 @@
+"""Text input: `.txt` files in, raw strings through the model, the tokenizer and its vocabulary baked into it.
+
+A text backbone takes raw strings, a batch of shape (batch,), as image backbones take raw pixels. Its first
+layer is a `keras.layers.TextVectorization` (named "tokenizer") holding the vocabulary of its pre-training
+corpus, so the vocabulary travels inside `backbone.keras`, every fine-tuned `model.keras` and every exported
+SavedModel, which therefore takes raw strings too.
+
+TFLite has no builtin kernels for string splitting and lookup, so a text classifier cannot become a .tflite
+file that takes strings. `tokenized_model(model)` gives what can be converted instead: the same classifier
+from token ids (int64, (batch, sequence_length)), plus the vocabulary and the tokenizer's exact rule
+(`tokenizer_rules`: ASCII-only lower-casing, the ASCII punctuation regex, the whitespace split, look-up, pad or
+truncate), so that an app tokenises before calling it. tests/test_text_contract.py checks that a tokenizer
+written from the record alone gives Keras' ids.
+
+The `textcnn-*` encoders: embedding → two 1-D convolutions (the second dilated); the backbone outputs the
+average over the real tokens (`MaskedAveragePooling1D`, so padding does not dilute short texts) of both the word
+vectors and the convolution features, concatenated. `textcnn-s` (64-wide word vectors, 128-wide convolutions)
+and `textcnn-m` (96, 192); `textcnn-l` has 192-wide word vectors (128-wide convolutions, 320 features) and
+word dropout: while training, each token's vector is zeroed with probability 0.3 (`WORD_DROPOUT`), so the
+classifier cannot lean on a few memorised words and the mean word vector has to carry the topic of the rest.
+Both are meant for a new output layer on frozen features: the shipped text backbone with them beats training
+from scratch on tools/bench_fewshot_audio_text.py's text task (README table).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+from keras import ops
+
+from kerastl.errors import KerastlError
+
+DEFAULT_SEQUENCE_LENGTH = 64
+DEFAULT_VOCABULARY_SIZE = 16000
+STANDARDIZE = "lower_and_strip_punctuation"
+SPLIT = "whitespace"
+# name -> (embedding width, convolution width)
+TEXT_ARCHS = {"textcnn-s": (64, 128), "textcnn-m": (96, 192), "textcnn-l": (192, 128)}
+# name -> the share of whole words dropped in training (word dropout), for the archs that use it
+WORD_DROPOUT = {"textcnn-l": 0.3}
+
+
+@keras.saving.register_keras_serializable(package="kerastl")
+class MaskedAveragePooling1D(keras.layers.Layer):
+    """Average of `features` (batch, steps, width) over the steps whose token id (batch, steps) is not 0
+    (padding). A text of only padding gives zeros."""
+
+    def call(self, inputs):
+        features, ids = inputs
+        mask = ops.cast(ops.not_equal(ids, 0), features.dtype)[..., None]
+        total = ops.sum(features * mask, axis=1)
+        return total / ops.maximum(ops.sum(mask, axis=1), 1.0)
+
+    def compute_output_shape(self, input_shape):
+        features_shape = input_shape[0]
+        return (features_shape[0], features_shape[2])
+
+
+def read_text(path) -> str:
+    """The contents of a UTF-8 text file (a BOM is dropped).
+
+    Raises:
+        KerastlError: the file cannot be read, is not UTF-8, or holds only whitespace.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise KerastlError(f"{path} is not UTF-8 text (byte {error.start}); re-save it as UTF-8") from None
+    except OSError as error:
+        raise KerastlError(f"cannot read {path}: {error.strerror}") from None
+    if not text.strip():
+        raise KerastlError(f"{path} is empty")
+    return text
+
+
+def decode_error(path) -> str | None:
+    """Why `path` cannot be read as text, or None."""
+    try:
+        read_text(path)
+    except KerastlError as error:
+        return str(error)[:200]
+    return None
+
+
+def load_texts(files) -> np.ndarray:
+    """Reads `files` into a numpy array of Python strings (object dtype), in order."""
+    texts = np.empty(len(files), dtype=object)  # np.asarray would make a fixed-width str array
+    texts[:] = [read_text(f) for f in files]
+    return texts
+
+
+def text_reader():
+    """`(read, signature)` for streaming: `read(path)` is a graph function giving one file's text as
+    `read_text` gives it (tf.string, ()), `signature` its tf.TensorSpec. The file is read in Python
+    (`tf.numpy_function`), so a BOM and line endings are handled as `load_texts` handles them."""
+    import tensorflow as tf
+
+    def read_one(path):
+        return np.asarray(read_text(path.decode("utf-8", "surrogateescape")).encode("utf-8"), dtype=object)
+
+    def read(path):
+        return tf.ensure_shape(tf.numpy_function(read_one, [path], tf.string, stateful=False), ())
+
+    return read, tf.TensorSpec((), tf.string)
+
+
+
+
+# ---------------------------------------------------------------------------------------------- tokenizer
+
+
+def make_tokenizer(vocabulary=None, *, vocabulary_size: int = DEFAULT_VOCABULARY_SIZE,
+                   sequence_length: int = DEFAULT_SEQUENCE_LENGTH):
+    """The `TextVectorization` layer of kerastl's text backbones: lowercase, strip punctuation, split on
+    whitespace, look up (0 = padding, 1 = out of vocabulary), pad or truncate to `sequence_length`."""
+    return keras.layers.TextVectorization(
+        max_tokens=int(vocabulary_size), standardize=STANDARDIZE, split=SPLIT, output_mode="int",
+        output_sequence_length=int(sequence_length), vocabulary=vocabulary, name="tokenizer")
+
+
+def build_vocabulary(texts, *, vocabulary_size: int = DEFAULT_VOCABULARY_SIZE,
+                     sequence_length: int = DEFAULT_SEQUENCE_LENGTH) -> list[str]:
+    """The `vocabulary_size - 2` most frequent tokens of `texts` (without the padding and OOV entries, which
+    `TextVectorization` adds), most frequent first. `texts` is a sequence of strings or a tf.data.Dataset of
+    scalar strings (streamed: adapting counts tokens batch by batch)."""
+    import tensorflow as tf
+
+    tokenizer = make_tokenizer(vocabulary_size=vocabulary_size, sequence_length=sequence_length)
+    if not isinstance(texts, tf.data.Dataset):
+        texts = tf.data.Dataset.from_tensor_slices(tf.constant(list(texts), tf.string))
+    tokenizer.adapt(texts.batch(512))
+    return [str(token) for token in tokenizer.get_vocabulary()[2:]]
+
+
+def tokenizer_of(model):
+    """The first `TextVectorization` layer of `model` (descending into nested models), or None."""
+    from kerastl.core.graph import walk_layers
+
+    for layer in walk_layers(model):
+        if isinstance(layer, keras.layers.TextVectorization):
+            return layer
+    return None
+
+
+def vocabulary_of(model) -> list[str]:
+    """The token list of the model's tokenizer: index i is the token of id i ("" pads, "[UNK]" is any word not
+    in it). Empty without a `TextVectorization` layer."""
+    tokenizer = tokenizer_of(model)
+    return [] if tokenizer is None else [str(token) for token in tokenizer.get_vocabulary()]
+
+
+# What `TextVectorization`'s "lower_and_strip_punctuation" and "whitespace" do, verified character by character
+# (tests/test_text_contract.py). Keras lower-cases with `tf.strings.lower` without an encoding, which maps
+# A-Z only: "É" and "Σ" stay capitals, where an app's `str.lower()` would change them. Its strip regex
+# (keras/src/layers/preprocessing/text_vectorization.py) is exactly the 32 ASCII punctuation characters of
+# Python's `string.punctuation`, "_" included, and it runs before the split, so "set_trainable" becomes one token
+# "settrainable" and "foo-bar" becomes "foobar". `tf.strings.split` splits on the six ASCII whitespace
+# characters only; U+00A0 or U+3000 stay inside a token.
+KERAS_STRIP_REGEX = r"""[!"#$%&()\*\+,-\./:;<=>?@\[\\\]^_`{|}~\']"""
+KERAS_SPLIT_REGEX = r"[\t\n\x0b\x0c\r ]+"
+_LOWERCASE_RULE = ("ASCII only: A-Z become a-z and every other character is kept as it is (tf.strings.lower "
+                   "without an encoding), so 'ÉCOLE' becomes 'École'; do not use a Unicode lower()")
+_STRIP_RULE = ("delete every match of strip_regex, i.e. each of the 32 ASCII punctuation characters "
+               "(Python's string.punctuation, '_' included), after lower-casing and before splitting: "
+               "'set_trainable_by_pattern' becomes 'settrainablebypattern', 'foo-bar' 'foobar'; non-ASCII "
+               "punctuation such as “ ” ’ — « » … ¿ is kept, as part of the token it touches")
+_SPLIT_RULE = ("split on runs of split_regex (space, tab, LF, VT, FF, CR only; leading and trailing runs "
+               "give no token); other whitespace such as U+00A0 or U+3000 stays inside a token")
+
+
+def tokenizer_rules(model) -> dict:
+    """The exact rule that turns a string into the token ids of `model`'s tokenizer, as a JSON-able dict,
+    so that an app without TensorFlow reproduces the ids (export's report records it).
+
+    Steps, in order: `lowercase`, `strip` (by `strip_regex`), `split` (by `split_regex`), `lookup` (a
+    token's id is its 0-based line in the vocabulary file, `oov_id` when absent), then `truncate`/`pad` to
+    `sequence_length` with `pad_id`. Each rule is stated in words beside its regex (Python `re` and RE2
+    read both regexes alike). `exact` is False, with the reason in `note`, when the tokenizer uses a setting
+    this record cannot state (a custom standardize or split function, n-grams, ...). `{"mode": "none"}`
+    without a `TextVectorization` layer.
+    """
+    tokenizer = tokenizer_of(model)
+    if tokenizer is None:
+        return {"mode": "none"}
+    config = tokenizer.get_config()
+    standardize, split_mode = config.get("standardize"), config.get("split")
+    rules = {"mode": "text_vectorization", "standardize": standardize, "split": split_mode,
+             "steps": ["lowercase", "strip", "split", "lookup", "truncate", "pad"]}
+    unknown = []
+    if standardize in ("lower", "lower_and_strip_punctuation"):
+        rules["lowercase"] = _LOWERCASE_RULE
+    elif standardize in (None, "strip_punctuation"):
+        rules["lowercase"] = "none: the case is kept"
+    else:
+        unknown.append(f"standardize={standardize!r}")
+    if standardize in ("strip_punctuation", "lower_and_strip_punctuation"):
+        rules.update(strip_regex=KERAS_STRIP_REGEX, strip=_STRIP_RULE)
+    elif standardize in (None, "lower"):
+        rules.update(strip_regex=None, strip="none: punctuation is kept")
+    if split_mode == "whitespace":
+        rules.update(split_regex=KERAS_SPLIT_REGEX, split_rule=_SPLIT_RULE)
+    elif split_mode == "character":
+        rules.update(split_regex=None, split_rule="one token per Unicode code point (UTF-8)")
+    elif split_mode is None:
+        rules.update(split_regex=None, split_rule="none: the whole standardised string is one token")
+    else:
+        unknown.append(f"split={split_mode!r}")
+    if config.get("ngrams"):
+        unknown.append(f"ngrams={config['ngrams']!r}")
+    if config.get("output_mode") != "int":
+        unknown.append(f"output_mode={config.get('output_mode')!r}")
+    length = config.get("output_sequence_length")
+    rules.update(
+        lookup="a token's id is its 0-based line number in the vocabulary file (exact match, after the steps "
+               "above); a token not in it gets oov_id",
+        pad_id=0, oov_id=1, sequence_length=length,
+        truncate=f"keep the first {length} tokens" if length else "none",
+        pad=f"append pad_id after the last token up to {length} ids" if length else "none",
+        vocabulary_size=int(tokenizer.vocabulary_size()),
+        exact=not unknown)
+    if unknown:
+        rules["note"] = f"the tokenizer uses {', '.join(unknown)}, which this record does not state"
+    return rules
+
+
+def preprocessing_record(model) -> dict:
+    """The tokenizer record that manifests carry (the vocabulary itself stays in the model)."""
+    tokenizer = tokenizer_of(model)
+    if tokenizer is None:
+        return {"mode": "none"}
+    config = tokenizer.get_config()
+    return {"mode": "text_vectorization", "standardize": config.get("standardize"), "split": config.get("split"),
+            "sequence_length": config.get("output_sequence_length"),
+            "vocabulary_size": int(tokenizer.vocabulary_size())}
+
+
+# ------------------------------------------------------------------------------------------------- export
+
+
+def serving_signature(model):
+    """The input a SavedModel of a text classifier takes: `texts`, tf.string of shape (batch,). For
+    `kerastl.export`."""
+    import tensorflow as tf
+
+    return tf.TensorSpec((None,), tf.string, name="texts")
+
+
+def tokenized_model(model):
+    """What a text classifier becomes for TFLite: `(ids_model, vocabulary, tokenizer)`.
+
+    `ids_model` is `model` minus its tokenizer, from token ids (int64, (batch, sequence_length)) to the same
+    outputs, sharing its layers and weights; `vocabulary` is the token list (index i is id i: "" is padding,
+    "[UNK]" out of vocabulary); `tokenizer` is the record of how to turn a string into ids
+    (`tokenizer_rules`). `tokenize(model, texts)` does it in Python for checking.
+
+    Raises:
+        KerastlError: the model has no `TextVectorization` layer, or is not the chain that
+            `kerastl.train.head.build_classifier` makes (backbone, then pooling/dropout/output layers).
+    """
+    from kerastl.core.graph import walk_layers
+
+    tokenizer = tokenizer_of(model)
+    if tokenizer is None:
+        raise KerastlError(f"{model.name} has no TextVectorization layer; only models that tokenise inside can be "
+                           "split into a token-id model and a vocabulary")
+    sequence_length = int(tokenizer.get_config()["output_sequence_length"] or 0)
+    if not sequence_length:
+        raise KerastlError("the tokenizer has no fixed output_sequence_length; TFLite needs a fixed input length")
+    owner = next((layer for layer in walk_layers(model) if isinstance(layer, keras.Model)
+                  and tokenizer in layer.layers), model)
+    ids = keras.Input((sequence_length,), dtype="int64", name="token_ids")
+    # The owner's graph from the tokenizer's output onwards, applied to the new input.
+    tail = keras.Model(tokenizer.output, owner.output, name=f"{owner.name}_from_ids")
+    x = tail(ids)
+    if owner is not model:
+        after = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+        if not after or after[0] is not owner:
+            raise KerastlError("the text model is not a backbone followed by a chain of layers; rebuild it with "
+                               "kerastl.train.head.build_classifier")
+        for layer in after[1:]:
+            x = layer(x)
+    return keras.Model(ids, x, name=f"{model.name}_from_ids"), vocabulary_of(model), tokenizer_rules(model)
+
+
+def tokenize(model, texts) -> np.ndarray:
+    """Token ids (int64, (len(texts), sequence_length)) of `texts` by the model's own tokenizer."""
+    tokenizer = tokenizer_of(model)
+    return np.asarray(tokenizer(np.asarray(list(texts), dtype=object))).astype("int64")
