@@ -191,18 +191,20 @@ def finetune(data, backbone, weights, cut, strategy, shots, epochs, head_epochs,
     Writes OUT/model.keras, OUT/labels.txt, OUT/metrics.json and OUT/report.png.
     """
     _quiet_tensorflow()
-    from kerastl.train.finetune import FinetuneConfig
     from kerastl.train.finetune import finetune as run
+    from kerastl.train.options import HParams, ModelOptions
 
-    config = FinetuneConfig(strategy=strategy, epochs=epochs, head_epochs=head_epochs, batch_size=batch_size,
-                            learning_rate=learning_rate, optimizer=optimizer, augment=augment,
-                            from_scratch=from_scratch, shots=shots, validation_fraction=validation_split,
-                            seed=seed, deterministic=deterministic)
-    config.validate()
+    hparams = HParams(epochs=epochs, head_epochs=head_epochs, batch_size=batch_size, learning_rate=learning_rate,
+                      optimizer=optimizer, augment=augment, shots=shots, validation_fraction=validation_split,
+                      seed=seed, deterministic=deterministic)
+    model_options = ModelOptions(strategy=strategy, from_scratch=from_scratch)
+    # Checked before the digits note, and the strategy first, as finetune checks them.
+    model_options.validate()
+    hparams.validate()
     if data is None:
         _echo(text.no_data_lines())
-    result = run(data, backbone, out=out, config=config, weights=weights, cut=cut, image_size=image_size,
-                 trust=trust, verbose=1 if sys.stdout.isatty() else 2)
+    result = run(data, backbone, out=out, hparams=hparams, model_options=model_options, weights=weights, cut=cut,
+                 image_size=image_size, trust=trust, verbose=1 if sys.stdout.isatty() else 2)
     _echo(text.finetune_summary_lines(result))
 
 

@@ -26,84 +26,8 @@ from pathlib import Path
 from kerastl.errors import KerastlError, UsageError
 from kerastl.reporting.text import with_article
 
-OPTIMIZERS = ("adam", "sgd")
-
-
-@dataclasses.dataclass
-class FinetuneConfig:
-    """Training hyperparameters (architecture options live with the backbone and head).
-
-    Attributes:
-        strategy: head, full, top:N or auto.
-        epochs: epochs of the main phase (the only phase for head and from-scratch).
-        head_epochs: epochs of the head phase that precedes full/top:N fine-tuning (default: `epochs`).
-        batch_size: images per step.
-        learning_rate: the head's learning rate; full/top:N fine-tuning uses `learning_rate * fine_tune_factor`.
-        fine_tune_factor: see `learning_rate`.
-        optimizer: adam, or sgd (with `momentum`).
-        momentum: SGD momentum.
-        dropout: dropout before the new output layer.
-        pooling: avg or max.
-        augment: the modality's stateless augmentation of the training examples (images: translation,
-            rotation, zoom, contrast; audio: time shift and gain; text has none), which disables the feature
-            cache.
-        from_scratch: random initial weights instead of the pretrained ones.
-        shots: train on N images per class (the rest validate).
-        validation_fraction: share of each class held out when `shots` is not given.
-        seed: seeds the split, the initialisation, shuffling, dropout and augmentation.
-        cache_features: Option 1's cached-feature speed-up; False forces the plain frozen `fit`.
-        shuffle: shuffle training batches each epoch.
-        validate_each_epoch: evaluate the validation split after every epoch (for the curves in report.png);
-            the final metrics are computed either way.
-        deterministic: TensorFlow op determinism; with a fixed `seed`, a run resumed after a kill ends with the
-            weights an uninterrupted run ends with (see `kerastl.train.resume`).
-        balance_classes: class weights when classes are imbalanced.
-        trainable_layers / frozen_layers: layer-name glob patterns applied after the strategy (API only).
-    """
-
-    strategy: str = "auto"
-    epochs: int = 10
-    head_epochs: int | None = None
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    fine_tune_factor: float = 0.1
-    optimizer: str = "adam"
-    momentum: float = 0.9
-    dropout: float = 0.2
-    pooling: str = "avg"
-    augment: bool = False
-    from_scratch: bool = False
-    shots: int | None = None
-    validation_fraction: float = 0.2
-    seed: int = 0
-    cache_features: bool = True
-    shuffle: bool = True
-    validate_each_epoch: bool = True
-    deterministic: bool = False
-    balance_classes: bool = True
-    trainable_layers: list | None = None
-    frozen_layers: list | None = None
-
-    def validate(self) -> None:
-        """Raises UsageError naming the first invalid value."""
-        from kerastl.train.strategies import parse_strategy
-
-        parse_strategy(self.strategy)
-        checks = [
-            ("--epochs", self.epochs, isinstance(self.epochs, int) and self.epochs >= 1, "an integer >= 1"),
-            ("--head-epochs", self.head_epochs,
-             self.head_epochs is None or (isinstance(self.head_epochs, int) and self.head_epochs >= 0),
-             "an integer >= 0"),
-            ("--batch-size", self.batch_size, isinstance(self.batch_size, int) and self.batch_size >= 1,
-             "an integer >= 1"),
-            ("--learning-rate", self.learning_rate, 0 < float(self.learning_rate) <= 10, "in (0, 10]"),
-            ("fine_tune_factor", self.fine_tune_factor, 0 < float(self.fine_tune_factor) <= 1, "in (0, 1]"),
-            ("--optimizer", self.optimizer, self.optimizer in OPTIMIZERS, f"one of {OPTIMIZERS}"),
-            ("--momentum", self.momentum, 0 <= float(self.momentum) < 1, "in [0, 1)"),
-        ]
-        for name, value, ok, expected in checks:
-            if not ok:
-                raise UsageError(f"{name} must be {expected}. Received: {value}")
+# The settings live in kerastl.train.options; FinetuneConfig and OPTIMIZERS are still importable from here.
+from kerastl.train.options import OPTIMIZERS, FinetuneConfig, HParams, ModelOptions
 
 
 @dataclasses.dataclass
@@ -127,17 +51,18 @@ def make_optimizer(name: str, learning_rate: float, momentum: float = 0.9):
     raise UsageError(f"--optimizer must be one of {OPTIMIZERS}. Received: {name}")
 
 
-def _compile(model, config: FinetuneConfig, learning_rate: float, steps_per_execution: int = 1) -> None:
+def _compile(model, hparams: HParams, learning_rate: float, steps_per_execution: int = 1) -> None:
     model.compile(
-        optimizer=make_optimizer(config.optimizer, learning_rate, config.momentum),
+        optimizer=make_optimizer(hparams.optimizer, learning_rate, hparams.momentum),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
         steps_per_execution=steps_per_execution,
     )
 
 
-def compile_head(classifier, config: FinetuneConfig, examples: int) -> None:
-    """Compiles the head for training on cached features.
+def compile_head(classifier, config: HParams, examples: int) -> None:
+    """Compiles the head for training on cached features with `config`'s optimiser, learning rate and batch
+    size (an `HParams`, or a `FinetuneConfig`, which has every field of one).
 
     The head is one small Dense layer, so a step costs less than Keras' per-step dispatch: running a whole
     epoch's steps per call (`steps_per_execution`) removes that overhead without changing the steps taken.
@@ -158,7 +83,7 @@ def _history_rows(history, phase: str) -> list[dict]:
     return rows
 
 
-def _fit(model, training, *, epochs: int, phase: str, config: FinetuneConfig, out, validation, class_weight,
+def _fit(model, training, *, epochs: int, phase: str, hparams: HParams, out, validation, class_weight,
          verbose):
     """`model.fit` over `training = (inputs, labels, augment)` held in memory, or a tf.data.Dataset.
 
@@ -175,7 +100,7 @@ def _fit(model, training, *, epochs: int, phase: str, config: FinetuneConfig, ou
         epoch_seeds_callback,
     )
 
-    callbacks = [epoch_seeds_callback(model, config.seed)]
+    callbacks = [epoch_seeds_callback(model, hparams.seed)]
     first = 0
     if out is not None:
         directory = backup_dir(out, phase)
@@ -184,16 +109,17 @@ def _fit(model, training, *, epochs: int, phase: str, config: FinetuneConfig, ou
     steps = None
     if isinstance(training, tuple):
         inputs, labels, augment = training
-        steps = -(-len(labels) // config.batch_size)
-        training = epoch_batches(inputs, labels, batch_size=config.batch_size, seed=config.seed,
-                                 first_epoch=first, epochs=epochs, shuffle=config.shuffle, augment=augment)
+        steps = -(-len(labels) // hparams.batch_size)
+        training = epoch_batches(inputs, labels, batch_size=hparams.batch_size, seed=hparams.seed,
+                                 first_epoch=first, epochs=epochs, shuffle=hparams.shuffle, augment=augment)
     return model.fit(training, epochs=epochs, initial_epoch=first, steps_per_epoch=steps, shuffle=False,
                      validation_data=validation, class_weight=class_weight, callbacks=callbacks, verbose=verbose)
 
 
-def train_head_on_features(classifier, train_features, train_labels, *, config: FinetuneConfig, epochs: int,
+def train_head_on_features(classifier, train_features, train_labels, *, config: HParams, epochs: int,
                            validation=None, class_weight=None, verbose="auto", out=None):
-    """Option 1's fast path: trains the head (standardisation, dropout, new Dense) on cached pooled features.
+    """Option 1's fast path: trains the head (standardisation, dropout, new Dense) on cached pooled features,
+    with the training settings `config` (an `HParams`, or a `FinetuneConfig`).
 
     The head's layers are shared with `classifier.model`, so afterwards the full model carries the trained head.
     Returns the Keras History.
@@ -202,11 +128,11 @@ def train_head_on_features(classifier, train_features, train_labels, *, config: 
 
     compile_head(classifier, config, len(train_labels))
     training = (np.asarray(train_features), np.asarray(train_labels), None)
-    return _fit(classifier.head_model, training, epochs=epochs, phase="head", config=config, out=out,
+    return _fit(classifier.head_model, training, epochs=epochs, phase="head", hparams=config, out=out,
                 validation=validation, class_weight=class_weight, verbose=verbose)
 
 
-def _train_head(classifier, data, config, epochs, class_weight, verbose, timing, out=None):
+def _train_head(classifier, data, hparams: HParams, epochs, class_weight, verbose, timing, out=None):
     """Trains the head with the backbone frozen: on cached features, or with a plain `fit` under augmentation.
 
     Either way the frozen backbone's features of the (unaugmented) training images are computed once first,
@@ -220,8 +146,8 @@ def _train_head(classifier, data, config, epochs, class_weight, verbose, timing,
     start = time.perf_counter()
     train_x = classifier.feature_model.predict(data["train_plain"], verbose=0)
     classifier.adapt(train_x)
-    cached = config.cache_features and not config.augment
-    validation = data["val"] if config.validate_each_epoch else None
+    cached = hparams.cache_features and not hparams.augment
+    validation = data["val"] if hparams.validate_each_epoch else None
     if cached and validation is not None:
         validation = (classifier.feature_model.predict(data["val"], verbose=0), np.asarray(data["val_labels"]))
     timing["feature_cache_seconds" if cached else "feature_statistics_seconds"] = round(
@@ -230,18 +156,18 @@ def _train_head(classifier, data, config, epochs, class_weight, verbose, timing,
         return None
     start = time.perf_counter()
     if cached:
-        history = train_head_on_features(classifier, train_x, data["train_labels"], config=config, epochs=epochs,
+        history = train_head_on_features(classifier, train_x, data["train_labels"], config=hparams, epochs=epochs,
                                          validation=validation, class_weight=class_weight, verbose=verbose,
                                          out=out)
     else:
-        _compile(classifier.model, config, config.learning_rate)
-        history = _fit(classifier.model, data["training"], epochs=epochs, phase="head", config=config, out=out,
+        _compile(classifier.model, hparams, hparams.learning_rate)
+        history = _fit(classifier.model, data["training"], epochs=epochs, phase="head", hparams=hparams, out=out,
                        validation=validation, class_weight=class_weight, verbose=verbose)
     timing["head_train_seconds"] = round(time.perf_counter() - start, 3)
     return history
 
 
-def _prepare_data(data_dir, backbone, config: FinetuneConfig):
+def _prepare_data(data_dir, backbone, hparams: HParams):
     from kerastl.data import (
         class_weights,
         drop_undecodable,
@@ -253,26 +179,26 @@ def _prepare_data(data_dir, backbone, config: FinetuneConfig):
 
     spec = input_spec(backbone.model)
     scan = drop_undecodable(scan_folder(data_dir, spec.modality))
-    parts = split(scan, validation_fraction=config.validation_fraction, shots=config.shots, seed=config.seed)
-    common = dict(batch_size=config.batch_size, seed=config.seed)
-    weights = class_weights(parts.train_labels, len(parts.class_names)) if config.balance_classes else None
+    parts = split(scan, validation_fraction=hparams.validation_fraction, shots=hparams.shots, seed=hparams.seed)
+    common = dict(batch_size=hparams.batch_size, seed=hparams.seed)
+    weights = class_weights(parts.train_labels, len(parts.class_names)) if hparams.balance_classes else None
     has_val = bool(parts.val_files)
     return scan, parts, weights, {
         "train_plain": make_dataset(spec, parts.train_files, parts.train_labels, **common),
-        "training": _training_examples(spec, parts, config, make_dataset, common),
+        "training": _training_examples(spec, parts, hparams, make_dataset, common),
         "train_labels": parts.train_labels,
         "val": make_dataset(spec, parts.val_files, parts.val_labels, **common) if has_val else None,
         "val_labels": parts.val_labels,
     }
 
 
-def _training_examples(spec, parts, config, make_dataset, common):
+def _training_examples(spec, parts, hparams: HParams, make_dataset, common):
     """The training set for `_fit`, `(inputs, labels, transform)` for `checkpointing.epoch_batches`: decoded
     into memory when it fits, else file paths read batch by batch (`kerastl.data.training_examples`), with
     the modality's one stateless augmentation either way."""
     from kerastl.data import training_examples
 
-    return training_examples(spec, parts.train_files, parts.train_labels, augment=config.augment)
+    return training_examples(spec, parts.train_files, parts.train_labels, augment=hparams.augment)
 
 
 def check_modality(backbone, data_dir) -> None:
@@ -316,7 +242,8 @@ def check_modality(backbone, data_dir) -> None:
 
 def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig | None = None,
              weights: str | None = None, cut: str | None = None, image_size: int | None = None,
-             trust: bool = False, verbose="auto") -> FinetuneResult:
+             trust: bool = False, verbose="auto", hparams: HParams | None = None,
+             model_options: ModelOptions | None = None) -> FinetuneResult:
     """Fine-tunes a pretrained backbone with a new output layer on a class-per-folder directory.
 
     Args:
@@ -325,9 +252,14 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
         backbone: a spec for `kerastl.backbones.load_backbone`, or a loaded `Backbone`; None uses the default
             pretrained backbone shipped in `saved_models/`.
         out: directory for model.keras, labels.txt, metrics.json and report.png; None writes nothing.
-        config: training hyperparameters (`FinetuneConfig`).
+        config: every setting in one record (`FinetuneConfig`); or give the two parts instead:
+        hparams: how training runs (`HParams`; default: its defaults).
+        model_options: what model is built (`ModelOptions`; default: its defaults).
         weights, cut, image_size, trust: passed to `load_backbone`.
         verbose: Keras progress output (0, 1, 2 or "auto").
+
+    `config=FinetuneConfig(...)` and `hparams=..., model_options=...` with the same values are the same run:
+    the same metrics with the same seed, and either resumes the other's backup.
 
     Returns:
         A `FinetuneResult`; `metrics` holds validation accuracy, per-class figures, the resolved strategy,
@@ -340,7 +272,8 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
 
     Raises:
         UsageError: an invalid option (named, with what was received), among them random weights
-            (`weights="none"`, or a `Backbone` whose weights are "none") without `config.from_scratch`.
+            (`weights="none"`, or a `Backbone` whose weights are "none") without `from_scratch`, and
+            `config` given together with `hparams` or `model_options`.
         KerastlError: unusable data or backbone (one line naming the problem and the fix).
     """
     import keras
@@ -350,28 +283,29 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
     from kerastl.core.records import Backbone
     from kerastl.data import digits_folder
     from kerastl.train.evaluate import classification_metrics
-    from kerastl.train.head import build_classifier
     from kerastl.train.strategies import (
         parse_strategy,
-        prepare_backbone,
         resolve_auto,
         set_backbone_trainable,
         set_trainable_by_pattern,
     )
 
-    config = config or FinetuneConfig()
+    config = _settings(config, hparams, model_options)
     config.validate()
+    # The rest reads training settings from one part and model settings from the other; `config` itself is
+    # kept for what records the run as a whole (the resume fingerprint, metrics["config"]).
+    hparams, options = config.hparams, config.model_options
     if out is not None and Path(out).exists() and not Path(out).is_dir():
         raise KerastlError(f"--out {out} is a file; give a directory path")  # before any training
-    requested = parse_strategy(config.strategy)
-    keras.utils.set_random_seed(config.seed)
-    if config.deterministic:
+    requested = parse_strategy(options.strategy)
+    keras.utils.set_random_seed(hparams.seed)
+    if hparams.deterministic:
         from kerastl.train.resume import enable_determinism
 
-        enable_determinism(config.seed)
+        enable_determinism(hparams.seed)
     data_dir = Path(data_dir) if data_dir is not None else digits_folder()
 
-    if weights == "none" and not config.from_scratch:
+    if weights == "none" and not options.from_scratch:
         _refuse_random_weights(backbone if isinstance(backbone, str) else "the backbone", requested)
     if not isinstance(backbone, Backbone):
         if backbone is None:
@@ -382,45 +316,42 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
         else:
             spec = backbone
         backbone = load_backbone(spec, weights=weights, cut=cut, image_size=image_size,
-                                 from_scratch=config.from_scratch, trust=trust)
-    if backbone.weights == "none" and not config.from_scratch:
+                                 from_scratch=options.from_scratch, trust=trust)
+    if backbone.weights == "none" and not options.from_scratch:
         _refuse_random_weights(backbone.spec, requested)
     check_modality(backbone, data_dir)
-    scan, parts, weights_by_class, data = _prepare_data(data_dir, backbone, config)
+    scan, parts, weights_by_class, data = _prepare_data(data_dir, backbone, hparams)
     min_per_class = min(parts.train_counts())
     strategy = resolve_auto(requested, min_per_class)
     notes = [] if out is None else _claim_backups(out, backbone, config, parts,
                                                  {"weights": weights, "cut": cut, "image_size": image_size})
 
-    backbone_model = backbone.model if config.from_scratch else prepare_backbone(backbone.model)
-    # A head on pretrained features starts at zero weights, a network from scratch at random ones (kerastl.train.head).
-    classifier = build_classifier(backbone_model, len(parts.class_names), pooling=config.pooling,
-                                  dropout=config.dropout, seed=config.seed, zero_init=not config.from_scratch)
+    classifier = _build_classifier(backbone, len(parts.class_names), options, seed=hparams.seed)
     timing, history = {}, []
-    validation = data["val"] if config.validate_each_epoch else None
+    validation = data["val"] if hparams.validate_each_epoch else None
     start = time.perf_counter()
-    if config.from_scratch:
+    if options.from_scratch:
         _settle_batchnorm_quickly(classifier.backbone)
         set_backbone_trainable(classifier.backbone, parse_strategy("full"))
-        _apply_patterns(classifier, config, set_trainable_by_pattern)
-        _compile(classifier.model, config, config.learning_rate)
-        fit = _fit(classifier.model, data["training"], epochs=config.epochs, phase="from-scratch", config=config,
-                   out=out, validation=validation, class_weight=weights_by_class, verbose=verbose)
+        _apply_patterns(classifier, options, set_trainable_by_pattern)
+        _compile(classifier.model, hparams, hparams.learning_rate)
+        fit = _fit(classifier.model, data["training"], epochs=hparams.epochs, phase="from-scratch",
+                   hparams=hparams, out=out, validation=validation, class_weight=weights_by_class, verbose=verbose)
         history += _history_rows(fit, "from-scratch")
     else:
-        head_epochs = config.epochs if strategy.kind == "head" else (
-            config.epochs if config.head_epochs is None else config.head_epochs)
-        fit = _train_head(classifier, data, config, head_epochs, weights_by_class, verbose, timing, out=out)
+        head_epochs = hparams.epochs if strategy.kind == "head" else (
+            hparams.epochs if hparams.head_epochs is None else hparams.head_epochs)
+        fit = _train_head(classifier, data, hparams, head_epochs, weights_by_class, verbose, timing, out=out)
         history += _history_rows(fit, "head")
         if strategy.kind in ("full", "top"):
             set_backbone_trainable(classifier.backbone, strategy)
-            _apply_patterns(classifier, config, set_trainable_by_pattern)
+            _apply_patterns(classifier, options, set_trainable_by_pattern)
             # Recompile: `trainable` changes take effect only at compile time.
-            _compile(classifier.model, config, config.learning_rate * config.fine_tune_factor)
-            fit = _fit(classifier.model, data["training"], epochs=config.epochs, phase=str(strategy).replace(":", "-"),
-                       config=config, out=out, validation=validation, class_weight=weights_by_class, verbose=verbose)
+            _compile(classifier.model, hparams, hparams.learning_rate * hparams.fine_tune_factor)
+            fit = _fit(classifier.model, data["training"], epochs=hparams.epochs, phase=str(strategy).replace(":", "-"),
+                       hparams=hparams, out=out, validation=validation, class_weight=weights_by_class, verbose=verbose)
             history += _history_rows(fit, str(strategy))
-        elif config.trainable_layers or config.frozen_layers:
+        elif options.trainable_layers or options.frozen_layers:
             raise UsageError("layer patterns apply to full and top:N fine-tuning; the head strategy trains "
                              "only the new layer")
     timing["train_seconds"] = round(time.perf_counter() - start, 3)
@@ -433,7 +364,7 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
         metrics = classification_metrics([], np.zeros((0, len(parts.class_names))), parts.class_names)
         metrics["evaluated_on"] = "nothing (no validation split)"
     metrics.update({
-        "strategy": "from-scratch" if config.from_scratch else str(strategy),
+        "strategy": "from-scratch" if options.from_scratch else str(strategy),
         "strategy_requested": str(requested),
         "auto_rule": _auto_rule_text(requested, min_per_class),
         "backbone": backbone.record(),
@@ -457,6 +388,38 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
         files = save_outputs(out, model, parts.class_names, metrics)
         clear_backups(out)  # only once every output is in place
     return FinetuneResult(model=model, class_names=parts.class_names, metrics=metrics, files=files)
+
+
+def _settings(config, hparams, model_options) -> FinetuneConfig:
+    """The run's one `FinetuneConfig`: `config` as given, or the one `hparams` and `model_options` make
+    (`FinetuneConfig.from_parts`), so that both forms are recorded and fingerprinted alike.
+
+    Raises:
+        UsageError: `config` together with a part (which would win is not obvious), or a part given as
+            `config`.
+    """
+    if config is not None and (hparams is not None or model_options is not None):
+        raise UsageError("give finetune either config=FinetuneConfig(...) or hparams=HParams(...) and "
+                         "model_options=ModelOptions(...), not both")
+    if isinstance(config, (HParams, ModelOptions)):
+        keyword = "hparams" if isinstance(config, HParams) else "model_options"
+        raise UsageError(f"config must be a kerastl.FinetuneConfig; give {type(config).__name__}(...) as "
+                         f"{keyword}= instead. Received: config={type(config).__name__}")
+    if config is not None:
+        return config
+    return FinetuneConfig.from_parts(hparams, model_options)
+
+
+def _build_classifier(backbone, num_classes: int, options: ModelOptions, *, seed: int):
+    """The network `options` describe on `backbone`: its pooling and dropout, and pretrained weights with
+    BatchNormalization statistics frozen, or (`from_scratch`) random ones that learn as usual."""
+    from kerastl.train.head import build_classifier
+    from kerastl.train.strategies import prepare_backbone
+
+    backbone_model = backbone.model if options.from_scratch else prepare_backbone(backbone.model)
+    # A head on pretrained features starts at zero weights, a network from scratch at random ones (kerastl.train.head).
+    return build_classifier(backbone_model, num_classes, pooling=options.pooling, dropout=options.dropout,
+                            seed=seed, zero_init=not options.from_scratch)
 
 
 def _refuse_random_weights(spec, strategy) -> None:
@@ -499,9 +462,9 @@ def _settle_batchnorm_quickly(model, momentum: float = 0.9) -> None:
             layer.momentum = min(float(layer.momentum), momentum)
 
 
-def _apply_patterns(classifier, config, set_trainable_by_pattern):
-    if config.trainable_layers or config.frozen_layers:
-        set_trainable_by_pattern(classifier.backbone, config.trainable_layers, config.frozen_layers)
+def _apply_patterns(classifier, options: ModelOptions, set_trainable_by_pattern):
+    if options.trainable_layers or options.frozen_layers:
+        set_trainable_by_pattern(classifier.backbone, options.trainable_layers, options.frozen_layers)
 
 
 def _auto_rule_text(requested, min_per_class: int) -> str | None:

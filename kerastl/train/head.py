@@ -98,6 +98,19 @@ def feature_variance(features):
     return np.maximum(std, STD_FLOOR * typical) ** 2
 
 
+def check_head_options(*, pooling: str, dropout: float) -> None:
+    """Checks the head's options as `build_classifier` takes them (`ModelOptions.validate` checks them before
+    any loading or training).
+
+    Raises:
+        UsageError: an unknown pooling, or a dropout outside [0, 1), with what was received.
+    """
+    if pooling not in POOLINGS:
+        raise UsageError(f"pooling must be one of {POOLINGS}. Received: pooling={pooling}")
+    if not 0.0 <= float(dropout) < 1.0:
+        raise UsageError(f"dropout must be in [0, 1). Received: dropout={dropout}")
+
+
 def build_classifier(backbone_model, num_classes: int, *, pooling: str = "avg", dropout: float = 0.2,
                      seed: int | None = None, zero_init: bool = True) -> Classifier:
     """Keeps every layer of `backbone_model` and adds a new output layer sized for `num_classes`.
@@ -119,10 +132,7 @@ def build_classifier(backbone_model, num_classes: int, *, pooling: str = "avg", 
 
     if int(num_classes) < 2:
         raise UsageError(f"a classifier needs at least 2 classes. Received: num_classes={num_classes}")
-    if pooling not in POOLINGS:
-        raise UsageError(f"pooling must be one of {POOLINGS}. Received: pooling={pooling}")
-    if not 0.0 <= float(dropout) < 1.0:
-        raise UsageError(f"dropout must be in [0, 1). Received: dropout={dropout}")
+    check_head_options(pooling=pooling, dropout=dropout)
 
     rank = len(backbone_model.output.shape)
     if rank == 4:

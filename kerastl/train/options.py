@@ -1,0 +1,212 @@
+"""The settings of a fine-tuning run, in two parts, as MediaPipe Model Maker separates `HParams` from
+`ModelOptions`.
+
+The rule that splits them: a setting is a **model option** if changing it changes the network that is built,
+that is its layers, their starting weights, or which of them are trainable. Every other setting is a
+**hyperparameter**: it changes how the built network is trained (the optimiser and its schedule, the data split
+and the order and augmentation of the examples, the seed and determinism, class weights, the feature cache and
+validation during training), so only the values the weights reach. So `strategy` and `from_scratch` are model
+options (they decide what trains and from which weights), while `augment` is a hyperparameter (the
+augmentation runs in the input pipeline and is not part of the saved model), and so is `seed`, although it
+also seeds the dropout and a from-scratch initialisation: it is a property of the run, not of the network.
+MediaPipe's image classifier keeps its `do_fine_tuning` flag with the hyperparameters; kerastl's `strategy`
+is richer (head, full, top:N, auto, name patterns) and decides the trainable set of the built model, so it sits
+with the model options.
+
+- `HParams`: how training runs.
+- `ModelOptions`: what model is built.
+- `FinetuneConfig`: both in one flat record, the form `kerastl.finetune(config=...)` always took; its fields,
+  defaults and `dataclasses.asdict` (which the resume fingerprint hashes) are exactly the two parts' together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from kerastl.errors import UsageError
+
+OPTIMIZERS = ("adam", "sgd")
+
+
+@dataclasses.dataclass
+class HParams:
+    """How a fine-tuning run trains the model (the hyperparameters).
+
+    Attributes:
+        epochs: epochs of the main phase (the only phase for head and from-scratch).
+        head_epochs: epochs of the head phase that precedes full/top:N fine-tuning (default: `epochs`).
+        batch_size: examples per step.
+        learning_rate: the head's learning rate; full/top:N fine-tuning uses `learning_rate * fine_tune_factor`.
+        fine_tune_factor: see `learning_rate`.
+        optimizer: adam, or sgd (with `momentum`).
+        momentum: SGD momentum.
+        augment: the modality's stateless augmentation of the training examples (images: translation,
+            rotation, zoom, contrast; audio: time shift and gain; text has none), which disables the feature
+            cache.
+        shots: train on N examples per class (the rest validate).
+        validation_fraction: share of each class held out when `shots` is not given.
+        seed: seeds the split, the initialisation, shuffling, dropout and augmentation.
+        cache_features: Option 1's cached-feature speed-up; False forces the plain frozen `fit`.
+        shuffle: shuffle training batches each epoch.
+        validate_each_epoch: evaluate the validation split after every epoch (for the curves in report.png);
+            the final metrics are computed either way.
+        deterministic: TensorFlow op determinism; with a fixed `seed`, a run resumed after a kill ends with the
+            weights an uninterrupted run ends with (see `kerastl.train.resume`).
+        balance_classes: class weights when classes are imbalanced.
+    """
+
+    epochs: int = 10
+    head_epochs: int | None = None
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    fine_tune_factor: float = 0.1
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    augment: bool = False
+    shots: int | None = None
+    validation_fraction: float = 0.2
+    seed: int = 0
+    cache_features: bool = True
+    shuffle: bool = True
+    validate_each_epoch: bool = True
+    deterministic: bool = False
+    balance_classes: bool = True
+
+    def validate(self) -> None:
+        """Checks the optimisation and schedule settings.
+
+        Raises:
+            UsageError: the first invalid value, named as the command line names it (`--epochs must be an
+                integer >= 1. Received: 0`).
+        """
+        checks = [
+            ("--epochs", self.epochs, isinstance(self.epochs, int) and self.epochs >= 1, "an integer >= 1"),
+            ("--head-epochs", self.head_epochs,
+             self.head_epochs is None or (isinstance(self.head_epochs, int) and self.head_epochs >= 0),
+             "an integer >= 0"),
+            ("--batch-size", self.batch_size, isinstance(self.batch_size, int) and self.batch_size >= 1,
+             "an integer >= 1"),
+            ("--learning-rate", self.learning_rate, 0 < float(self.learning_rate) <= 10, "in (0, 10]"),
+            ("fine_tune_factor", self.fine_tune_factor, 0 < float(self.fine_tune_factor) <= 1, "in (0, 1]"),
+            ("--optimizer", self.optimizer, self.optimizer in OPTIMIZERS, f"one of {OPTIMIZERS}"),
+            ("--momentum", self.momentum, 0 <= float(self.momentum) < 1, "in [0, 1)"),
+        ]
+        for name, value, ok, expected in checks:
+            if not ok:
+                raise UsageError(f"{name} must be {expected}. Received: {value}")
+
+
+@dataclasses.dataclass
+class ModelOptions:
+    """What model a fine-tuning run builds: the new head, the starting weights, and which layers train.
+
+    Attributes:
+        strategy: which layers train: head, full, top:N or auto (see `kerastl.train.strategies`).
+        dropout: dropout before the new output layer, in [0, 1).
+        pooling: avg or max global pooling of the backbone's feature map.
+        from_scratch: random initial weights instead of the pretrained ones (the no-transfer baseline).
+        trainable_layers / frozen_layers: layer-name glob patterns applied after the strategy (API only;
+            full and top:N only).
+    """
+
+    strategy: str = "auto"
+    dropout: float = 0.2
+    pooling: str = "avg"
+    from_scratch: bool = False
+    trainable_layers: list | None = None
+    frozen_layers: list | None = None
+
+    def validate(self) -> None:
+        """Checks the strategy, then the head's pooling and dropout.
+
+        Whether the layer patterns match layers, and whether they suit the resolved strategy, depends on the
+        backbone and the data, so `finetune` checks those once it has both.
+
+        Raises:
+            UsageError: the first invalid value, with what was received.
+        """
+        from kerastl.train.head import check_head_options
+        from kerastl.train.strategies import parse_strategy
+
+        parse_strategy(self.strategy)
+        check_head_options(pooling=self.pooling, dropout=self.dropout)
+
+
+_HPARAMS = tuple(field.name for field in dataclasses.fields(HParams))
+_MODEL_OPTIONS = tuple(field.name for field in dataclasses.fields(ModelOptions))
+
+
+@dataclasses.dataclass
+class FinetuneConfig:
+    """Every setting of a fine-tuning run in one flat record: the fields of `HParams` and of `ModelOptions`.
+
+    This is the form `kerastl.finetune(config=...)` has always taken, and it keeps working: the same keywords
+    in the same order, the same defaults (taken from the two parts), plain attribute reads and writes, and
+    `dataclasses.asdict`/`replace`. `from_parts` builds one from the two parts, and `hparams` and
+    `model_options` split it again; each field is documented on its part.
+    """
+
+    # The order of the fields is the one FinetuneConfig always had (positional arguments keep their meaning).
+    strategy: str = ModelOptions.strategy
+    epochs: int = HParams.epochs
+    head_epochs: int | None = HParams.head_epochs
+    batch_size: int = HParams.batch_size
+    learning_rate: float = HParams.learning_rate
+    fine_tune_factor: float = HParams.fine_tune_factor
+    optimizer: str = HParams.optimizer
+    momentum: float = HParams.momentum
+    dropout: float = ModelOptions.dropout
+    pooling: str = ModelOptions.pooling
+    augment: bool = HParams.augment
+    from_scratch: bool = ModelOptions.from_scratch
+    shots: int | None = HParams.shots
+    validation_fraction: float = HParams.validation_fraction
+    seed: int = HParams.seed
+    cache_features: bool = HParams.cache_features
+    shuffle: bool = HParams.shuffle
+    validate_each_epoch: bool = HParams.validate_each_epoch
+    deterministic: bool = HParams.deterministic
+    balance_classes: bool = HParams.balance_classes
+    trainable_layers: list | None = ModelOptions.trainable_layers
+    frozen_layers: list | None = ModelOptions.frozen_layers
+
+    @classmethod
+    def from_parts(cls, hparams: HParams | None = None, model_options: ModelOptions | None = None
+                   ) -> FinetuneConfig:
+        """The config with `hparams`' and `model_options`' values (either part left out: its defaults).
+
+        Raises:
+            UsageError: a part that is not an `HParams` / `ModelOptions` (e.g. the two swapped).
+        """
+        hparams = HParams() if hparams is None else hparams
+        model_options = ModelOptions() if model_options is None else model_options
+        for name, value, kind in (("hparams", hparams, HParams), ("model_options", model_options, ModelOptions)):
+            if not isinstance(value, kind):
+                raise UsageError(f"{name} must be a kerastl.{kind.__name__}. Received: {type(value).__name__}")
+        return cls(**{name: getattr(hparams, name) for name in _HPARAMS},
+                   **{name: getattr(model_options, name) for name in _MODEL_OPTIONS})
+
+    @property
+    def hparams(self) -> HParams:
+        """A new `HParams` with this config's training settings (changing it does not change the config)."""
+        return HParams(**{name: getattr(self, name) for name in _HPARAMS})
+
+    @property
+    def model_options(self) -> ModelOptions:
+        """A new `ModelOptions` with this config's model settings (changing it does not change the config)."""
+        return ModelOptions(**{name: getattr(self, name) for name in _MODEL_OPTIONS})
+
+    def validate(self) -> None:
+        """Checks both parts.
+
+        Raises:
+            UsageError: the first invalid value: the strategy, then the hyperparameters (in the order
+                `HParams.validate` checks them), then the head's pooling and dropout.
+        """
+        from kerastl.train.strategies import parse_strategy
+
+        # The strategy is named first, as it was before the split; the head's options come last because
+        # before the split they were only checked once the model was built.
+        parse_strategy(self.strategy)
+        self.hparams.validate()
+        self.model_options.validate()
