@@ -149,9 +149,7 @@ def modality_branches(path: Path) -> list[int]:
     """Lines that compare something with a modality name."""
     lines = []
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        if isinstance(node, ast.Compare) and any(_names_a_modality(c) for c in [node.left, *node.comparators]):
-            lines.append(node.lineno)
-        elif isinstance(node, ast.Dict) and any(key is not None and _names_a_modality(key) for key in node.keys):
+        if isinstance(node, ast.Compare) and any(_names_a_modality(c) for c in [node.left, *node.comparators]) or isinstance(node, ast.Dict) and any(key is not None and _names_a_modality(key) for key in node.keys):
             lines.append(node.lineno)
     return sorted(lines)
 
