@@ -19,7 +19,8 @@ from PIL import Image
 
 from kerastl import data as kdata
 from kerastl.cli import main
-from kerastl.data import folders
+from kerastl.inputs import image as image_inputs
+from kerastl.inputs import text as text_inputs
 
 from .conftest import make_image_folder
 
@@ -302,7 +303,7 @@ def test_pixel_limit_reads_only_the_header(tmp_path, monkeypatch):
     path = tmp_path / "big.png"
     Image.new("RGB", (40, 30)).save(path)
     assert kdata.decode_error(path) is None
-    monkeypatch.setattr(folders, "MAX_IMAGE_PIXELS", 1000)
+    monkeypatch.setattr(image_inputs, "MAX_IMAGE_PIXELS", 1000)
 
     def decoder_reached(*args, **kwargs):
         raise AssertionError("the decoder ran on an image over the limit")
@@ -427,7 +428,7 @@ def test_damaged_text_files_are_skipped_and_listed(tmp_path):
     (folder / "blank.txt").write_text(" \n\t \n")
     (folder / "image.txt").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))  # binary
     with open(folder / "huge.txt", "wb") as file:  # one byte over the limit
-        file.truncate(folders.MAX_TEXT_BYTES + 1)
+        file.truncate(text_inputs.MAX_TEXT_BYTES + 1)
     (folder / "picture.png").write_bytes(b"\x89PNG")
     damaged = {"latin1.txt": "not UTF-8", "utf16.txt": "not UTF-8", "empty.txt": "empty", "blank.txt": "empty",
                "image.txt": "not UTF-8", "huge.txt": "MiB limit", "picture.png": "not a txt"}

@@ -6,9 +6,10 @@
 - `kerastl.data.builtin`: built-in data sets (`digits_folder`).
 
 The names below are re-exported so that `from kerastl.data import scan_folder` keeps working. The tunable
-limits are not: `MEMORY_CACHE_BYTES` lives in `kerastl.data.pipelines` and `MAX_IMAGE_PIXELS`,
-`MAX_AUDIO_SECONDS`, `MIN_AUDIO_SAMPLE_RATE` and `MAX_TEXT_BYTES` in `kerastl.data.folders`, the modules that
-read them, so that setting them there takes effect (a copy here would not).
+limits are not: `MEMORY_CACHE_BYTES` lives in `kerastl.data.pipelines`, and the per-file limits of each input
+type in its `kerastl.inputs` module (`kerastl.inputs.image.MAX_IMAGE_PIXELS`, `kerastl.inputs.audio.MAX_AUDIO_SECONDS`
+and `MIN_AUDIO_SAMPLE_RATE`, `kerastl.inputs.text.MAX_TEXT_BYTES`), the modules that read them, so that setting
+them there takes effect (a copy here would not).
 """
 
 from __future__ import annotations

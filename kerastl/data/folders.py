@@ -1,10 +1,10 @@
 """Class-per-folder directories: what files a folder holds (`scan_folder`, `FolderScan`, `detect_modality`),
-the limits on what one file may cost to read, and the files that fail to decode (`decode_error`,
-`drop_undecodable`), listed with the reason; `printable_path` for names that are not UTF-8.
+and the files that fail to decode or exceed a limit of their input type (`decode_error`, `drop_undecodable`,
+asking the modality), listed with the reason; `printable_path` for names that are not UTF-8.
 
 A data directory holds one subfolder per class; the folder names are the class names (sorted, so the order
 is reproducible). Hidden files and folders are ignored, as are files of other types; files that fail to
-decode or exceed a size limit (`MAX_IMAGE_PIXELS`, ...) are skipped. All of them are listed with the reason
+decode or exceed a size limit (`kerastl.inputs.image.MAX_IMAGE_PIXELS`, ...) are skipped. All of them are listed with the reason
 (`FolderScan.skipped`, the report's `skipped`). An empty class folder, fewer than two classes, or a class
 with no readable file stop the run with one line.
 """
@@ -13,27 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
-import threading
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from kerastl.core import modality as modalities
 from kerastl.errors import KerastlError
-
-# Limits on what one file may cost to read; files beyond them are skipped with the reason. Decoding allocates
-# the full decoded size whatever the file's size, so a few kilobytes can claim gigabytes (a decompression bomb):
-# the limits are checked on the header (Pillow reads an image's size without decoding it), before any decoder.
-# 64 megapixels is 192 MB as RGB uint8, beyond any camera photo a training set comes from.
-MAX_IMAGE_PIXELS = 64_000_000
-# A WAV file is resampled whole before it is cropped to the clip: 10 minutes bounds that memory. A rate below
-# 1 kHz is a damaged header, and resampling it up to the model's rate multiplies the samples (16,000 times
-# for a header claiming 1 Hz).
-MAX_AUDIO_SECONDS = 600
-MIN_AUDIO_SAMPLE_RATE = 1000
-# Texts are read whole and kept in memory; the tokenizer keeps only the first few hundred tokens anyway.
-MAX_TEXT_BYTES = 8 << 20
 
 
 @dataclasses.dataclass
@@ -175,105 +159,10 @@ def _leave_out_reason(path: Path, extensions) -> str | None:
     return None
 
 
-def image_error(path) -> str | None:
-    """Why the image at `path` cannot be decoded (over `MAX_IMAGE_PIXELS` by its header, damaged), or None."""
-    path = Path(path)
-    too_large = _image_size_error(path)
-    if too_large:
-        return too_large
-    import tensorflow as tf
-
-    try:
-        data = tf.io.read_file(str(path))
-        image = tf.io.decode_image(data, channels=3, expand_animations=False)
-        if image.shape[0] == 0 or image.shape[1] == 0:
-            return "empty image"
-    except Exception as error:  # noqa: BLE001 (TF raises InvalidArgumentError and friends with multi-line messages)
-        text = str(error).strip().splitlines()
-        reason = text[-1] if text else ""
-        # "{{function_node __wrapped__DecodeImage_device_/job:...}} Invalid PNG. [Op:DecodeImage] name:"
-        reason = re.sub(r"^\{\{.*?\}\}\s*|\s*\[Op:\w+\].*$", "", reason).strip()
-        return (reason or type(error).__name__)[:200]
-    return None
-
-
-# warnings.catch_warnings changes process-wide state and drop_undecodable reads headers from several threads.
-_PILLOW_LOCK = threading.Lock()
-
-
-def _image_size_error(path: Path) -> str | None:
-    """Why the image at `path` is too large to decode (over `MAX_IMAGE_PIXELS` by its header), or None.
-
-    Only the header is read. Files Pillow cannot identify are left to the decoder, which names the problem.
-    Pillow's own decompression-bomb check warns above `PIL.Image.MAX_IMAGE_PIXELS` (silenced here: the size
-    is checked below) and raises above twice that (reported as the same reason).
-    """
-    from PIL import Image
-
-    limit = f"over the {MAX_IMAGE_PIXELS / 1e6:g}-megapixel limit (kerastl.data.folders.MAX_IMAGE_PIXELS); downscale it"
-    with _PILLOW_LOCK, warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            with Image.open(path) as image:
-                width, height = image.size
-        except Image.DecompressionBombError as error:
-            found = re.search(r"\((\d+) pixels\)", str(error))
-            if found and int(found.group(1)) > MAX_IMAGE_PIXELS:
-                return f"image of {int(found.group(1)) / 1e6:.3g} megapixels, {limit}"
-            return f"refused by Pillow: {error}"[:200]  # PIL.Image.MAX_IMAGE_PIXELS was set below ours
-        except Exception:  # noqa: BLE001 (not an image Pillow knows, or a damaged header)
-            return None
-    if width * height > MAX_IMAGE_PIXELS:
-        return f"image of {width}x{height} = {width * height / 1e6:.3g} megapixels, {limit}"
-    return None
-
-
 def decode_error(path, modality: str = "image") -> str | None:
-    """Why `path` cannot be read as a file of `modality`, or None (`Modality.decode_error`; see the limits at the
-    top of the module)."""
+    """Why `path` cannot be read as a file of `modality`, or None (`Modality.decode_error`: damaged, or over a
+    limit of its input type such as `kerastl.inputs.image.MAX_IMAGE_PIXELS`)."""
     return modalities.get(modality).decode_error(path)
-
-
-def text_size_error(path) -> str | None:
-    """Why the text file at `path` is too large to read (over `MAX_TEXT_BYTES`), or None."""
-    size = Path(path).stat().st_size if Path(path).is_file() else 0
-    if size > MAX_TEXT_BYTES:
-        return f"text of {size / 2**20:.0f} MiB, over the {MAX_TEXT_BYTES >> 20} MiB limit " \
-               "(kerastl.data.folders.MAX_TEXT_BYTES); split it"
-    return None
-
-
-def wav_header_error(path) -> str | None:
-    """Why the WAV file at `path` would cost too much to read (a sample rate below `MIN_AUDIO_SAMPLE_RATE`, or
-    longer than `MAX_AUDIO_SECONDS`), from its header and size, or None. Headers this cannot parse are left to
-    the WAV reader, which names the problem."""
-    import struct
-
-    path = Path(path)
-    try:
-        with open(path, "rb") as file:
-            head = file.read(1 << 16)
-        size = path.stat().st_size
-    except OSError:
-        return None
-    if head[:4] not in (b"RIFF", b"RIFX", b"RF64") or head[8:12] != b"WAVE":
-        return None
-    endian = ">" if head[:4] == b"RIFX" else "<"
-    at = 12
-    while at + 8 <= len(head):  # walk the chunks to "fmt "
-        chunk, length = head[at:at + 4], struct.unpack(endian + "I", head[at + 4:at + 8])[0]
-        if chunk == b"fmt " and at + 24 <= len(head):
-            channels, rate = struct.unpack(endian + "HI", head[at + 10:at + 16])
-            block = struct.unpack(endian + "H", head[at + 20:at + 22])[0] or max(1, channels)
-            if rate < MIN_AUDIO_SAMPLE_RATE:
-                return f"sample rate of {rate} Hz, below {MIN_AUDIO_SAMPLE_RATE} Hz: a damaged header"
-            seconds = size / (block * rate)  # an upper bound: the file holds at most size / block frames
-            if seconds > MAX_AUDIO_SECONDS:
-                return (f"audio of up to {seconds:.0f} s, over the {MAX_AUDIO_SECONDS} s limit "
-                        "(kerastl.data.folders.MAX_AUDIO_SECONDS); cut it into clips")
-            return None
-        at += 8 + length + (length & 1)
-    return None
 
 
 def drop_undecodable(scan: FolderScan, workers: int | None = None) -> FolderScan:

@@ -377,3 +377,43 @@ def tflite_signature(model):
     import tensorflow as tf
 
     return tf.TensorSpec((1, int(model.input.shape[1])), tf.float32, name="waveforms")
+
+
+# A WAV file is resampled whole before it is cropped to the clip: 10 minutes bounds that memory. A rate below
+# 1 kHz is a damaged header, and resampling it up to the model's rate multiplies the samples (16,000 times
+# for a header claiming 1 Hz).
+MAX_AUDIO_SECONDS = 600
+MIN_AUDIO_SAMPLE_RATE = 1000
+
+
+def wav_header_error(path) -> str | None:
+    """Why the WAV file at `path` would cost too much to read (a sample rate below `MIN_AUDIO_SAMPLE_RATE`, or
+    longer than `MAX_AUDIO_SECONDS`), from its header and size, or None. Headers this cannot parse are left to
+    the WAV reader, which names the problem."""
+    import struct
+
+    path = Path(path)
+    try:
+        with open(path, "rb") as file:
+            head = file.read(1 << 16)
+        size = path.stat().st_size
+    except OSError:
+        return None
+    if head[:4] not in (b"RIFF", b"RIFX", b"RF64") or head[8:12] != b"WAVE":
+        return None
+    endian = ">" if head[:4] == b"RIFX" else "<"
+    at = 12
+    while at + 8 <= len(head):  # walk the chunks to "fmt "
+        chunk, length = head[at:at + 4], struct.unpack(endian + "I", head[at + 4:at + 8])[0]
+        if chunk == b"fmt " and at + 24 <= len(head):
+            channels, rate = struct.unpack(endian + "HI", head[at + 10:at + 16])
+            block = struct.unpack(endian + "H", head[at + 20:at + 22])[0] or max(1, channels)
+            if rate < MIN_AUDIO_SAMPLE_RATE:
+                return f"sample rate of {rate} Hz, below {MIN_AUDIO_SAMPLE_RATE} Hz: a damaged header"
+            seconds = size / (block * rate)  # an upper bound: the file holds at most size / block frames
+            if seconds > MAX_AUDIO_SECONDS:
+                return (f"audio of up to {seconds:.0f} s, over the {MAX_AUDIO_SECONDS} s limit "
+                        "(kerastl.inputs.audio.MAX_AUDIO_SECONDS); cut it into clips")
+            return None
+        at += 8 + length + (length & 1)
+    return None

@@ -9,6 +9,11 @@ is imported.
 
 from __future__ import annotations
 
+import re
+import threading
+import warnings
+from pathlib import Path
+
 import keras
 from keras import ops
 
@@ -151,3 +156,63 @@ def augment_images(images, key, *, translate: float = 0.1, rotate_degrees: float
     factor = 1.0 + u[:, 4] * contrast
     mean = tf.reduce_mean(warped, axis=[1, 2, 3], keepdims=True)
     return tf.clip_by_value((warped - mean) * factor[:, None, None, None] + mean, 0.0, 255.0)
+
+
+# Limits on what one file may cost to read; files beyond them are skipped with the reason. Decoding allocates
+# the full decoded size whatever the file's size, so a few kilobytes can claim gigabytes (a decompression bomb):
+# the limits are checked on the header (Pillow reads an image's size without decoding it), before any decoder.
+# 64 megapixels is 192 MB as RGB uint8, beyond any camera photo a training set comes from.
+MAX_IMAGE_PIXELS = 64_000_000
+
+
+def image_error(path) -> str | None:
+    """Why the image at `path` cannot be decoded (over `MAX_IMAGE_PIXELS` by its header, damaged), or None."""
+    path = Path(path)
+    too_large = _image_size_error(path)
+    if too_large:
+        return too_large
+    import tensorflow as tf
+
+    try:
+        data = tf.io.read_file(str(path))
+        image = tf.io.decode_image(data, channels=3, expand_animations=False)
+        if image.shape[0] == 0 or image.shape[1] == 0:
+            return "empty image"
+    except Exception as error:  # noqa: BLE001 (TF raises InvalidArgumentError and friends with multi-line messages)
+        text = str(error).strip().splitlines()
+        reason = text[-1] if text else ""
+        # "{{function_node __wrapped__DecodeImage_device_/job:...}} Invalid PNG. [Op:DecodeImage] name:"
+        reason = re.sub(r"^\{\{.*?\}\}\s*|\s*\[Op:\w+\].*$", "", reason).strip()
+        return (reason or type(error).__name__)[:200]
+    return None
+
+
+# warnings.catch_warnings changes process-wide state and drop_undecodable reads headers from several threads.
+_PILLOW_LOCK = threading.Lock()
+
+
+def _image_size_error(path: Path) -> str | None:
+    """Why the image at `path` is too large to decode (over `MAX_IMAGE_PIXELS` by its header), or None.
+
+    Only the header is read. Files Pillow cannot identify are left to the decoder, which names the problem.
+    Pillow's own decompression-bomb check warns above `PIL.Image.MAX_IMAGE_PIXELS` (silenced here: the size
+    is checked below) and raises above twice that (reported as the same reason).
+    """
+    from PIL import Image
+
+    limit = f"over the {MAX_IMAGE_PIXELS / 1e6:g}-megapixel limit (kerastl.inputs.image.MAX_IMAGE_PIXELS); downscale it"
+    with _PILLOW_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(path) as image:
+                width, height = image.size
+        except Image.DecompressionBombError as error:
+            found = re.search(r"\((\d+) pixels\)", str(error))
+            if found and int(found.group(1)) > MAX_IMAGE_PIXELS:
+                return f"image of {int(found.group(1)) / 1e6:.3g} megapixels, {limit}"
+            return f"refused by Pillow: {error}"[:200]  # PIL.Image.MAX_IMAGE_PIXELS was set below ours
+        except Exception:  # noqa: BLE001 (not an image Pillow knows, or a damaged header)
+            return None
+    if width * height > MAX_IMAGE_PIXELS:
+        return f"image of {width}x{height} = {width * height / 1e6:.3g} megapixels, {limit}"
+    return None

@@ -288,3 +288,16 @@ def tokenize(model, texts) -> np.ndarray:
     """Token ids (int64, (len(texts), sequence_length)) of `texts` by the model's own tokenizer."""
     tokenizer = tokenizer_of(model)
     return np.asarray(tokenizer(np.asarray(list(texts), dtype=object))).astype("int64")
+
+
+# Texts are read whole and kept in memory; the tokenizer keeps only the first few hundred tokens anyway.
+MAX_TEXT_BYTES = 8 << 20
+
+
+def text_size_error(path) -> str | None:
+    """Why the text file at `path` is too large to read (over `MAX_TEXT_BYTES`), or None."""
+    size = Path(path).stat().st_size if Path(path).is_file() else 0
+    if size > MAX_TEXT_BYTES:
+        return f"text of {size / 2**20:.0f} MiB, over the {MAX_TEXT_BYTES >> 20} MiB limit " \
+               "(kerastl.inputs.text.MAX_TEXT_BYTES); split it"
+    return None

@@ -28,8 +28,7 @@ class Audio(Modality):
     pretrain_hint = "kerastl pretrain --data synthetic:pseudowords --arch smallnet-s --out saved_models/NAME"
 
     def decode_error(self, path):
-        from kerastl.data.folders import wav_header_error
-        from kerastl.inputs.audio import decode_error
+        from kerastl.inputs.audio import decode_error, wav_header_error
 
         return wav_header_error(path) or decode_error(path)
 

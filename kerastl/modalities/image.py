@@ -31,7 +31,7 @@ class Image(Modality):
     pretrain_hint = "kerastl pretrain --data synthetic:glyphs --arch smallnet-s --out saved_models/NAME"
 
     def decode_error(self, path):
-        from kerastl.data.folders import image_error
+        from kerastl.inputs.image import image_error
 
         return image_error(path)
 

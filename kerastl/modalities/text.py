@@ -26,8 +26,7 @@ class Text(Modality):
     pretrain_hint = "kerastl pretrain --data corpus:python-docs-wide-files --arch textcnn-l --out saved_models/NAME"
 
     def decode_error(self, path):
-        from kerastl.data.folders import text_size_error
-        from kerastl.inputs.text import decode_error
+        from kerastl.inputs.text import decode_error, text_size_error
 
         return text_size_error(path) or decode_error(path)
 
