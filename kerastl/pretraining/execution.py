@@ -117,13 +117,6 @@ def choose_execution(config, build, sample_batch, steps: int = 8) -> dict:
     return {"policy": best["policy"], "jit_compile": best["jit_compile"], "measurements": measurements}
 
 
-def weights_digest(model) -> str:
-    """sha256 over all weights: two workers that stayed in sync print the same digest."""
-    from kerastl.train.resume import weights_sha256
-
-    return weights_sha256(model)
-
-
 def hardware_summary() -> dict:
     import tensorflow as tf
 

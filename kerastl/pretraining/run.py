@@ -36,7 +36,6 @@ from kerastl.pretraining.execution import (
     hardware_summary,
     matmul_peak_flops,
     mixed_policy,
-    weights_digest,
 )
 from kerastl.pretraining.head import pretraining_classifier
 from kerastl.pretraining.sources import Source, open_tfds, tfds_source
@@ -423,7 +422,10 @@ def pretrain(config: PretrainConfig, out, *, command: str | None = None, verbose
     finally:
         keras.mixed_precision.set_global_policy("float32")
 
-    digest = weights_digest(model)
+    from kerastl.train.resume import weights_sha256
+
+    # sha256 over all weights: two workers that stayed in sync print the same digest.
+    digest = weights_sha256(model)
     examples = epochs * steps_per_epoch * global_batch
     examples_here = (epochs - done) * steps_per_epoch * global_batch
     loss_history = progress["loss"]
