@@ -345,6 +345,39 @@ def load_package_classifier(backbone_dir=None):
     return imagenet_classifier(backbone.model, state), backbone
 
 
+# ------------------------------------------------------------------------------------------------ real photos
+
+# Real photos that installed packages ship, for checking the conversion before the head is replaced: photo ->
+# the ImageNet-1k classes (WordNet ids, with their names) of which one must be among the top 5.
+# tests/test_efficientnet_lite0.py asserts it; tools/bench_efficientnet_lite0.py reports the top 5.
+REAL_PHOTOS = {
+    ("skimage", "chelsea.png"): {"n02123045": "tabby", "n02123159": "tiger cat", "n02124075": "Egyptian cat"},
+    ("skimage", "coffee.png"): {"n07920052": "espresso", "n07930864": "cup", "n03063599": "coffee mug"},
+    ("matplotlib", "grace_hopper.jpg"): {"n03763968": "military uniform", "n04350905": "suit"},
+    ("sklearn", "china.jpg"): {"n03877845": "palace", "n02825657": "bell cote", "n03781244": "monastery",
+                               "n03028079": "church", "n02980441": "castle", "n03220513": "dome"},
+    ("sklearn", "flower.jpg"): {"n11939491": "daisy"},
+    ("skimage", "motorcycle_left.png"): {"n03785016": "moped", "n03791053": "motor scooter"},
+    ("skimage", "rocket.jpg"): {"n03773504": "missile", "n04008634": "projectile", "n04266014": "space shuttle"},
+}
+
+
+def photo_path(package: str, name: str) -> Path:
+    """A real photo an installed package ships: scikit-learn's sample images (`sklearn`), matplotlib's sample
+    data (`matplotlib`), scikit-image's data directory (`skimage`, the test extra installs it)."""
+    if package == "sklearn":
+        import sklearn.datasets
+
+        return Path(sklearn.datasets.__file__).parent / "images" / name
+    if package == "matplotlib":
+        import matplotlib
+
+        return Path(matplotlib.get_data_path()) / "sample_data" / name
+    import skimage.data
+
+    return Path(skimage.data.__file__).parent / name
+
+
 # ------------------------------------------------------------------------------------------------ main
 
 
@@ -374,13 +407,14 @@ def numpy_stem_reference(state: dict, pixels):
     return np.clip(out, 0.0, 6.0)
 
 
-def manifest_for(provenance: dict, command: str) -> dict:
+def manifest_for(provenance: dict, command: str, checks: dict) -> dict:
     from kerastl.backbones.efficientnet_lite import (
         HEAD_FILTERS,
         LITE0_IMAGE_SIZE,
         LITE_MEAN,
         LITE_STD,
     )
+    from kerastl.pretraining.execution import hardware_summary
 
     size = LITE0_IMAGE_SIZE
     return {
@@ -406,7 +440,10 @@ def manifest_for(provenance: dict, command: str) -> dict:
         },
         "provenance": dict(provenance, conversion_command=command,
                            converter="tools/import_efficientnet_lite0.py (numpy legacy-torch reader, no torch)"),
+        # What the conversion measured (no training: the ImageNet accuracy is the authors').
+        "metrics": checks,
         "command": command,
+        "hardware": hardware_summary(),
         "weights": {"file": "backbone.keras"},
     }
 
@@ -439,7 +476,8 @@ def main(argv=None):
     command = "python tools/import_efficientnet_lite0.py" + (
         "" if Path(args.out).resolve() == (ROOT / "saved_models" / NAME).resolve()
         else f" --out {shlex.quote(args.out)}")
-    manifest = write_backbone(backbone, manifest_for(provenance, command), Path(args.out))
+    checks = {"stem_max_abs_error_vs_numpy": float(f"{error:.3g}")}
+    manifest = write_backbone(backbone, manifest_for(provenance, command, checks), Path(args.out))
     params = int(sum(np.prod(w.shape) for w in backbone.weights))
     print(json.dumps({"out": args.out, "parameters": params, "bytes": manifest["weights"]["bytes"],
                       "sha256": manifest["weights"]["sha256"], "stem_max_abs_error": error}, indent=1))

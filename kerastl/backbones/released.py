@@ -24,7 +24,7 @@ BACKBONE_FILE = "backbone.keras"
 def url_source(spec, rest, *, weights, image_size, from_scratch, trust) -> Backbone:
     """The `url:` resolver: `rest` is the archive's URL, pinned or https (see `fetch_released`)."""
     refuse_weights(spec, weights)
-    return refuse_image_size(_load_manifest_dir(spec, fetch_released(rest), from_scratch, trust), image_size)
+    return _load_manifest_dir(spec, fetch_released(rest), from_scratch, trust, image_size=image_size)
 
 
 def fetch_released(url: str) -> Path:
@@ -58,8 +58,11 @@ def fetch_released(url: str) -> Path:
                        "directory")
 
 
-def _load_manifest_dir(spec, path: Path, from_scratch, trust) -> Backbone:
+def _load_manifest_dir(spec, path: Path, from_scratch, trust, *, image_size=None) -> Backbone:
     manifest = read_manifest(path)
+    input_record = manifest["input"] if isinstance(manifest["input"], dict) else {}
+    # Refused from the manifest, before the weights are read: its input size is fixed.
+    refuse_image_size(spec, image_size, input_record.get("shape") or ())
     weights = manifest.get("weights", {})
     if not isinstance(weights, dict):
         raise KerastlError(f"{path / MANIFEST}: 'weights' must be an object; regenerate it with `kerastl pretrain`")
