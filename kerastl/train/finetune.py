@@ -249,8 +249,9 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
     Args:
         data_dir: class-per-folder images, WAV files or .txt files; None uses scikit-learn's bundled
             handwritten digits.
-        backbone: a spec for `kerastl.backbones.load_backbone`, or a loaded `Backbone`; None uses the default
-            pretrained backbone shipped in `saved_models/`.
+        backbone: a spec for `kerastl.backbones.load_backbone`, or a loaded `Backbone`; None uses the shipped
+            backbone in `saved_models/` that suits the data (`default_backbone_spec`: its type, and for images
+            its colour: EfficientNet-Lite0 for colour photos, the glyph backbone for grayscale images).
         out: directory for model.keras, labels.txt, metrics.json and report.png; None writes nothing.
         config: every setting in one record (`FinetuneConfig`); or give the two parts instead:
         hparams: how training runs (`HParams`; default: its defaults).
