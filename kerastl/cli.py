@@ -173,7 +173,7 @@ def main(debug, offline):
 @click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True,
               help="adam, or sgd with momentum 0.9.")
 @click.option("--image-size", type=click.IntRange(8, 1024), default=None,
-              help="Input size for keras: and hub: backbones (others have a fixed input).")
+              help="Input size for keras: and hub: backbones (others have a fixed input; another size is refused).")
 @click.option("--augment", is_flag=True, help="Images: random shifts, rotations, zooms and contrast; audio: "
               "time shifts and gain (slower: the backbone then runs every epoch). Text has none.")
 @click.option("--from-scratch", is_flag=True, help="Same architecture with random weights: the no-transfer baseline.")

@@ -45,6 +45,16 @@ def _input_text(spec: dict) -> str:
     return f"{shape} @ {spec['sample_rate']} Hz" if spec.get("sample_rate") else shape
 
 
+def _default_text(manifest: dict) -> str:
+    """`default`, or `default (rgb)` for a default that applies to data of one colour (see
+    `kerastl.backbones.default_backbone_spec`)."""
+    if not manifest.get("default"):
+        return ""
+    record = manifest.get("input")
+    color = record.get("color") if isinstance(record, dict) else None
+    return f"default ({color})" if color else "default"
+
+
 def describe_backbones() -> list[str]:
     """Our `saved_models/` backbones (with modality, input and pretraining source), then Keras applications."""
     from kerastl.backbones import (
@@ -61,7 +71,7 @@ def describe_backbones() -> list[str]:
         pre = m.get("pretraining", {})
         rows.append((m["path"], m.get("modality", "?"), _input_text(m["input"]),
                      str(m.get("feature_width", "?")), f"{pre.get('source', '?')} ({pre.get('classes', '?')} classes)",
-                     "default" if m.get("default") else ""))
+                     _default_text(m)))
     if rows:
         lines += ["  " + r for r in format_table(rows, ("spec", "modality", "input", "features", "pretrained on",
                                                          ""))]

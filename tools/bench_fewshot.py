@@ -66,7 +66,8 @@ def main():
     from kerastl.data import digits_folder
     from kerastl.train.strategies import AUTO_FULL_MIN_PER_CLASS, Strategy, resolve_auto
 
-    spec = args.backbone or default_backbone_spec()
+    # The digits are grayscale: the default for them is the grayscale glyph backbone.
+    spec = args.backbone or default_backbone_spec("image", digits_folder())
     results = {}
     if args.from_json:
         with open(args.from_json) as handle:

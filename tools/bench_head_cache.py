@@ -45,7 +45,8 @@ def run(spec: str | None, image_size: int | None, epochs: int, batch_size: int) 
     from kerastl.train.resume import epoch_batches
     from kerastl.train.strategies import Strategy, prepare_backbone, set_backbone_trainable
 
-    spec = spec or default_backbone_spec()
+    # The digits are grayscale: the default for them is the grayscale glyph backbone.
+    spec = spec or default_backbone_spec("image", digits_folder())
     backbone = load_backbone(spec, image_size=image_size, weights="none" if spec.startswith("keras:") else None)
     parts = split(drop_undecodable(scan_folder(digits_folder())), seed=0)
     size, channels = backbone.input_shape[:2], backbone.input_shape[2]

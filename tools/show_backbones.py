@@ -36,6 +36,9 @@ def figures(manifest: dict) -> dict:
         "peak_gflops": compute.get("matmul_peak_flops_per_second", 0) / 1e9,
         "peak_dtype": compute.get("peak_dtype"),
         "utilisation": compute.get("utilisation"),
+        "color": manifest.get("input", {}).get("color"),
+        "provenance": manifest.get("provenance"),
+        "command": manifest.get("command"),
     }
 
 
@@ -53,11 +56,18 @@ def main():
     for r in rows:
         accuracy = f"{r['val_accuracy']:.1%}" if r["val_accuracy"] is not None else "–"
         seen = f"{r['examples_seen']:,}" if r["examples_seen"] else "–"
-        print(f"| {r['name']}{' (default)' if r['default'] else ''} | {r['modality']} | "
+        # An imported backbone was trained elsewhere: no kerastl training time or validation accuracy.
+        trained = "imported" if r["provenance"] else f"{r['train_minutes']:.0f} min"
+        default = f" (default{', ' + r['color'] if r['color'] else ''})" if r["default"] else ""
+        print(f"| {r['name']}{default} | {r['modality']} | "
               f"{'×'.join(map(str, r['input_shape'] or [])) or 'string'} | {r['feature_width']} | {r['source']} | "
-              f"{r['classes']:,} | {seen} | {r['weights_mb']:.1f} MB | {accuracy} | "
-              f"{r['train_minutes']:.0f} min |")
+              f"{r['classes']:,} | {seen} | {r['weights_mb']:.1f} MB | {accuracy} | {trained} |")
     print()
+    for r in rows:
+        p = r["provenance"]
+        if p:
+            print(f"- {r['name']}: converted by `{r['command']}` from {p['package']} {p['version']} "
+                  f"({p['registry']}, {p['license']}), weight file sha256 {p['sha256'][:16]}…; {p['upstream']}")
     for r in rows:
         if not r["execution_measurements"]:
             continue

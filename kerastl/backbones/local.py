@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kerastl.backbones.hub import _load_savedmodel
-from kerastl.backbones.models import _from_keras_model, refuse_weights
+from kerastl.backbones.models import _from_keras_model, refuse_image_size, refuse_weights
 from kerastl.backbones.released import MANIFEST, _load_manifest_dir
 from kerastl.backbones.safe_load import load_keras_file
 from kerastl.backbones.saved import saved_models_dir
@@ -43,12 +43,14 @@ def _load_path(spec, image_size, from_scratch, trust) -> Backbone:
             )
         raise KerastlError(f"backbone not found: {spec}; `kerastl backbones` lists the known ones")
     if path.is_dir() and (path / MANIFEST).is_file():
-        return _load_manifest_dir(spec, path, from_scratch, trust)
+        return _load_manifest_dir(spec, path, from_scratch, trust, image_size=image_size)
     if path.is_dir() and (path / "saved_model.pb").is_file():
         return _load_savedmodel(spec, str(path), image_size, from_scratch)
     if path.is_file() and path.suffix in (".keras", ".h5", ".hdf5"):
         model = load_keras_file(path, trust=trust)
-        return _from_keras_model(spec, model, None, from_scratch)
+        backbone = _from_keras_model(spec, model, None, from_scratch)
+        refuse_image_size(spec, image_size, backbone.input_shape)
+        return backbone
     raise UsageError(
         f"{spec} is not a backbone: expected a .keras file, a SavedModel directory (saved_model.pb) or a "
         f"directory with {MANIFEST}"

@@ -29,6 +29,23 @@ def refuse_weights(spec, weights) -> None:
         )
 
 
+def refuse_image_size(spec, image_size, input_shape) -> None:
+    """The `--image-size` check of the sources whose input size is fixed (a directory with a manifest, a
+    `.keras` file), given the `input_shape` they take: that size is accepted, any other refused.
+
+    Raises:
+        UsageError: `image_size` is given and is not the backbone's input size.
+    """
+    if image_size is None:
+        return
+    shape = tuple(input_shape)
+    if len(shape) == 3 and shape[0] == shape[1] == int(image_size):
+        return
+    takes = f"{shape[0]}x{shape[1]} images" if len(shape) == 3 else f"a fixed input of shape {shape}"
+    raise UsageError(f"--image-size {image_size} does not apply to {spec}: it takes {takes}; drop "
+                     "--image-size (it sizes keras: and hub: backbones only)")
+
+
 def graph_backbone(spec, modality: str, inputs, features, *, preprocessing: dict, weights: str, name: str,
                    ranks=None) -> Backbone:
     """The `Backbone` of the graph from raw `inputs` to `features` (the one builder behind keras: backbones and

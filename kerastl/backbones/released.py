@@ -10,7 +10,7 @@ import os
 import re
 from pathlib import Path
 
-from kerastl.backbones.models import _from_keras_model, refuse_weights
+from kerastl.backbones.models import _from_keras_model, refuse_image_size, refuse_weights
 from kerastl.backbones.safe_load import load_keras_file
 from kerastl.core.records import Backbone
 from kerastl.errors import KerastlError, UsageError
@@ -24,7 +24,7 @@ BACKBONE_FILE = "backbone.keras"
 def url_source(spec, rest, *, weights, image_size, from_scratch, trust) -> Backbone:
     """The `url:` resolver: `rest` is the archive's URL, pinned or https (see `fetch_released`)."""
     refuse_weights(spec, weights)
-    return _load_manifest_dir(spec, fetch_released(rest), from_scratch, trust)
+    return _load_manifest_dir(spec, fetch_released(rest), from_scratch, trust, image_size=image_size)
 
 
 def fetch_released(url: str) -> Path:
@@ -58,8 +58,11 @@ def fetch_released(url: str) -> Path:
                        "directory")
 
 
-def _load_manifest_dir(spec, path: Path, from_scratch, trust) -> Backbone:
+def _load_manifest_dir(spec, path: Path, from_scratch, trust, *, image_size=None) -> Backbone:
     manifest = read_manifest(path)
+    input_record = manifest["input"] if isinstance(manifest["input"], dict) else {}
+    # Refused from the manifest, before the weights are read: its input size is fixed.
+    refuse_image_size(spec, image_size, input_record.get("shape") or ())
     weights = manifest.get("weights", {})
     if not isinstance(weights, dict):
         raise KerastlError(f"{path / MANIFEST}: 'weights' must be an object; regenerate it with `kerastl pretrain`")

@@ -45,30 +45,43 @@ def list_saved_backbones() -> list[dict]:
     return found
 
 
-def default_backbone_spec(modality: str = "image") -> str:
-    """The backbone `kerastl finetune` uses when none is given: the backbone of `modality` in `saved_models/`
-    whose manifest is marked `"default": true` (else the first of that modality).
+def default_backbone_spec(modality: str = "image", data_dir=None) -> str:
+    """The backbone `kerastl finetune` uses when none is given: a backbone of `modality` in `saved_models/`,
+    the one that suits the data in `data_dir` best.
+
+    The modality says what suits a folder (`Modality.backbone_preferences`: for images, the folder's colour,
+    so grayscale digits get the grayscale glyph backbone and colour photos the RGB ImageNet one); among the
+    backbones whose manifest's `input` record agrees with every preference (all of them if none does, or
+    without `data_dir`), the one marked `"default": true` wins, then the first by name.
 
     Raises:
         KerastlError: no backbone of that modality is shipped in `saved_models/`.
     """
-    images = [m for m in list_saved_backbones() if m.get("modality") == modality]
-    if not images:
-        known = find_modality(modality)
+    candidates = [m for m in list_saved_backbones() if m.get("modality") == modality]
+    known = find_modality(modality)
+    if not candidates:
         example = "hub:<dir>" if known is None else known.default_backbone_hint
         raise KerastlError(
             f"no pretrained {modality} backbone found in {saved_models_dir()}; pass --backbone SPEC "
             f"(e.g. {example}) or run `kerastl pretrain` first"
         )
-    images.sort(key=lambda m: not m.get("default", False))
-    return images[0]["path"]
+    preferences = {} if known is None or data_dir is None else known.backbone_preferences(data_dir)
+    fitting = [m for m in candidates if all(_input_record(m).get(key) == value
+                                            for key, value in preferences.items())]
+    ranked = sorted(fitting or candidates, key=lambda m: not m.get("default", False))  # stable: by name next
+    return ranked[0]["path"]
 
 
-def suggest_backbone(modality: str) -> str:
-    """A short instruction naming a backbone of `modality`: the default one in `saved_models/` if there is
-    one, else how to pretrain one."""
+def _input_record(manifest: dict) -> dict:
+    record = manifest.get("input")
+    return record if isinstance(record, dict) else {}
+
+
+def suggest_backbone(modality: str, data_dir=None) -> str:
+    """A short instruction naming a backbone of `modality`: the default one in `saved_models/` (for the data
+    in `data_dir`, when given) if there is one, else how to pretrain one."""
     try:
-        path = default_backbone_spec(modality)
+        path = default_backbone_spec(modality, data_dir)
     except KerastlError:
         known = find_modality(modality)
         hint = None if known is None else known.pretrain_hint

@@ -107,6 +107,12 @@ class Modality:
         """The JSON-able record of what the model's first layers do to raw inputs (manifests, metrics)."""
         return {"mode": "none"}
 
+    def backbone_preferences(self, folder) -> dict:
+        """What the default backbone for the class-per-folder data in `folder` should declare in its
+        manifest's `input` record (the image modality: `{"color": "grayscale"}` or `{"color": "rgb"}`), for
+        `kerastl.backbones.default_backbone_spec`; the default asks for nothing."""
+        return {}
+
     # ------------------------------------------------------------------------------------------ data
     def decoded_bytes(self, spec, files) -> int:
         """What `files` cost in memory once read: 4 bytes per float32 value by default."""

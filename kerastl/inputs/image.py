@@ -216,3 +216,48 @@ def _image_size_error(path: Path) -> str | None:
     if width * height > MAX_IMAGE_PIXELS:
         return f"image of {width}x{height} = {width * height / 1e6:.3g} megapixels, {limit}"
     return None
+
+
+# A pixel is coloured when its channels differ by more than this (of 255): JPEG's chroma noise in a gray
+# image stored as RGB stays below it. An image is colour when more than COLOR_PIXEL_SHARE of its pixels are.
+COLOR_CHANNEL_SPREAD = 24
+COLOR_PIXEL_SHARE = 0.01
+
+
+def image_color(path) -> str | None:
+    """`"grayscale"` or `"rgb"`: whether the image at `path` holds colour, judged on a thumbnail of at most
+    64×64 pixels (a gray image saved as RGB is grayscale); None when it cannot be read or is over
+    `MAX_IMAGE_PIXELS`. Reads with Pillow; JPEGs are decoded at reduced size."""
+    import numpy as np
+    from PIL import Image
+
+    path = Path(path)
+    if _image_size_error(path):
+        return None
+    try:
+        with _PILLOW_LOCK, warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                if image.mode in ("1", "L", "LA", "I", "I;16", "F"):
+                    return "grayscale"
+                image.draft("RGB", (64, 64))  # JPEG only: decode at 1/2 to 1/8 scale
+                thumb = image.convert("RGB")
+                thumb.thumbnail((64, 64))
+                pixels = np.asarray(thumb, dtype=np.int16)
+    except Exception:  # noqa: BLE001 (damaged or unknown files: the decoder's check names them later)
+        return None
+    if pixels.size == 0:
+        return None
+    spread = pixels.max(axis=-1) - pixels.min(axis=-1)
+    return "rgb" if float((spread > COLOR_CHANNEL_SPREAD).mean()) > COLOR_PIXEL_SHARE else "grayscale"
+
+
+def images_color(paths, *, sample: int = 32) -> str | None:
+    """The colour of a set of images: `"rgb"` when more than half of up to `sample` of `paths` (spread evenly
+    over the sorted list) are colour, `"grayscale"` otherwise; None when none of them can be read."""
+    paths = sorted(str(p) for p in paths)
+    step = max(1, len(paths) // max(1, sample))
+    found = [c for c in (image_color(p) for p in paths[::step][:sample]) if c is not None]
+    if not found:
+        return None
+    return "rgb" if found.count("rgb") * 2 > len(found) else "grayscale"

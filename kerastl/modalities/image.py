@@ -60,6 +60,21 @@ class Image(Modality):
         pre = [layer for layer in walk_layers(model) if isinstance(layer, ImagePreprocessing)]
         return pre[0].to_record() if pre else {"mode": "none"}
 
+    def backbone_preferences(self, folder):
+        """The folder's colour: grayscale scans (the embedded digits) suit the small grayscale backbone, colour
+        photos the RGB ImageNet one."""
+        import os
+
+        from kerastl.inputs.image import images_color
+
+        files = []
+        for top, dirs, names in os.walk(folder):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # hidden folders are not read
+            files += [os.path.join(top, name) for name in names
+                      if not name.startswith(".") and os.path.splitext(name)[1].lower() in self.extensions]
+        color = images_color(files)
+        return {} if color is None else {"color": color}
+
     # ---------------------------------------------------------------------------------------------- data
     def load(self, spec, files, *, batch_size=64):
         from kerastl.inputs.image import load_images

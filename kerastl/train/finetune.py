@@ -226,7 +226,7 @@ def check_modality(backbone, data_dir) -> None:
         raise KerastlError(
             f"{backbone.spec} takes {backbone.model.input.dtype} inputs of shape {shape}, not the "
             f"{'image, waveform or string input' if wanted is None else wanted.input_form} that kerastl feeds "
-            f"{'its data' if wanted is None else wanted.name}: {suggest_backbone(found or backbone.modality)}"
+            f"{'its data' if wanted is None else wanted.name}: {suggest_backbone(found or backbone.modality, data_dir if found else None)}"
         ) from None
     labelled = find_modality(backbone.modality)
     if labelled is not None and backbone.modality != spec.modality:
@@ -236,7 +236,7 @@ def check_modality(backbone, data_dir) -> None:
     if found is not None and found != spec.modality:
         raise KerastlError(
             f"{data_dir} holds {found} files but {backbone.spec} is {with_article(spec.modality)} backbone; a network "
-            f"pretrained on {spec.modality} will not transfer to {found}: {suggest_backbone(found)}"
+            f"pretrained on {spec.modality} will not transfer to {found}: {suggest_backbone(found, data_dir)}"
         )
 
 
@@ -249,8 +249,9 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
     Args:
         data_dir: class-per-folder images, WAV files or .txt files; None uses scikit-learn's bundled
             handwritten digits.
-        backbone: a spec for `kerastl.backbones.load_backbone`, or a loaded `Backbone`; None uses the default
-            pretrained backbone shipped in `saved_models/`.
+        backbone: a spec for `kerastl.backbones.load_backbone`, or a loaded `Backbone`; None uses the shipped
+            backbone in `saved_models/` that suits the data (`default_backbone_spec`: its type, and for images
+            its colour: EfficientNet-Lite0 for colour photos, the glyph backbone for grayscale images).
         out: directory for model.keras, labels.txt, metrics.json and report.png; None writes nothing.
         config: every setting in one record (`FinetuneConfig`); or give the two parts instead:
         hparams: how training runs (`HParams`; default: its defaults).
@@ -311,8 +312,9 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
         if backbone is None:
             from kerastl.data import detect_modality
 
-            # The default backbone is the default one of the data's input type.
-            spec = default_backbone_spec(detect_modality(data_dir) or "image")
+            # The default backbone is the one of the data's input type that suits the data (for images, their
+            # colour: see `default_backbone_spec`).
+            spec = default_backbone_spec(detect_modality(data_dir) or "image", data_dir)
         else:
             spec = backbone
         backbone = load_backbone(spec, weights=weights, cut=cut, image_size=image_size,
