@@ -228,6 +228,16 @@ def _huggingface(preset) -> str:
                       f"python -c \"import huggingface_hub; huggingface_hub.snapshot_download('{repo}')\"")
 
 
+def _graph_name(backbone) -> str:
+    """The backbone's class in snake case (`BertBackbone` → `bert_backbone`, `ResNetBackbone` →
+    `res_net_backbone`, as Keras names a first instance): its nested graph's name, the same in every process
+    (Keras numbers later instances `_1`, `_2`, ...), so that `--cut outer/inner` and layer patterns stay put."""
+    import re
+
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", type(backbone).__name__)  # Keras' own to_snake_case
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
 # ------------------------------------------------------------------------------------------------ images
 
 
@@ -243,7 +253,7 @@ def _image_backbone(spec, keras_hub, location, backbone, image_size, weights) ->
     fixed = tuple(backbone.input.shape[1:3])
     size = _image_size(spec, image_size, converter.image_size, fixed)
     preprocess = ImagePreprocessing(**_rescaling(spec, converter), name="preprocessing")
-    graph = keras.Model(backbone.input, backbone.output, name=backbone.name)
+    graph = keras.Model(backbone.input, backbone.output, name=_graph_name(backbone))
     if isinstance(graph.output, dict):
         raise UsageError(f"{spec} returns several outputs ({', '.join(sorted(graph.output))}); kerashub: takes "
                          "image backbones with one feature output")
@@ -254,7 +264,7 @@ def _image_backbone(spec, keras_hub, location, backbone, image_size, weights) ->
               "resize": "kerastl's decoder resizes each image to the input size (bilinear, antialiased); the "
                         "converter's resize is the identity there and is not in the model"}
     return graph_backbone(spec, "image", inputs, graph(preprocess(inputs)), preprocessing=record, weights=weights,
-                          name=f"kerashub_{backbone.name}", ranks=(3, 4))
+                          name=f"kerashub_{_graph_name(backbone)}", ranks=(3, 4))
 
 
 def _image_size(spec, requested, converter_size, fixed) -> tuple[int, int]:
@@ -331,7 +341,7 @@ def _text_backbone(spec, keras_hub, location, backbone, options, weights) -> Bac
         raise UsageError(f"{spec} gives no (batch, tokens, features) sequence output; kerashub: text encoders "
                          "must (BERT's sequence_output)")
     # The graph up to the sequence output only: BERT's pooler, unused, would count as a layer for top:N.
-    encoder = keras.Model(backbone.input, sequence, name=backbone.name)
+    encoder = keras.Model(backbone.input, sequence, name=_graph_name(backbone))
     texts = keras.Input((), dtype="string", name="texts")
     packer = PackedTokenizer(preprocessor, outputs=wanted, name="tokenizer")
     packed = dict(zip(packer.packed_keys, packer(texts)))
@@ -340,7 +350,7 @@ def _text_backbone(spec, keras_hub, location, backbone, options, weights) -> Bac
     record = {**packer.record(), "encoder": type(backbone).__name__,
               "pooling": "mean of sequence_output over the tokens of padding_mask"}
     return graph_backbone(spec, "text", texts, features, preprocessing=record, weights=weights,
-                          name=f"kerashub_{backbone.name}", ranks=(2,))
+                          name=f"kerashub_{_graph_name(backbone)}", ranks=(2,))
 
 
 def _sequence_length(spec, options, preprocessor, backbone) -> int:
