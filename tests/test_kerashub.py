@@ -216,7 +216,8 @@ def test_image_preset_takes_raw_pixels_through_its_converter(resnet_preset):
     converter = keras_hub.layers.ImageConverter.from_preset(str(resnet_preset))
     reference = keras_hub.models.Backbone.from_preset(str(resnet_preset))(converter(pixels))
     np.testing.assert_allclose(backbone.model(pixels), reference, atol=1e-4)
-    assert load_backbone(_spec(resnet_preset), image_size=48).input_shape == (48, 48, 3)
+    larger = load_backbone(_spec(resnet_preset), image_size=48)
+    assert larger.input_shape == (48, 48, 3) and "runs at 48x48 (--image-size)" in larger.preprocessing["resize"]
 
 
 def test_text_preset_takes_raw_strings_and_pools_the_real_tokens(bert_preset):
@@ -293,6 +294,31 @@ def test_timm_resnet18_directory(tmp_path, images):
     assert result.metrics["backbone"]["spec"] == _spec(root)
 
 
+def test_vit_preset_fixed_size_and_blocks_as_layers(tmp_path):
+    """A ViT runs its transformer blocks in a loop inside one `ViTEncoder` layer: `top:N` still counts blocks.
+    Its position embeddings fix its input size."""
+    from kerastl.backbones import load_backbone
+    from kerastl.train.strategies import parse_strategy, set_backbone_trainable, weighted_layers
+
+    root = tmp_path / "vit"
+    keras_hub.models.ViTBackbone(image_shape=(32, 32, 3), patch_size=8, num_layers=2, num_heads=2, hidden_dim=8,
+                                 mlp_dim=16).save_to_preset(str(root))
+    keras_hub.layers.ViTImageConverter(image_size=(32, 32), scale=1 / 127.5, offset=-1.0).save_to_preset(str(root))
+    backbone = load_backbone(_spec(root))
+    assert backbone.input_shape == (32, 32, 3) and backbone.preprocessing["mean"] == [1.0]
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    converter = keras_hub.layers.ImageConverter.from_preset(str(root))
+    reference = keras_hub.models.Backbone.from_preset(str(root))(converter(pixels))
+    np.testing.assert_allclose(backbone.model(pixels), reference, atol=1e-5)
+    names = [layer.name for layer in weighted_layers(backbone.model)]
+    assert names == ["vit_patching_and_embedding", "transformer_block_1", "transformer_block_2", "ln"]
+    assert set_backbone_trainable(backbone.model, parse_strategy("top:2")) == ["transformer_block_2", "ln"]
+    block = backbone.model.get_layer("vi_t_backbone").get_layer("vit_encoder").encoder_layers[0]
+    assert not block.trainable_weights
+    with pytest.raises(UsageError, match="takes 32x32 images only"):
+        load_backbone(_spec(root), image_size=64)
+
+
 def test_audio_models_are_refused_in_one_line(tmp_path):
     from kerastl.backbones import load_backbone
 
@@ -314,6 +340,8 @@ def test_image_options_and_fixed_sizes_are_checked(resnet_preset):
     with pytest.raises(UsageError, match="takes 224x224 images only"):
         _image_size("kerashub:vit", 96, (224, 224), (224, 224))
     assert _image_size("kerashub:vit", None, None, (224, 224)) == (224, 224)
+    assert _image_size("kerashub:vit", None, (256, 256), (224, 224)) == (224, 224)
+    assert _image_size("kerashub:resnet", None, (256, 256), (None, None)) == (256, 256)
     with pytest.raises(UsageError, match="--weights applies to keras: backbones only"):
         load_backbone(_spec(resnet_preset), weights="imagenet")
 

@@ -109,7 +109,7 @@ def _split_options(spec, rest) -> tuple[str, dict]:
 
 
 def _import_keras_hub():
-    # keras-hub logs its own import chatter through absl and prints nothing kerastl needs.
+    # Whatever keras-hub prints does not belong in kerastl's output, which `--json` readers parse.
     with contextlib.redirect_stdout(io.StringIO()):
         import keras_hub
     return keras_hub
@@ -118,13 +118,16 @@ def _import_keras_hub():
 def _call(spec, load):
     """`load()`, with keras-hub's errors (ValueError, FileNotFoundError, ImportError, connection errors) as one
     line naming the spec."""
+    import re
+
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             return load()
-    except (KerastlError, KeyboardInterrupt):
+    except KerastlError:
         raise
     except Exception as error:  # noqa: BLE001  (keras-hub and its download clients raise many types)
-        first = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))  # Keras' messages carry terminal bold codes
+        first = next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
         raise KerastlError(f"cannot load {spec} with keras-hub: {first[:300]}") from None
 
 
@@ -257,22 +260,25 @@ def _image_backbone(spec, keras_hub, location, backbone, image_size, weights) ->
     if isinstance(graph.output, dict):
         raise UsageError(f"{spec} returns several outputs ({', '.join(sorted(graph.output))}); kerashub: takes "
                          "image backbones with one feature output")
-    inputs = keras.Input((*size, 3), name="pixels")
+    inputs = keras.Input((*size, int(backbone.input.shape[-1] or 3)), name="pixels")
+    converter_size = list(converter.image_size) if converter.image_size else None
+    resize = ("kerastl's decoder resizes each image to the input size (bilinear, antialiased); the converter's "
+              "resize is the identity there and is not in the model")
+    if converter_size and converter_size != list(size):
+        resize += f"; the backbone runs at {size[0]}x{size[1]} (--image-size), not the converter's " \
+                  f"{converter_size[0]}x{converter_size[1]}"
     record = {**preprocess.to_record(), "converter": type(converter).__name__,
-              "converter_image_size": list(converter.image_size) if converter.image_size else None,
-              "interpolation": converter.interpolation,
-              "resize": "kerastl's decoder resizes each image to the input size (bilinear, antialiased); the "
-                        "converter's resize is the identity there and is not in the model"}
+              "converter_image_size": converter_size, "interpolation": converter.interpolation, "resize": resize}
     return graph_backbone(spec, "image", inputs, graph(preprocess(inputs)), preprocessing=record, weights=weights,
                           name=f"kerashub_{_graph_name(backbone)}", ranks=(3, 4))
 
 
 def _image_size(spec, requested, converter_size, fixed) -> tuple[int, int]:
-    """The input (height, width): `--image-size`, else the converter's size, else the backbone's fixed size,
-    else `DEFAULT_IMAGE_SIZE`.
+    """The input (height, width): the backbone's own size if it is built for one (position embeddings, ViT),
+    else `--image-size`, else the converter's size, else `DEFAULT_IMAGE_SIZE`.
 
     Raises:
-        UsageError: `--image-size` for a backbone built for one size (position embeddings, ViT).
+        UsageError: an `--image-size` other than the fixed size of a backbone built for one.
     """
     fixed = None if None in fixed else tuple(int(d) for d in fixed)
     if requested is not None:
@@ -280,9 +286,11 @@ def _image_size(spec, requested, converter_size, fixed) -> tuple[int, int]:
         if fixed is not None and size != fixed:
             raise UsageError(f"{spec} takes {fixed[0]}x{fixed[1]} images only; drop --image-size {requested}")
         return size
+    if fixed is not None:
+        return fixed
     if converter_size and None not in converter_size:
         return int(converter_size[0]), int(converter_size[1])
-    return fixed or (DEFAULT_IMAGE_SIZE, DEFAULT_IMAGE_SIZE)
+    return DEFAULT_IMAGE_SIZE, DEFAULT_IMAGE_SIZE
 
 
 def _rescaling(spec, converter) -> dict:
