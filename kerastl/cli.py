@@ -156,8 +156,8 @@ def main(debug, offline):
               help="Class-per-folder images, WAV files or .txt files. Default: scikit-learn's bundled "
                    "handwritten digits.")
 @click.option("--backbone", default=None, metavar="SPEC",
-              help="keras:<Name>, hub:<url-or-dir>, a .keras file, a SavedModel dir or saved_models/NAME. "
-                   "Default: the shipped pretrained backbone.")
+              help="keras:<Name>, hub:<url-or-dir>, kerashub:<preset-or-dir>, a .keras file, a SavedModel dir or "
+                   "saved_models/NAME. Default: the shipped pretrained backbone.")
 @click.option("--weights", default=None, metavar="imagenet|none|PATH",
               help="Weights of a keras: backbone (none: random, only with --from-scratch).")
 @click.option("--cut", default=None, metavar="LAYER",
@@ -173,7 +173,7 @@ def main(debug, offline):
 @click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True,
               help="adam, or sgd with momentum 0.9.")
 @click.option("--image-size", type=click.IntRange(8, 1024), default=None,
-              help="Input size for keras: and hub: backbones (others have a fixed input; another size is refused).")
+              help="Input size for keras:, hub: and kerashub: image backbones (others have a fixed input; another size is refused).")
 @click.option("--augment", is_flag=True, help="Images: random shifts, rotations, zooms and contrast; audio: "
               "time shifts and gain (slower: the backbone then runs every epoch). Text has none.")
 @click.option("--from-scratch", is_flag=True, help="Same architecture with random weights: the no-transfer baseline.")
@@ -238,7 +238,7 @@ def predict(model, files, trust):
 
 @main.command()
 @click.argument("target", metavar="MODEL|SPEC")
-@click.option("--image-size", type=click.IntRange(8, 1024), default=None, help="Input size for keras:/hub: specs.")
+@click.option("--image-size", type=click.IntRange(8, 1024), default=None, help="Input size for keras:/hub:/kerashub: specs.")
 @click.option("--trust", is_flag=True, help="Allow model files that run code. See SECURITY.md.")
 def inspect(target, image_size, trust):
     """Print a table of layers: name, type, output shape, parameters, trainable."""

@@ -10,6 +10,14 @@ package:
 - `litert-quantizer` (the maintained continuation of `ai-edge-quantizer`): `--quantize dynamic` for audio,
   which must leave the log-mel front end in float32. Image and text exports never import it.
 
+The `kerashub` extra (`pip install "kerastl[kerashub]"`) brings the `kerashub:` backbone source
+(`kerastl.backbones.kerashub`) and what a model holding keras-hub layers needs to load:
+
+- `keras-hub`: the backbones, image converters and text preprocessors;
+- `tensorflow-text`: the ops of keras-hub's tokenizers (inside text models and their SavedModels);
+- `safetensors`: the weights of Hugging Face transformers and timm checkpoints, which keras-hub converts;
+- `kagglehub` and `huggingface-hub`: keras-hub's downloads, and the caches kerastl looks into offline.
+
 No TensorFlow import here: the CLI checks before doing any work.
 """
 
@@ -25,6 +33,11 @@ PACKAGES = {
     "flatbuffers": ("flatbuffers", "tflite"),
     "mediapipe": ("mediapipe", "tflite"),
     "litert_quantizer": ("litert-quantizer", "tflite"),
+    "keras_hub": ("keras-hub", "kerashub"),
+    "tensorflow_text": ("tensorflow-text", "kerashub"),
+    "safetensors": ("safetensors", "kerashub"),
+    "kagglehub": ("kagglehub", "kerashub"),
+    "huggingface_hub": ("huggingface-hub", "kerashub"),
 }
 
 

@@ -56,13 +56,15 @@ def _default_text(manifest: dict) -> str:
 
 
 def describe_backbones() -> list[str]:
-    """Our `saved_models/` backbones (with modality, input and pretraining source), then Keras applications."""
+    """Our `saved_models/` backbones (with modality, input and pretraining source), then Keras applications, then
+    the TF-Hub and keras-hub sources (which need no import to describe)."""
     from kerastl.backbones import (
         KERAS_PREPROCESSING,
         _keras_module,
         keras_application_names,
         list_saved_backbones,
     )
+    from kerastl.backbones.kerashub import describe as kerashub_line
 
     lines = ["Pretrained backbones in saved_models/ (use the path as --backbone):"]
     saved = list_saved_backbones()
@@ -89,4 +91,6 @@ def describe_backbones() -> list[str]:
     lines.append("TF-Hub TF2 SavedModels: hub:<url-or-local-dir>: image feature vectors or classifiers, text "
                  "embeddings taking strings, and audio modules taking 16 kHz waveforms, declared as "
                  "hub:<url-or-local-dir>#modality=audio.")
+    lines.append("")
+    lines.append(kerashub_line())
     return lines

@@ -5,6 +5,9 @@ One function, `load_backbone(spec)`, resolves every kind of backbone. A spec nam
 - `keras:<Name>`: a `keras.applications` constructor (MobileNetV2, EfficientNetB0, ResNet50, VGG16, ...) built
   with `include_top=False`; weights are `imagenet` (through Keras' cache), `none`, or a local weights file.
 - `hub:<url-or-dir>`: a TF-Hub TF2 SavedModel (feature vector or classifier) wrapped by `kerastl.backbones.hub_layer.HubLayer`.
+- `kerashub:<preset>`: a keras-hub backbone (a preset name, `kaggle://...`, `hf://...`, or a directory holding a
+  keras-hub preset or a Hugging Face transformers or timm checkpoint) behind its preset's image converter or text
+  preprocessor (`kerastl.backbones.kerashub`; the `kerashub` extra).
 - `url:<https-url>[#sha256=<hex>]`: one of our released backbones, an archive of a `saved_models/NAME`
   directory, downloaded and verified through `kerastl.net`.
 - a path: a `.keras` file, a SavedModel directory, or one of our pretrained backbones in `saved_models/`
@@ -32,6 +35,7 @@ from kerastl.backbones.keras_apps import (
     keras_application_names,
     keras_source,
 )
+from kerastl.backbones.kerashub import kerashub_source
 from kerastl.backbones.local import path_source, resolve_path
 from kerastl.backbones.models import DEFAULT_IMAGE_SIZE, cut_backbone
 from kerastl.backbones.released import (
@@ -81,6 +85,7 @@ SOURCES = {
     "keras": keras_source,
     "hub": hub_source,
     "url": url_source,
+    "kerashub": kerashub_source,
 }
 
 
@@ -96,12 +101,14 @@ def load_backbone(
     """Resolves a backbone spec into a `Backbone`.
 
     Args:
-        spec: `keras:<Name>`, `hub:<url-or-dir>`, or a path (see the module docstring).
+        spec: `keras:<Name>`, `hub:<url-or-dir>`, `kerashub:<preset>`, `url:<https-url>`, or a path (see the
+            module docstring).
         weights: for `keras:` specs, `imagenet` (default), `none`, or a path to a local weights file. Other
             sources carry their own weights; passing `imagenet` with them is an error.
         cut: name of a layer at which to cut the network (its output becomes the features); a layer inside a
             nested model is named `outer/inner` as `kerastl inspect` lists it, or by its own name if unique.
-        image_size: square input size for sources whose size is free (keras applications, hub modules).
+        image_size: square input size for sources whose size is free (keras applications, hub modules,
+            keras-hub image backbones without a fixed size).
         from_scratch: the same architecture with random initial weights (the no-transfer baseline).
         trust: allow `.keras` files to run arbitrary code (Lambda layers); see SECURITY.md.
 
@@ -112,7 +119,7 @@ def load_backbone(
         KerastlError: the source cannot be loaded (missing file, offline without cached weights, ...).
     """
     if not isinstance(spec, str) or not spec.strip():
-        raise UsageError("empty backbone spec; use keras:<Name>, hub:<url-or-dir> or a path")
+        raise UsageError("empty backbone spec; use keras:<Name>, hub:<url-or-dir>, kerashub:<preset> or a path")
     spec = spec.strip()
     if image_size is not None and not 8 <= int(image_size) <= 1024:
         raise UsageError(f"--image-size must be between 8 and 1024. Received: {image_size}")

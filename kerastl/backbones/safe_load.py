@@ -23,9 +23,12 @@ def load_keras_file(path, *, trust: bool = False):
     whatever its spelling in the JSON. An archive kerastl cannot read that way is refused too. With `trust`,
     HubLayers may load (`kerastl.backbones.hub_layer.trusted_loading`) and Keras loads with `safe_mode=False`.
 
+    A config naming keras-hub classes (a `kerashub:` backbone's layers) needs the `kerashub` extra; Keras imports
+    keras-hub's modules itself as it reads them, so keras-hub is imported only for such files.
+
     Raises:
         KerastlError: the file is missing, unreadable, corrupt, holds a graph-running layer (without `trust`),
-            or holds code that safe mode refuses.
+            holds code that safe mode refuses, or needs an extra that is not installed (one line naming it).
     """
     import shutil
     import tempfile
@@ -40,6 +43,7 @@ def load_keras_file(path, *, trust: bool = False):
     import kerastl.core.graph
     import kerastl.inputs.audio
     import kerastl.inputs.image
+    import kerastl.inputs.packed_text
     import kerastl.inputs.text
 
     path = Path(path)
@@ -65,12 +69,15 @@ def load_keras_file(path, *, trust: bool = False):
                 shutil.copyfile(path, source)
             except OSError as error:
                 raise KerastlError(f"cannot read {path} ({error}); check its permissions") from None
-            _refuse_graph_layers(source, shown=path)
+            _require_packages(_refuse_graph_layers(source, shown=path), shown=path)
         try:
             return keras.saving.load_model(source, safe_mode=not trust, compile=False)
         except KerastlError:
             raise
         except Exception as error:  # noqa: BLE001  (Keras raises many types for bad files; each becomes one line)
+            missing = _missing_extra(error)
+            if missing:
+                raise KerastlError(f"{path} holds layers of {missing}") from None
             message = str(error)
             if "safe_mode" in message or "Lambda" in message:
                 raise KerastlError(
@@ -92,10 +99,47 @@ GRAPH_LAYERS = frozenset(
 )
 
 
-def _refuse_graph_layers(path: Path, *, shown: Path) -> None:
+def _require_packages(config, *, shown: Path) -> None:
+    """Checks that the optional packages whose classes the parsed config names are installed: keras-hub's
+    (`module` `keras_hub.*` or `registered_name` `keras_hub>*`), with tensorflow-text for its tokenizers.
+
+    Raises:
+        KerastlError: one line naming the file, the missing packages and the extra (`kerastl.extras.require`).
+    """
+    from kerastl import extras
+
+    stack = [config]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, tuple) and node[:1] == ("object",):
+            for key, value in node[1]:
+                if key in ("module", "registered_name") and isinstance(value, str) and \
+                        value.startswith(("keras_hub.", "keras_hub>")):
+                    extras.require(f"{shown} (it holds keras-hub layers)", "keras_hub", "tensorflow_text")
+                    return
+                stack.append(value)
+        elif isinstance(node, list):
+            stack.extend(node)
+
+
+def _missing_extra(error) -> str | None:
+    """For an import error of an optional package (`kerastl.extras.PACKAGES`): "<distribution>, which is not
+    installed here; run pip install ..."; else None."""
+    from kerastl import extras
+
+    while error is not None:
+        if isinstance(error, ModuleNotFoundError) and (error.name or "").split(".")[0] in extras.PACKAGES:
+            module = error.name.split(".")[0]
+            dist, extra = extras.PACKAGES[module]
+            return f"{dist}, which is not installed here; run pip install \"kerastl[{extra}]\""
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _refuse_graph_layers(path: Path, *, shown: Path):
     """Refuses a `.keras` archive whose parsed config names a `GRAPH_LAYERS` class anywhere, or that cannot be
-    read as Keras reads it (not a zip, no single `config.json`, not JSON). Fails closed: what this cannot
-    parse is not waved through to Keras.
+    read as Keras reads it (not a zip, no single `config.json`, not JSON), and returns the parsed config
+    (objects as `("object", pairs)`). Fails closed: what this cannot parse is not waved through to Keras.
 
     Raises:
         KerastlError: one line naming the file, the problem and `--trust`.
@@ -125,6 +169,7 @@ def _refuse_graph_layers(path: Path, *, shown: Path) -> None:
             f"{shown} holds a {found} layer, whose SavedModel graph or code runs when it loads (safe mode cannot "
             "vet it); pass --trust only if you made the file or trust whoever did"
         )
+    return config
 
 
 def _graph_layer_in(config) -> str | None:

@@ -66,11 +66,13 @@ def rgb_input_model(model):
 
 
 def lite_model(model):
-    """What `convert_tflite` converts: `(keras_model, input TensorSpec of batch 1)`, `Modality.tflite_model`.
+    """What `convert_tflite` converts: `(keras_model, input TensorSpec of batch 1)`, `Modality.tflite_model`
+    (a list of specs for a file of several inputs).
 
     Images: `rgb_input_model(model)` on float32 pixels. Audio: the model itself on a float32 waveform. Text:
     `kerastl.inputs.text.tokenized_model(model)` on int32 token ids (its vocabulary:
-    `kerastl.inputs.text.vocabulary_of`).
+    `kerastl.inputs.text.vocabulary_of`), or for a keras-hub preprocessor
+    `kerastl.inputs.packed_text.packed_model(model)` on its int32 token ids, padding mask and segment ids.
 
     Raises:
         KerastlError: as `model_input`, or a model with no TFLite form (a text model that cannot be split at its
@@ -87,7 +89,8 @@ def _modality(model):
 
 def tflite_inputs(model, inputs):
     """`inputs` as Keras takes them → as the TFLite file takes them (`Modality.tflite_inputs`): int32 token ids
-    for a text model (tokenized by the model's own tokenizer; None for a hub module that tokenises inside),
+    for a text model (tokenized by the model's own tokenizer; `{name: ids}` of a keras-hub preprocessor's packed
+    inputs; None for a hub module that tokenises inside),
     waveforms and RGB pixels unchanged. (A 1-channel image model's file takes RGB: `verification_set` keeps
     the RGB it decoded for it.)"""
     return _modality(model).tflite_inputs(model, inputs)
@@ -121,6 +124,9 @@ def convert_tflite(model, *, labels: list[str], quantize: str = "none", calibrat
     if quantize == "float16":
         options["target_spec"]["supported_types"] = [tf.float16]
     if quantize in FULL_INTEGER:
+        if isinstance(signature, (list, tuple)):
+            raise UsageError(f"--quantize {quantize} calibrates TFLite files of one input; this {modality.noun} "
+                             f"model's file takes {len(signature)}: use --quantize dynamic or float16")
         if calibration is None or len(calibration) == 0:
             raise UsageError(f"--quantize {quantize} needs calibration inputs (--data DIR)")
         samples = np.array(calibration, dtype=signature.dtype.as_numpy_dtype, copy=True)
@@ -138,6 +144,8 @@ def convert_tflite(model, *, labels: list[str], quantize: str = "none", calibrat
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / TFLITE_FILE
         try:
+            # A list of specs (a keras-hub text model's packed inputs) is the one list argument of a multi-input
+            # functional model.
             converted.export(str(path), format="litert", verbose=False, input_signature=[signature], **options)
         except Exception as error:  # the converter raises ConverterError and friends with pages of MLIR
             raise KerastlError(f"TFLite conversion ({quantize}) failed: {error_line(error)}") from error

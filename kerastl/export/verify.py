@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from kerastl.core.modality import get
+from kerastl.errors import KerastlError
 from kerastl.export.inputs import model_input
 
 # Full-integer calibration: TFLite's guidance is a few hundred representative inputs.
@@ -37,8 +38,9 @@ def verify_tflite(model, inputs, *, reference, y_true=None, threads: int = INTER
     it with `reference` (Keras' probabilities for the same examples).
 
     `inputs` are shaped like the TFLite input (see `tflite_inputs`): float32 pixels in [0, 255] are rounded to
-    uint8 for a uint8 input; waveforms and token ids are cast to the input's dtype. A uint8 or int8 output
-    is dequantized.
+    uint8 for a uint8 input; waveforms and token ids are cast to the input's dtype. For a file of several
+    inputs, `inputs` is `{name: values}` by the names of its signature (a keras-hub text model's `token_ids`,
+    `padding_mask`, `segment_ids`); `input` then describes the first. A uint8 or int8 output is dequantized.
 
     Returns `{"n", "top1_agreement", "accuracy" (None without y_true), "max_abs_diff", "median_latency_ms",
     "bytes", "threads", "input": {"dtype", "shape", "scale", "zero_point"}}`.
@@ -53,18 +55,17 @@ def verify_tflite(model, inputs, *, reference, y_true=None, threads: int = INTER
     content = Path(model).read_bytes() if isinstance(model, (str, os.PathLike)) else bytes(model)
     interpreter = Interpreter(model_content=content, num_threads=threads)
     interpreter.allocate_tensors()
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    inputs = np.asarray(inputs)
-    if inp["dtype"] == np.uint8:
-        inputs = np.clip(np.round(inputs.astype("float32")), 0, 255)
-    inputs = inputs.astype(inp["dtype"])
+    out = interpreter.get_output_details()[0]
+    feeds = _feeds(interpreter, inputs)
+    inp = feeds[0][0]
     probabilities, latencies = [], []
-    for index, example in enumerate(inputs):
-        interpreter.set_tensor(inp["index"], example[None])
+    for index in range(len(feeds[0][1])):
+        for detail, values in feeds:
+            interpreter.set_tensor(detail["index"], values[index][None])
         start = time.perf_counter()
         interpreter.invoke()
         elapsed = time.perf_counter() - start
-        if index or len(inputs) == 1:  # the first call also allocates and warms up
+        if index or len(feeds[0][1]) == 1:  # the first call also allocates and warms up
             latencies.append(elapsed)
         scores = interpreter.get_tensor(out["index"])[0].astype("float32")
         if out["dtype"] in (np.uint8, np.int8):
@@ -80,7 +81,34 @@ def verify_tflite(model, inputs, *, reference, y_true=None, threads: int = INTER
         "threads": threads,
         "input": {"dtype": np.dtype(inp["dtype"]).name, "shape": [int(d) for d in inp["shape"]],
                   "scale": float(scale), "zero_point": int(zero_point)},
+        **({"inputs": list(inputs)} if isinstance(inputs, dict) else {}),
     }
+
+
+def _feeds(interpreter, inputs) -> list:
+    """`[(input detail, values cast to its dtype)]` of the interpreter's inputs: one array for a file of one
+    input; a dict matched by the signature's input names for several (the interpreter's own input order is not
+    the signature's)."""
+    import numpy as np
+
+    details = interpreter.get_input_details()
+    if isinstance(inputs, dict):
+        named = interpreter.get_signature_runner().get_input_details()
+        missing = sorted(set(named) - set(inputs))
+        if missing:
+            raise KerastlError(f"the TFLite file takes {', '.join(sorted(named))}; no values were given for "
+                               f"{', '.join(missing)}")
+        by_index = {detail["index"]: detail for detail in details}
+        # In the order given (a keras-hub text model's token_ids first), so that `input` describes that one.
+        pairs = [(by_index[named[name]["index"]], np.asarray(inputs[name])) for name in inputs if name in named]
+    else:
+        pairs = [(details[0], np.asarray(inputs))]
+    feeds = []
+    for detail, values in pairs:
+        if detail["dtype"] == np.uint8:
+            values = np.clip(np.round(values.astype("float32")), 0, 255)
+        feeds.append((detail, values.astype(detail["dtype"])))
+    return feeds
 
 
 def verify_saved_model(path, inputs, *, reference, y_true=None, signature: str = "serving_float",

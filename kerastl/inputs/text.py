@@ -259,8 +259,6 @@ def tokenized_model(model):
         KerastlError: the model has no `TextVectorization` layer, or is not the chain that
             `kerastl.train.head.build_classifier` makes (backbone, then pooling/dropout/output layers).
     """
-    from kerastl.core.graph import walk_layers
-
     tokenizer = tokenizer_of(model)
     if tokenizer is None:
         raise KerastlError(f"{model.name} has no TextVectorization layer; only models that tokenise inside can be "
@@ -268,20 +266,35 @@ def tokenized_model(model):
     sequence_length = int(tokenizer.get_config()["output_sequence_length"] or 0)
     if not sequence_length:
         raise KerastlError("the tokenizer has no fixed output_sequence_length; TFLite needs a fixed input length")
-    owner = next((layer for layer in walk_layers(model) if isinstance(layer, keras.Model)
-                  and tokenizer in layer.layers), model)
     ids = keras.Input((sequence_length,), dtype="int64", name="token_ids")
-    # The owner's graph from the tokenizer's output onwards, applied to the new input.
-    tail = keras.Model(tokenizer.output, owner.output, name=f"{owner.name}_from_ids")
-    x = tail(ids)
+    return model_after(model, tokenizer, ids, ids), vocabulary_of(model), tokenizer_rules(model)
+
+
+def model_after(model, layer, feed, inputs):
+    """`model` from the output of its tokenizer `layer` onwards, applied to `feed` (a tensor standing for that
+    output, or a list of them for a list output) and returned as a model from `inputs`, sharing its layers and
+    weights.
+
+    Raises:
+        KerastlError: the model is not the chain that `kerastl.train.head.build_classifier` makes (backbone, then
+            pooling/dropout/output layers).
+    """
+    from kerastl.core.graph import walk_layers
+
+    owner = next((each for each in walk_layers(model) if isinstance(each, keras.Model) and layer in each.layers),
+                 model)
+    # The owner's graph from the tokenizer's output (one tensor, or a list of them) onwards, applied to the new
+    # input.
+    tail = keras.Model(layer.output, owner.output, name=f"{owner.name}_from_ids")
+    x = tail(feed)
     if owner is not model:
-        after = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+        after = [each for each in model.layers if not isinstance(each, keras.layers.InputLayer)]
         if not after or after[0] is not owner:
             raise KerastlError("the text model is not a backbone followed by a chain of layers; rebuild it with "
                                "kerastl.train.head.build_classifier")
-        for layer in after[1:]:
-            x = layer(x)
-    return keras.Model(ids, x, name=f"{model.name}_from_ids"), vocabulary_of(model), tokenizer_rules(model)
+        for each in after[1:]:
+            x = each(x)
+    return keras.Model(inputs, x, name=f"{model.name}_from_ids")
 
 
 def tokenize(model, texts) -> np.ndarray:

@@ -1,6 +1,9 @@
-"""Text: the text `Modality`. Raw strings in, the tokenizer inside the model (`kerastl.inputs.text`). String ops
-have no builtin TFLite kernels, so the TFLite file is the model after its tokenizer, taking int32 token ids, with
-its vocabulary written beside it."""
+"""Text: the text `Modality`. Raw strings in, the tokenizer inside the model: kerastl's `TextVectorization`
+(`kerastl.inputs.text`) or a keras-hub preprocessor (`kerastl.inputs.packed_text.PackedTokenizer`, the `kerashub:`
+backbones). String ops have no builtin TFLite kernels, so the TFLite file is the model after its tokenizer, with
+its vocabulary written beside it: taking int32 token ids, or for a keras-hub preprocessor its three int32 inputs
+(`token_ids`, `padding_mask`, `segment_ids`), as BERT models on phones take them. The hooks below are the one place
+that tells the two tokenizers apart."""
 
 from __future__ import annotations
 
@@ -36,9 +39,11 @@ class Text(Modality):
         return InputSpec(self.name, tuple(None if d is None else int(d) for d in model.input.shape[1:]))
 
     def preprocessing_record(self, model):
+        from kerastl.inputs.packed_text import packed_tokenizer_of
         from kerastl.inputs.text import preprocessing_record
 
-        return preprocessing_record(model)
+        packer = packed_tokenizer_of(model)
+        return preprocessing_record(model) if packer is None else packer.record()
 
     # ---------------------------------------------------------------------------------------------- data
     def decoded_bytes(self, spec, files):
@@ -86,26 +91,43 @@ class Text(Modality):
 
     def check_tflite(self, model):
         """A text model tokenising inside a TF-Hub module has no TFLite form: its string ops have no builtin
-        kernels and kerastl cannot split the tokenizer off."""
+        kernels and kerastl cannot split the tokenizer off. Nor has one with a keras-hub tokenizer other than
+        WordPiece, whose rules kerastl does not state (`kerastl.inputs.packed_text.tflite_refusal`)."""
+        from kerastl.inputs.packed_text import packed_tokenizer_of, tflite_refusal
         from kerastl.inputs.text import tokenizer_of
 
-        if tokenizer_of(model) is None:
+        refusal = tflite_refusal(model)
+        if refusal:
+            raise KerastlError(refusal)
+        if tokenizer_of(model) is None and packed_tokenizer_of(model) is None:
             raise KerastlError("this text model tokenises inside a TF-Hub module, whose string ops TFLite cannot "
                                "run and kerastl cannot split off; export it with --format saved_model")
 
     def tflite_model(self, model):
+        """The model after its tokenizer: from int32 token ids (1, sequence_length), or for a keras-hub
+        preprocessor from its packed inputs, one int32 (1, sequence_length) tensor each (a list of specs)."""
         import tensorflow as tf
 
+        from kerastl.inputs.packed_text import packed_model, packed_tokenizer_of
         from kerastl.inputs.text import tokenized_model
 
         self.check_tflite(model)
+        if packed_tokenizer_of(model) is not None:
+            packed = packed_model(model)
+            return packed, [tf.TensorSpec((1, int(each.shape[1])), tf.int32, name=each.name.split(":")[0])
+                            for each in packed.inputs]
         ids_model = tokenized_model(model)[0]
         # int32 ids: what mobile tokenizers produce and TFLite's gather takes natively.
         return ids_model, tf.TensorSpec((1, int(ids_model.input.shape[1])), tf.int32, name="token_ids")
 
     def tflite_inputs(self, model, inputs):
+        """Token ids (N, sequence_length), or for a keras-hub preprocessor `{name: (N, sequence_length)}` of its
+        packed inputs; None for a hub module's model."""
+        from kerastl.inputs.packed_text import pack, packed_tokenizer_of
         from kerastl.inputs.text import tokenize, tokenizer_of
 
+        if packed_tokenizer_of(model) is not None:
+            return pack(model, inputs)
         if tokenizer_of(model) is None:
             return None  # no TFLite form (`check_tflite`)
         return tokenize(model, inputs).astype("int32")
@@ -123,8 +145,17 @@ class Text(Modality):
 
     def companion_contents(self, model):
         from kerastl.export.tflite import write_vocabulary
+        from kerastl.inputs.packed_text import packed_rules, packed_tokenizer_of, packed_vocabulary
         from kerastl.inputs.text import tokenizer_rules, vocabulary_of
 
+        if packed_tokenizer_of(model) is not None:
+            vocabulary = packed_vocabulary(model)
+            report = {**packed_rules(model),
+                      "why": "TFLite has no builtin kernels for the tokenizer's string ops, so the .tflite file is the "
+                             "model after its keras-hub preprocessor; tokenize with the vocabulary file as the rules "
+                             "say (the SavedModel takes raw strings, with tensorflow-text's ops inside: import "
+                             "tensorflow_text before loading it)"}
+            return {"vocabulary": (lambda path: write_vocabulary(vocabulary, path), report)}
         vocabulary = vocabulary_of(model)
         report = {
             **tokenizer_rules(model),
@@ -136,14 +167,19 @@ class Text(Modality):
         return {"vocabulary": (lambda path: write_vocabulary(vocabulary, path), report)}
 
     def synthetic_inputs(self, model, spec, n, *, seed=0):
-        """Strings of random words from the model's vocabulary (common English words for a hub module, whose
-        vocabulary is hidden)."""
+        """Strings of random words from the model's vocabulary (whole words of a WordPiece one; common English
+        words for a hub module, whose vocabulary is hidden)."""
         import numpy as np
 
+        from kerastl.inputs.packed_text import packed_tokenizer_of, packed_vocabulary
         from kerastl.inputs.text import vocabulary_of
 
         rng = np.random.default_rng(seed)
-        words = vocabulary_of(model)[2:] or _COMMON_WORDS.split()
+        if packed_tokenizer_of(model) is not None:
+            # Whole words of the WordPiece vocabulary: not continuation pieces, not [CLS]-style specials.
+            words = [w for w in packed_vocabulary(model) if w.isalpha()] or _COMMON_WORDS.split()
+        else:
+            words = vocabulary_of(model)[2:] or _COMMON_WORDS.split()
         return np.asarray([" ".join(rng.choice(words, rng.integers(3, 40))) for _ in range(n)], dtype=object)
 
     # ---------------------------------------------------------------------------------------------- pretraining

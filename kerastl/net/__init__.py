@@ -33,7 +33,7 @@ Pure standard library on purpose: importing this package must not import TensorF
 from __future__ import annotations
 
 from kerastl.net.archive import MAX_EXTRACT_BYTES, MAX_EXTRACT_MEMBERS, extract_archive
-from kerastl.net.cache import cache_dir, cache_path, is_offline, sha256_file
+from kerastl.net.cache import cache_dir, cache_path, is_offline, reachable, sha256_file
 from kerastl.net.download import fetch, fetch_and_extract, split_pin
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "fetch",
     "fetch_and_extract",
     "is_offline",
+    "reachable",
     "sha256_file",
     "split_pin",
 ]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from kerastl.errors import KerastlError, UsageError, one_line
 
-__all__ = ["cache_dir", "cache_path", "is_offline", "sha256_file"]
+__all__ = ["cache_dir", "cache_path", "is_offline", "reachable", "sha256_file"]
 
 _CHUNK = 1 << 16
 # Suffixes of the files kerastl.net keeps beside a cached file; a cached file's own name must not
@@ -56,6 +56,21 @@ def cache_dir() -> Path:
 def is_offline() -> bool:
     """Return True when ``$KERASTL_OFFLINE`` is 1, true or yes (any case). Raises nothing."""
     return os.environ.get("KERASTL_OFFLINE", "").strip().lower() in ("1", "true", "yes")
+
+
+def reachable(host: str, *, port: int = 443, timeout: float = 5.0) -> bool:
+    """Return whether a TCP connection to ``host:port`` opens within ``timeout`` seconds. Raises nothing.
+
+    For downloads made by other libraries (keras-hub's kagglehub and huggingface_hub, which retry a dead
+    network for tens of seconds): asked first, a machine without network fails at once with kerastl's line.
+    """
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def cache_path(url: str, *, subdir: str = "downloads", filename: str | None = None) -> Path:

@@ -131,7 +131,9 @@ def report_lines(report: dict) -> list[str]:
     if tflite and tflite.get("rgb_input_for_grayscale_model"):
         lines.append("  the TFLite file takes RGB and converts it to grayscale inside (MediaPipe runs only RGB models)")
     tokenizer = report.get("tokenizer")
-    if tokenizer:
+    if tokenizer and tokenizer.get("summary"):
+        lines.append("  " + tokenizer["summary"].replace("{vocabulary_file}", tokenizer.get("vocabulary_file", "the vocabulary")))
+    elif tokenizer:
         lines.append(f"  the TFLite file takes token ids ({tokenizer['sequence_length']} int32 per text), not strings "
                      "(TFLite has no string kernels): tokenize with "
                      f"{tokenizer['vocabulary_file']} ({tokenizer['standardize']}, split on {tokenizer['split']}, "

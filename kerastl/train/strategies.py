@@ -66,18 +66,43 @@ def prepare_backbone(backbone_model):
 
 
 def weighted_layers(model) -> list:
-    """The leaf layers of `model` that hold weights, in order (descending into nested models)."""
+    """The layers of `model` that hold weights, in order (descending into nested models): what `top:N` counts
+    and layer patterns match.
+
+    A layer is one unit however many sublayers it holds (a keras-hub `TransformerEncoder` is one transformer
+    layer), except a stack: a layer that keeps a list of two or more layers holding weights (keras-hub's
+    `ViTEncoder`, whose blocks run in a loop inside it) counts as its weighted sublayers, each block once and in
+    order, so that `top:N` means the last N blocks there too.
+    """
     import keras
 
     from kerastl.core.graph import walk_layers
 
-    return [layer for layer in walk_layers(model) if not isinstance(layer, keras.Model) and layer.weights]
+    units = []
+    for layer in walk_layers(model):
+        if not isinstance(layer, keras.Model) and layer.weights:
+            units.extend(_units(layer))
+    return units
+
+
+def _units(layer) -> list:
+    """`[layer]`, or for a stack (see `weighted_layers`) the units of its weighted direct sublayers."""
+    import keras
+
+    stacked = any(isinstance(value, (list, tuple)) and not name.startswith("_")
+                  and sum(isinstance(v, keras.layers.Layer) and bool(v.weights) for v in value) >= 2
+                  for name, value in vars(layer).items())
+    if not stacked:
+        return [layer]
+    children = [child for child in layer._flatten_layers(include_self=False, recursive=False) if child.weights]
+    return [unit for child in children for unit in _units(child)]
 
 
 def set_backbone_trainable(backbone_model, strategy: Strategy) -> list[str]:
     """Sets which backbone layers train under `strategy` (`head`, `full` or `top`); returns their names.
 
-    `top:N` unfreezes the last N layers that hold weights (layers without weights have nothing to train).
+    `top:N` unfreezes the last N layers that hold weights (`weighted_layers`: a transformer layer or block is
+    one; layers without weights have nothing to train).
 
     Raises:
         UsageError: `auto` was not resolved first, or N exceeds the number of weighted layers.
