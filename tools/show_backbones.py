@@ -53,10 +53,12 @@ def main():
     for r in rows:
         accuracy = f"{r['val_accuracy']:.1%}" if r["val_accuracy"] is not None else "–"
         seen = f"{r['examples_seen']:,}" if r["examples_seen"] else "–"
+        # An imported backbone (speech-embedding) was not trained by kerastl: no class count or training time.
+        classes = f"{r['classes']:,}" if r["classes"] is not None else "–"
+        minutes = f"{r['train_minutes']:.0f} min" if r["train_minutes"] else "–"
         print(f"| {r['name']}{' (default)' if r['default'] else ''} | {r['modality']} | "
               f"{'×'.join(map(str, r['input_shape'] or [])) or 'string'} | {r['feature_width']} | {r['source']} | "
-              f"{r['classes']:,} | {seen} | {r['weights_mb']:.1f} MB | {accuracy} | "
-              f"{r['train_minutes']:.0f} min |")
+              f"{classes} | {seen} | {r['weights_mb']:.1f} MB | {accuracy} | {minutes} |")
     print()
     for r in rows:
         if not r["execution_measurements"]:
