@@ -324,6 +324,7 @@ def manifest_for(model_path: Path, num_samples: int, steps: int, checks: dict, *
                  check_source: str) -> dict:
     """The manifest.json of the backbone (see the module docstring)."""
     from kerastl.net import sha256_file
+    from kerastl.pretraining.execution import hardware_summary
 
     clip_seconds = num_samples / SAMPLE_RATE
     return {
@@ -353,8 +354,11 @@ def manifest_for(model_path: Path, num_samples: int, steps: int, checks: dict, *
             "license": "Apache-2.0",
             "license_note": LICENSE_NOTE,
         },
+        # What the import measured: the rebuilt backbone against the TFLite interpreter (see `verify`).
+        "metrics": {key: checks[key] for key in ("frames_max_abs_diff", "embeddings_max_abs_diff")},
         "verification": {**checks, "tolerance": TOLERANCE, "clips_from": check_source},
         "command": "python tools/import_speech_embedding.py " + " ".join(sys.argv[1:]),
+        "hardware": hardware_summary(),
         "weights": {"file": model_path.name, "sha256": sha256_file(model_path), "bytes": model_path.stat().st_size},
     }
 
