@@ -251,3 +251,22 @@ def test_import_reproduces_the_tflite_files_and_the_shipped_weights(words, tmp_p
     shipped = load_backbone(str(BACKBONE)).model
     for ours, theirs in zip(model.weights, shipped.weights, strict=True):
         np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
+
+
+def test_the_default_audio_backbone_is_the_better_one_on_real_recordings(monkeypatch):
+    """The shipped audio default is whichever backbone transfers better on the real recordings of
+    tools/bench_real_audio.py: the mean, over its sets and label counts, of the better of Option 1 and 2."""
+    from kerastl.backbones import list_saved_backbones
+
+    monkeypatch.delenv("KERASTL_SAVED_MODELS", raising=False)
+    results = json.loads((ROOT / "tools" / "results_real_audio.json").read_text())
+    accuracy = results["accuracy"]
+    cells = {key.rsplit("/", 1)[0] for key in accuracy}
+
+    def score(backbone):
+        return np.mean([max(np.mean(accuracy[f"{cell}/{backbone} {kind}"]) for kind in ("head", "full"))
+                        for cell in cells])
+
+    winner = max(results["backbones"], key=score)
+    defaults = [Path(m["path"]).name for m in list_saved_backbones() if m["modality"] == "audio" and m.get("default")]
+    assert defaults == [Path(results["backbones"][winner]).name]
