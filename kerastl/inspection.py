@@ -71,8 +71,10 @@ def describe_backbones() -> list[str]:
     rows = []
     for m in saved:
         pre = m.get("pretraining", {})
+        # An imported backbone (not pretrained by kerastl) names its source without a class count.
+        classes = f" ({pre['classes']} classes)" if "classes" in pre else ""
         rows.append((m["path"], m.get("modality", "?"), _input_text(m["input"]),
-                     str(m.get("feature_width", "?")), f"{pre.get('source', '?')} ({pre.get('classes', '?')} classes)",
+                     str(m.get("feature_width", "?")), f"{pre.get('source', '?')}{classes}",
                      _default_text(m)))
     if rows:
         lines += ["  " + r for r in format_table(rows, ("spec", "modality", "input", "features", "pretrained on",

@@ -56,12 +56,14 @@ def main():
     for r in rows:
         accuracy = f"{r['val_accuracy']:.1%}" if r["val_accuracy"] is not None else "–"
         seen = f"{r['examples_seen']:,}" if r["examples_seen"] else "–"
-        # An imported backbone was trained elsewhere: no kerastl training time or validation accuracy.
-        trained = "imported" if r["provenance"] else f"{r['train_minutes']:.0f} min"
+        # An imported backbone was trained elsewhere: no kerastl training time (nor, for speech-embedding, a
+        # class count).
+        classes = f"{r['classes']:,}" if r["classes"] is not None else "–"
+        trained = "imported" if r["provenance"] else (f"{r['train_minutes']:.0f} min" if r["train_minutes"] else "–")
         default = f" (default{', ' + r['color'] if r['color'] else ''})" if r["default"] else ""
         print(f"| {r['name']}{default} | {r['modality']} | "
               f"{'×'.join(map(str, r['input_shape'] or [])) or 'string'} | {r['feature_width']} | {r['source']} | "
-              f"{r['classes']:,} | {seen} | {r['weights_mb']:.1f} MB | {accuracy} | {trained} |")
+              f"{classes} | {seen} | {r['weights_mb']:.1f} MB | {accuracy} | {trained} |")
     print()
     for r in rows:
         p = r["provenance"]

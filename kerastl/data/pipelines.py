@@ -51,7 +51,7 @@ def image_dataset(files, labels, *, image_size, channels: int, batch_size: int, 
 def input_spec(model) -> InputSpec:
     """The `InputSpec` of a Keras model (a backbone or a classifier), from the markers it carries rather than a
     guess from its shape (`kerastl.core.modality.of_model`): a string input is text, a waveform carries its
-    sample-rate layer (`LogMelSpectrogram`, `Waveform`), an image its `ImagePreprocessing`; a float (H, W, 1
+    sample-rate layer (`kerastl.inputs.audio.MARKER_LAYERS`), an image its `ImagePreprocessing`; a float (H, W, 1
     or 3) input with no marker at all is taken as images, the one default, for Keras files made elsewhere.
 
     Raises:

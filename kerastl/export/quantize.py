@@ -47,11 +47,12 @@ def check_quantization(modality: str, quantize: str) -> None:
 
 
 def front_end_layers(model) -> list[str]:
-    """Names of the model's `LogMelSpectrogram` layers (kerastl's audio front end)."""
+    """Names of the model's audio front-end layers (`kerastl.inputs.audio.FRONT_END_LAYERS`: `LogMelSpectrogram`,
+    `SpeechEmbeddingMel`)."""
     from kerastl.core.graph import walk_layers
-    from kerastl.inputs.audio import LogMelSpectrogram
+    from kerastl.inputs.audio import FRONT_END_LAYERS
 
-    return [layer.name for layer in walk_layers(model) if isinstance(layer, LogMelSpectrogram)]
+    return [layer.name for layer in walk_layers(model) if isinstance(layer, FRONT_END_LAYERS)]
 
 
 def quantize_dynamic_except(blob: bytes, layers: list[str]) -> bytes:

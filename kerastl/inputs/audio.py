@@ -26,6 +26,7 @@ import numpy as np
 from keras import ops
 
 from kerastl.errors import KerastlError
+from kerastl.inputs.speech_mel import SpeechEmbeddingMel
 
 DEFAULT_SAMPLE_RATE = 16000
 DEFAULT_CLIP_SECONDS = 1.0
@@ -164,22 +165,30 @@ class Waveform(keras.layers.Layer):
         return {"mode": "waveform", "sample_rate": self.sample_rate}
 
 
+# The layers that compute a spectrogram from raw waveforms inside a model: each records the sample rate, and
+# export keeps them float32 under dynamic-range quantization (`kerastl.export.quantize.front_end_layers`).
+FRONT_END_LAYERS = (LogMelSpectrogram, SpeechEmbeddingMel)
+# The layers that mark a model's input as waveforms at a sample rate: the front ends, and `Waveform` for
+# models whose front end is opaque.
+MARKER_LAYERS = (*FRONT_END_LAYERS, Waveform)
+
+
 def sample_rate_of(model) -> int | None:
-    """The sample rate a model's audio input expects (from its `LogMelSpectrogram` or `Waveform` layer)."""
+    """The sample rate a model's audio input expects (from its first `MARKER_LAYERS` layer)."""
     from kerastl.core.graph import walk_layers
 
     for layer in walk_layers(model):
-        if isinstance(layer, (LogMelSpectrogram, Waveform)):
+        if isinstance(layer, MARKER_LAYERS):
             return layer.sample_rate
     return None
 
 
 def preprocessing_record(model) -> dict:
-    """The front-end record of an audio model (its first `LogMelSpectrogram` or `Waveform` layer)."""
+    """The front-end record of an audio model (its first `MARKER_LAYERS` layer)."""
     from kerastl.core.graph import walk_layers
 
     for layer in walk_layers(model):
-        if isinstance(layer, (LogMelSpectrogram, Waveform)):
+        if isinstance(layer, MARKER_LAYERS):
             return layer.to_record()
     return {"mode": "none"}
 
