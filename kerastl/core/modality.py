@@ -215,6 +215,12 @@ class Modality:
         """The TFLite file with the metadata of its MediaPipe task; the default has none and returns `blob`."""
         return blob
 
+    def task_figures(self, blob: bytes, model, inputs, *, reference, y_true) -> dict | None:
+        """What the TFLite file `blob` gives in its MediaPipe task on `inputs` (raw examples, as Keras takes them),
+        beside Keras' `reference` probabilities, for the export report (`exports.tflite.mediapipe`); None (the
+        default) when not measured."""
+        return None
+
     def tflite_figures(self, spec) -> dict:
         """Extra figures for the export report's TFLite entry."""
         return {}
