@@ -188,6 +188,21 @@ def test_mediapipe_ids_predict_what_mediapipe_computes(exported, corpus):
         assert len(exported["record"]["differs_when"]) == 3
 
 
+def test_a_start_token_goes_first(exported):
+    """MediaPipe puts `<START>`'s id before the text's tokens when the vocabulary has one (kerastl writes none):
+    `mediapipe_ids` says so too."""
+    if exported["kind"] != "fold_case":
+        pytest.skip("one tokenizer is enough")
+    vocabulary = {**exported["record"]["vocabulary"], "<START>": 5}
+    model = add_text_classifier_metadata(exported["tflite"], labels=list(MODULES),
+                                         tokenizer=RegexTokenizer(text_rules.DELIMITER_REGEX, vocabulary))
+    texts = TRICKY[2:5]
+    ids = [text_rules.mediapipe_ids(t, text_rules.DELIMITER_REGEX, vocabulary, SEQUENCE_LENGTH) for t in texts]
+    assert all(row[0] == 5 for row in ids)
+    scores, _ = mediapipe_scores(model, texts)
+    np.testing.assert_allclose(scores, litert_scores(exported["tflite"], ids), atol=1e-6)
+
+
 def test_mediapipe_gives_keras_scores_for_every_character(tmp_path):
     """MediaPipe itself on tests/test_text_contract.py's probes (each code point up to U+30FF in three positions
     and three spellings), through an untrained classifier whose vocabulary holds half of their tokens: any token

@@ -19,11 +19,12 @@ installed mediapipe):
 - it is split at every match of ``delim_regex_pattern`` (RE2, UTF-8): the tokens are the pieces
   between matches, empty pieces dropped; nothing is lower-cased or otherwise changed;
 - each token is looked up, exactly, in the vocabulary file: one ``<token> <id>`` per line (split at
-  the first space; empty lines skipped; several tokens may share an id); a token not in it gets the
-  id of ``<UNKNOWN>``;
+  spaces, so a token holds none; empty lines skipped; several tokens may share an id); a token not
+  in it gets the id of ``<UNKNOWN>``;
 - the ids fill the model's (1, N) int32 input, N read from the input tensor's shape: an optional
   ``<START>`` id first (only if the vocabulary has that token), then the first tokens, the rest
-  ``<PAD>``'s id. ``<PAD>`` and ``<UNKNOWN>`` are required (MediaPipe refuses the model without them).
+  ``<PAD>``'s id. ``<PAD>`` and ``<UNKNOWN>`` are required (tokenizer_utils.cc refuses the model
+  without them; this writer checks first).
 
 The output is read as the image and audio writers describe it: one [1, classes] score tensor, the
 class names from the packed ``labels.txt`` (`TENSOR_AXIS_LABELS`), no score calibration.
