@@ -346,9 +346,10 @@ def export(model, fmt, quantize, data, max_accuracy_drop, trust, out):
 
     Both formats take raw inputs (preprocessing is inside). The SavedModel's serving_default signature takes
     uint8 `images` (serving_float: float32 0-255), float32 `waveforms` or string `texts`, and returns
-    probabilities, class_index and class_name; labels travel as assets/labels.txt. Image and audio .tflite
-    files have MediaPipe metadata (labels included); a grayscale model's .tflite takes RGB; a text model's
-    .tflite takes token ids, with its vocabulary written beside it. Each export is run against Keras; the
+    probabilities, class_index and class_name; labels travel as assets/labels.txt. The .tflite files have
+    MediaPipe metadata (labels included); a grayscale model's .tflite takes RGB; a text model's .tflite takes
+    token ids, with its vocabulary written beside it, and its metadata lets MediaPipe's TextClassifier take
+    raw strings (the report says how often it agrees with Keras). Each export is run against Keras; the
     report is printed and written as JSON (m.tflite: m.report.json; DIR: DIR.report.json; all:
     OUT/export_report.json). Files appear only when complete and, with --max-accuracy-drop, only when
     accurate enough.

@@ -5,8 +5,9 @@ The core install (fine-tune, evaluate, predict, SavedModel export, pre-training)
 package:
 
 - `ai-edge-litert`: the LiteRT interpreter that runs every exported file to verify it;
-- `flatbuffers` and `mediapipe` (whose wheel carries the TFLite metadata schema): the metadata of image and
-  audio files, which MediaPipe Tasks reads;
+- `flatbuffers` and `mediapipe` (whose wheel carries the TFLite metadata schema): the metadata of image,
+  audio and text files, which MediaPipe Tasks reads, and (text) the check of the file in MediaPipe's
+  TextClassifier;
 - `litert-quantizer` (the maintained continuation of `ai-edge-quantizer`): `--quantize dynamic` for audio,
   which must leave the log-mel front end in float32. Image and text exports never import it.
 

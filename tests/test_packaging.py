@@ -129,9 +129,10 @@ def test_each_export_checks_only_what_it_uses(monkeypatch):
         require_tflite_dependencies("audio", "dynamic")
     hidden.clear()
     hidden.add("mediapipe")
-    require_tflite_dependencies("text", "none")  # text files carry no MediaPipe metadata
-    with pytest.raises(KerastlError, match="mediapipe"):
-        require_tflite_dependencies("image", "none")
+    for modality in ("image", "audio", "text"):  # every file carries MediaPipe metadata
+        with pytest.raises(KerastlError, match="mediapipe"):
+            require_tflite_dependencies(modality, "none")
+    hidden.clear()
     hidden.add("ai_edge_litert")
     require_tflite_dependencies("text", "none", verify=False)
     with pytest.raises(KerastlError, match="ai-edge-litert"):

@@ -201,7 +201,8 @@ def finetuned(pretrained, texts, tmp_path_factory):
 def test_export_all_saved_model_takes_strings_tflite_takes_token_ids(finetuned, texts, tmp_path):
     """`kerastl export --format all`: the SavedModel's serving_default takes raw strings (two batch sizes); the
     TFLite file takes int32 token ids and the vocabulary is written beside it; tokenizing with that vocabulary
-    by the recorded rules reproduces Keras' answers; the report and the printed lines say so."""
+    by the recorded rules reproduces Keras' answers; MediaPipe's TextClassifier runs the same file on raw strings
+    with Keras' scores (export measured it too); the report and the printed lines say so."""
     import re
 
     import tensorflow as tf
@@ -215,6 +216,7 @@ def test_export_all_saved_model_takes_strings_tflite_takes_token_ids(finetuned, 
                                        "--out", str(out)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "held-out texts" in result.output and "takes token ids" in result.output
+    assert "via MediaPipe" in result.output and "MediaPipe's TextClassifier runs it on raw strings" in result.output
     report = json.loads((out / "export_report.json").read_text())
     assert report["modality"] == "text" and report["verified_on"]["held_out"]
     for figures in report["exports"].values():
@@ -222,6 +224,12 @@ def test_export_all_saved_model_takes_strings_tflite_takes_token_ids(finetuned, 
     tokenizer = report["tokenizer"]
     assert tokenizer["vocabulary_file"] == "vocabulary.txt" and tokenizer["sequence_length"] == 16
     assert report["files"]["vocabulary"] == str(out / "vocabulary.txt")
+    # kerastl pretrain's tokenizer, which MediaPipe's regex tokenizer reproduces: exact, and measured so.
+    assert tokenizer["standardize"] == text.FOLD_CASE
+    assert tokenizer["mediapipe"]["exact"] and tokenizer["mediapipe"]["vocabulary_file"] == "vocab.txt"
+    mediapipe = report["exports"]["tflite"]["mediapipe"]
+    assert mediapipe["n"] == report["verified_on"]["n"] and mediapipe["top1_agreement"] == 1.0
+    assert mediapipe["same_ids"] == 1.0 and mediapipe["max_abs_diff"] < 1e-5 and "note" not in mediapipe
 
     model, labels = load_classifier(finetuned)
     # Snake_case, non-ASCII punctuation and capitals: where an app that guesses the rules gets other ids.
@@ -239,13 +247,14 @@ def test_export_all_saved_model_takes_strings_tflite_takes_token_ids(finetuned, 
     # file. The rule is followed as written (tests/test_text_contract.py checks it character by character).
     vocabulary = (out / "vocabulary.txt").read_text(encoding="utf-8").split("\n")[:-1]
     assert vocabulary[:2] == ["", "[UNK]"]
-    assert tokenizer["lowercase"].startswith("ASCII only") and (tokenizer["pad_id"], tokenizer["oov_id"]) == (0, 1)
+    assert tokenizer["steps"] == ["cut_at_nul", "split", "fold_case", "lookup", "truncate", "pad"]
+    assert (tokenizer["pad_id"], tokenizer["oov_id"]) == (0, 1)
     ids_of = {token: i for i, token in enumerate(vocabulary)}
 
     def tokenize(sentence):
-        sentence = re.sub("[A-Z]", lambda m: m.group().lower(), sentence)
-        sentence = re.sub(tokenizer["strip_regex"], "", sentence)
-        words = [w for w in re.split(tokenizer["split_regex"], sentence) if w][:16]
+        words = [w for w in re.split(tokenizer["split_regex"], sentence.split("\0")[0]) if w][:16]
+        words = [re.sub("[A-Z]", lambda m: m.group().lower(), w) if re.fullmatch(tokenizer["fold_case_regex"], w)
+                 else w for w in words]
         return np.asarray([ids_of.get(word, 1) for word in words] + [0] * (16 - len(words)), dtype=np.int32)
 
     interpreter = Interpreter(str(out / "model.tflite"))
@@ -258,6 +267,53 @@ def test_export_all_saved_model_takes_strings_tflite_takes_token_ids(finetuned, 
         interpreter.invoke()
         lite.append(interpreter.get_tensor(outp["index"])[0])
     np.testing.assert_allclose(np.stack(lite), reference, atol=1e-4)
+
+    # What a MediaPipe app does: hand it the strings.
+    from mediapipe.tasks.python import BaseOptions
+    from mediapipe.tasks.python.text import TextClassifier, TextClassifierOptions
+
+    options = TextClassifierOptions(base_options=BaseOptions(model_asset_path=str(out / "model.tflite")),
+                                    max_results=len(labels))
+    with TextClassifier.create_from_options(options) as classifier:
+        for sentence, expected in zip(samples, reference):
+            categories = classifier.classify(sentence).classifications[0].categories
+            scores = {c.category_name: c.score for c in categories}
+            assert sorted(scores) == sorted(labels)
+            np.testing.assert_allclose([scores[label] for label in labels], expected, atol=1e-5)
+
+
+def test_legacy_tokenizer_exports_and_says_how_often_mediapipe_agrees(texts, tmp_path):
+    """A model with Keras' "lower_and_strip_punctuation" tokenizer (the backbones built before kerastl's own)
+    still exports with MediaPipe metadata, the nearest regex; the report lists where the two differ and the
+    agreement MediaPipe measured, and one printed line says so. Hyphenated words are where they part: Keras
+    joins "rain-storm" into one token, MediaPipe splits it."""
+    import keras
+
+    from kerastl.backbones.archs import build_text_backbone
+    from kerastl.inputs import text
+
+    data = tmp_path / "hyphens"
+    for topic in TOPICS:
+        (data / topic).mkdir(parents=True)
+        for path in sorted((texts / topic).iterdir()):
+            words = path.read_text(encoding="utf-8").split()
+            (data / topic / path.name).write_text("-".join(words[:3]) + " " + " ".join(words[3:]), encoding="utf-8")
+    vocabulary = sorted({w for vocabulary in TOPICS.values() for w in vocabulary} | set(FILLER))
+    keras.utils.set_random_seed(0)
+    backbone = build_text_backbone("textcnn-s", vocabulary, sequence_length=16, standardize=text.LEGACY_STANDARDIZE)
+    backbone.save(tmp_path / "legacy.keras")
+    run = finetune_cli(data, tmp_path / "legacy.keras", tmp_path / "run", "--strategy", "head", "--epochs", "2",
+                       "--batch-size", "8")
+    result = CliRunner().invoke(main, ["export", str(run), "--format", "tflite", "--data", str(data),
+                                       "--out", str(tmp_path / "m.tflite")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "m.report.json").read_text())
+    mediapipe = report["tokenizer"]["mediapipe"]
+    assert mediapipe["supported"] and not mediapipe["exact"] and len(mediapipe["differs_when"]) == 3
+    measured = report["exports"]["tflite"]["mediapipe"]
+    assert measured["same_ids"] < 1.0 and measured["exact_tokenizer"] is False
+    (line,) = [line for line in result.output.splitlines() if "only approximates this model's" in line]
+    assert "lower_and_strip_punctuation" in line and f"{measured['top1_agreement']:.2%}" in line
 
 
 @pytest.mark.parametrize("quantize,max_diff", [("float16", 0.01), ("dynamic", 0.1)])

@@ -68,8 +68,10 @@ def build_audio_backbone(arch: str, *, sample_rate: int, num_samples: int, mean:
     return keras.Model(inputs, features, name=f"audio_{arch.replace('-', '_')}")
 
 
-def build_text_backbone(arch: str, vocabulary, *, sequence_length: int | None = None):
-    """Raw strings (batch,) → tokenizer → `arch` encoder → a feature vector (batch, width).
+def build_text_backbone(arch: str, vocabulary, *, sequence_length: int | None = None, standardize: str | None = None):
+    """Raw strings (batch,) → tokenizer → `arch` encoder → a feature vector (batch, width). The tokenizer
+    standardizes as `standardize` says (default `kerastl.inputs.text.STANDARDIZE`; `LEGACY_STANDARDIZE` for the
+    rule of the backbones built before it).
 
     Raises:
         UsageError: an unknown architecture or an empty vocabulary.
@@ -78,6 +80,7 @@ def build_text_backbone(arch: str, vocabulary, *, sequence_length: int | None = 
 
     from kerastl.inputs.text import (
         DEFAULT_SEQUENCE_LENGTH,
+        STANDARDIZE,
         TEXT_ARCHS,
         WORD_DROPOUT,
         MaskedAveragePooling1D,
@@ -92,7 +95,7 @@ def build_text_backbone(arch: str, vocabulary, *, sequence_length: int | None = 
         raise UsageError("the text backbone needs a vocabulary; the pre-training corpus gave none")
     embed, width = TEXT_ARCHS[arch]
     tokenizer = make_tokenizer(list(vocabulary), vocabulary_size=len(vocabulary) + 2,
-                               sequence_length=sequence_length)
+                               sequence_length=sequence_length, standardize=standardize or STANDARDIZE)
     inputs = keras.Input((), dtype="string", name="texts")
     ids = tokenizer(inputs)
     embedded = keras.layers.Embedding(len(vocabulary) + 2, embed, name="embedding")(ids)

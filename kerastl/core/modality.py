@@ -4,8 +4,8 @@ adds) differ.
 A `Modality` says, for one input type, how its files are recognised and decoded, how a set of them becomes a
 tf.data pipeline and is augmented, what input a model of it takes (read from the markers the model carries,
 never guessed from a shape), how a TF-Hub module of it is wrapped, what a SavedModel and a TFLite file of it
-take, which quantizations it allows, the TFLite metadata it carries, the synthetic inputs an export is checked
-on without data, and how backbones of it are pre-trained. Everything else in kerastl asks the registry
+take, which quantizations it allows, the TFLite metadata it carries and what its MediaPipe task makes of the
+file, the synthetic inputs an export is checked on without data, and how backbones of it are pre-trained. Everything else in kerastl asks the registry
 (`get`, `of_model`, `of_folder`, `all_modalities`) and calls these methods; no other module tests a modality's
 name.
 
@@ -220,6 +220,12 @@ class Modality:
     def tflite_metadata(self, blob: bytes, model, labels, *, quantize: str) -> bytes:
         """The TFLite file with the metadata of its MediaPipe task; the default has none and returns `blob`."""
         return blob
+
+    def task_figures(self, blob: bytes, model, inputs, *, reference, y_true) -> dict | None:
+        """What the TFLite file `blob` gives in its MediaPipe task on `inputs` (raw examples, as Keras takes them),
+        beside Keras' `reference` probabilities, for the export report (`exports.tflite.mediapipe`); None (the
+        default) when not measured."""
+        return None
 
     def tflite_figures(self, spec) -> dict:
         """Extra figures for the export report's TFLite entry."""

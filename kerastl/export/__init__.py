@@ -10,7 +10,7 @@ The package holds one module per format, as keras/src/export does:
 - `tflite`: the LiteRT/TFLite file (phones), `convert_tflite`, `export_tflite`;
 - `quantize`: the TFLite quantizations and which input types allow them;
 - `verify`: each export checked against Keras (`verify_tflite`, `verify_saved_model`);
-- `metadata`: the MediaPipe metadata packed into image and audio TFLite files;
+- `metadata`: the MediaPipe metadata packed into image, audio and text TFLite files;
 - `inputs`, `paths`, `errors`: what every format shares (the model's input, where files go, errors).
 
 `export` ties it together: every export is checked against Keras on held-out inputs (`verify_tflite`,
@@ -77,6 +77,7 @@ from kerastl.export.verify import (
     to_grayscale,
     verification_set,
     verify_saved_model,
+    verify_text_classifier,
     verify_tflite,
 )
 
@@ -89,7 +90,7 @@ __all__ = [
     "model_input", "output_paths", "quantize_dynamic_except",
     "require_tflite_dependencies", "rgb_input_model", "serving_inputs", "synthetic_images",
     "synthetic_inputs", "tflite_inputs", "to_grayscale", "verification_set", "verify_saved_model",
-    "verify_tflite", "vocabulary_path", "write_saved_model", "write_vocabulary",
+    "verify_text_classifier", "verify_tflite", "vocabulary_path", "write_saved_model", "write_vocabulary",
 ]
 
 FORMATS = ("saved_model", "tflite", "all")
@@ -148,8 +149,10 @@ def export(model, *, format: str = "tflite", quantize: str = "none", data=None, 
 
     Returns:
         The report (also written as JSON, see `output_paths`): `modality`, `keras` and per-format `exports`
-        figures from `verify_saved_model` and `verify_tflite`, `verified_on`, `files`, `passed`, and for text
-        `tokenizer` (how to turn a string into the TFLite file's token ids).
+        figures from `verify_saved_model` and `verify_tflite` (for text, with `mediapipe`: the same file run by
+        MediaPipe's TextClassifier on the raw texts, `Modality.task_figures`), `verified_on`, `files`, `passed`,
+        and for text `tokenizer` (how to turn a string into the TFLite file's token ids, and how MediaPipe does).
+        The accuracy gate applies to the formats' own figures, not to MediaPipe's.
 
     The files are one set: written under temporary names, fsynced, and committed together only once every
     export has been converted, verified and passed the gate (`_staged_outputs`). A failed export leaves the
@@ -215,6 +218,10 @@ def export(model, *, format: str = "tflite", quantize: str = "none", data=None, 
             figures = verify_tflite(blob, samples.tflite_inputs, reference=reference, y_true=samples.y_true)
             figures["quantize"] = quantize
             figures.update(modality.tflite_figures(spec))
+            task = modality.task_figures(blob, keras_model, samples.inputs, reference=reference,
+                                         y_true=samples.y_true)
+            if task is not None:
+                figures["mediapipe"] = task
             report["exports"]["tflite"] = _with_drop(figures, report["keras"])
             for key, (write, about) in companions.items():
                 write(staged[key])

@@ -17,8 +17,8 @@ FULL_INTEGER = ("int8", "int8-per-tensor")
 def require_tflite_dependencies(modality: str, quantize: str = "none", *, verify: bool = True) -> None:
     """Checks, before any work, the optional packages a TFLite export of a `modality` model quantized as
     `quantize` will import (`kerastl.extras`): the LiteRT interpreter to verify it (`verify`), and what the
-    modality's metadata and quantization need (`Modality.tflite_packages`: the metadata packages for image and
-    audio files, litert-quantizer only for audio `dynamic`).
+    modality's metadata and quantization need (`Modality.tflite_packages`: the metadata packages for every
+    file, which text exports also use to check the file in MediaPipe; litert-quantizer only for audio `dynamic`).
 
     Raises:
         KerastlError: one line naming the missing packages and the extra that installs them.

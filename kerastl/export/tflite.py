@@ -22,8 +22,11 @@ returns uint8 (raw pixel bytes in); audio and text models are not quantized to i
 - Text: string ops have no builtin TFLite kernels, so the file is the model after its tokenizer: it takes
   token ids (int32, (1, sequence_length)), and the vocabulary is written beside it (`vocabulary.txt`, or
   `<name>.vocab.txt`: line i is the token of id i; id 0, the empty first line, pads; id 1, `[UNK]`, is
-  any word not in it). The report records the tokenizer's rules and says so. int8 is refused
-  (`check_quantization`); dynamic and float16 work.
+  any word not in it). The report records the tokenizer's rules and says so. The file carries MediaPipe
+  TextClassifier metadata: a regex tokenizer and its vocabulary file (`vocab.txt`, packed inside: several
+  spellings per id) that turn a raw string into those ids, exactly for the tokenizer kerastl builds
+  (`kerastl.inputs.text.mediapipe_tokenizer`), and the labels; export runs the file in MediaPipe too and
+  reports how often it agrees with Keras. int8 is refused (`check_quantization`); dynamic and float16 work.
 """
 
 from __future__ import annotations
@@ -97,8 +100,8 @@ def tflite_inputs(model, inputs):
 
 
 def convert_tflite(model, *, labels: list[str], quantize: str = "none", calibration=None) -> bytes:
-    """The TFLite file of `model` (see the module docstring), with MediaPipe metadata for images and audio, as
-    bytes. For a text model it is the token-id model; its vocabulary is `kerastl.inputs.text.vocabulary_of(model)`.
+    """The TFLite file of `model` (see the module docstring), with its MediaPipe task's metadata, as bytes. For a
+    text model it is the token-id model; its vocabulary is `kerastl.inputs.text.vocabulary_of(model)`.
 
     `calibration` (inputs shaped like the TFLite input, see `tflite_inputs`) is required for int8. For images,
     one calibration image gets a pixel of 0 and one of 255 so that the uint8 input is quantized with scale 1

@@ -132,6 +132,56 @@ def verify_saved_model(path, inputs, *, reference, y_true=None, signature: str =
     return {**compare(probabilities, reference, y_true), "bytes": size}
 
 
+def verify_text_classifier(model, texts, *, reference, y_true=None) -> dict:
+    """Runs a TFLite text classifier with MediaPipe metadata (bytes or a path) in MediaPipe Tasks'
+    `TextClassifier` on the raw `texts`, one at a time, as an app does, and compares its scores with
+    `reference` (Keras' probabilities for the same texts). MediaPipe tokenises each text itself, by the
+    file's metadata.
+
+    Returns `{"n", "top1_agreement", "accuracy" (None without y_true), "max_abs_diff", "median_latency_ms"
+    (per `classify` call: tokenising and the model), "runtime"}`.
+
+    Raises:
+        KerastlError: mediapipe is not installed, or MediaPipe refuses the file or a text (one line).
+    """
+    import importlib.metadata
+
+    import numpy as np
+
+    from kerastl import extras
+    from kerastl.errors import KerastlError
+    from kerastl.export.errors import error_line
+
+    extras.require("MediaPipe verification", "mediapipe")
+    from mediapipe.tasks.python import BaseOptions
+    from mediapipe.tasks.python.text import TextClassifier, TextClassifierOptions
+
+    content = Path(model).read_bytes() if isinstance(model, (str, os.PathLike)) else bytes(model)
+    classes = int(np.shape(reference)[-1])
+    options = TextClassifierOptions(base_options=BaseOptions(model_asset_buffer=content), max_results=classes)
+    probabilities, latencies = [], []
+    try:
+        with TextClassifier.create_from_options(options) as classifier:
+            for index, text in enumerate(texts):
+                start = time.perf_counter()
+                result = classifier.classify(str(text))
+                elapsed = time.perf_counter() - start
+                if index or len(texts) == 1:  # the first call also warms up
+                    latencies.append(elapsed)
+                scores = np.zeros(classes, "float32")
+                for category in result.classifications[0].categories:
+                    scores[category.index] = category.score
+                probabilities.append(scores)
+    except (ValueError, RuntimeError) as error:
+        raise KerastlError(f"MediaPipe's TextClassifier failed on the TFLite file: {error_line(error)}") from error
+    probabilities = np.stack(probabilities) if probabilities else np.zeros((0, classes))
+    return {
+        **compare(probabilities, reference, y_true),
+        "median_latency_ms": round(statistics.median(latencies) * 1e3, 4) if latencies else None,
+        "runtime": f"mediapipe {importlib.metadata.version('mediapipe')} TextClassifier",
+    }
+
+
 def compare(probabilities, reference, y_true=None) -> dict:
     """`{"n", "top1_agreement", "accuracy", "max_abs_diff"}` of `probabilities` against `reference`."""
     import numpy as np

@@ -8,9 +8,12 @@ SavedModel, which therefore takes raw strings too.
 TFLite has no builtin kernels for string splitting and lookup, so a text classifier cannot become a .tflite
 file that takes strings. `tokenized_model(model)` gives what can be converted instead: the same classifier
 from token ids (int64, (batch, sequence_length)), plus the vocabulary and the tokenizer's exact rule
-(`tokenizer_rules`: ASCII-only lower-casing, the ASCII punctuation regex, the whitespace split, look-up, pad or
-truncate), so that an app tokenises before calling it. tests/test_text_contract.py checks that a tokenizer
-written from the record alone gives Keras' ids.
+(`tokenizer_rules`), so that an app tokenises before calling it; tests/test_text_contract.py checks that a
+tokenizer written from the record alone gives Keras' ids. MediaPipe's TextClassifier tokenises itself, by the
+regex tokenizer and vocabulary file in the .tflite file's metadata (`mediapipe_tokenizer`): the tokenizer of the
+backbones kerastl builds (`STANDARDIZE`, `fold_case_and_split_punctuation`) is one it reproduces exactly;
+for the backbones built before (Keras' "lower_and_strip_punctuation") it is the nearest, and the export report
+says how often MediaPipe agrees.
 
 The `textcnn-*` encoders: embedding → two 1-D convolutions (the second dilated); the backbone outputs the
 average over the real tokens (`MaskedAveragePooling1D`, so padding does not dilute short texts) of both the word
@@ -31,10 +34,21 @@ import numpy as np
 from keras import ops
 
 from kerastl.errors import KerastlError
+from kerastl.inputs.text_rules import (  # noqa: F401 (KERAS_* and LEGACY_STANDARDIZE re-exported)
+    FOLD_CASE,
+    FOLD_CASE_REGEX,
+    KERAS_SPLIT_REGEX,
+    KERAS_STRIP_REGEX,
+    LEGACY_STANDARDIZE,
+    PUNCTUATION_REGEX,
+    mediapipe_ids,
+    mediapipe_rule,
+    mediapipe_vocabulary,
+    rules_of,
+)
 
 DEFAULT_SEQUENCE_LENGTH = 64
 DEFAULT_VOCABULARY_SIZE = 16000
-STANDARDIZE = "lower_and_strip_punctuation"
 SPLIT = "whitespace"
 # name -> (embedding width, convolution width)
 TEXT_ARCHS = {"textcnn-s": (64, 128), "textcnn-m": (96, 192), "textcnn-l": (192, 128)}
@@ -111,13 +125,54 @@ def text_reader():
 # ---------------------------------------------------------------------------------------------- tokenizer
 
 
+# The standardization of the text backbones kerastl builds (`STANDARDIZE`): what MediaPipe's regex tokenizer
+# reproduces exactly, so that a phone running the .tflite file on raw strings gets Keras' token ids
+# (`mediapipe_tokenizer`). A regex can split a text but not delete characters inside a token and join the pieces,
+# nor lower-case: so ASCII punctuation splits ("set_trainable" is "set" "trainable", where Keras'
+# "lower_and_strip_punctuation" made one token "settrainable"), and only the three spellings of a word that a
+# vocabulary file can list (lower case, Capitalized, ALL CAPS) are folded to lower case; a word in other mixed
+# case ("TensorFlow", "iPhone") is a token of its own, as spelled. Everything from a NUL character on is dropped,
+# since MediaPipe's C API reads the text as a NUL-terminated string. (kerastl.inputs.text_rules states the rules.)
+STANDARDIZE = FOLD_CASE
+
+
+@keras.saving.register_keras_serializable(package="kerastl", name=FOLD_CASE)
+def fold_case_and_split_punctuation(texts):
+    """The `FOLD_CASE` standardization, as a `TextVectorization` `standardize` callable: `texts` (tf.string, any
+    shape) with everything from a NUL on dropped, each ASCII punctuation character replaced by a space, and each
+    whitespace-separated token matching `FOLD_CASE_REGEX` lower-cased (A-Z only), the tokens joined by single
+    spaces. `TextVectorization` then splits on whitespace."""
+    import tensorflow as tf
+
+    texts = tf.strings.regex_replace(texts, r"(?s)\x00.*", "")
+    texts = tf.strings.regex_replace(texts, PUNCTUATION_REGEX, " ")
+    tokens = tf.strings.split(texts)
+    fold = tf.strings.regex_full_match(tokens, FOLD_CASE_REGEX)
+    tokens = tf.ragged.map_flat_values(lambda t, f: tf.where(f, tf.strings.lower(t), t), tokens, fold)
+    return tf.strings.reduce_join(tokens, axis=-1, separator=" ")
+
+
 def make_tokenizer(vocabulary=None, *, vocabulary_size: int = DEFAULT_VOCABULARY_SIZE,
-                   sequence_length: int = DEFAULT_SEQUENCE_LENGTH):
-    """The `TextVectorization` layer of kerastl's text backbones: lowercase, strip punctuation, split on
-    whitespace, look up (0 = padding, 1 = out of vocabulary), pad or truncate to `sequence_length`."""
+                   sequence_length: int = DEFAULT_SEQUENCE_LENGTH, standardize: str = STANDARDIZE):
+    """The `TextVectorization` layer of kerastl's text backbones: standardize (`STANDARDIZE`, or one of Keras'
+    own modes such as `LEGACY_STANDARDIZE`, which the backbones built before it use), split on whitespace, look up
+    (0 = padding, 1 = out of vocabulary), pad or truncate to `sequence_length`."""
     return keras.layers.TextVectorization(
-        max_tokens=int(vocabulary_size), standardize=STANDARDIZE, split=SPLIT, output_mode="int",
-        output_sequence_length=int(sequence_length), vocabulary=vocabulary, name="tokenizer")
+        max_tokens=int(vocabulary_size),
+        standardize=fold_case_and_split_punctuation if standardize == FOLD_CASE else standardize,
+        split=SPLIT, output_mode="int", output_sequence_length=int(sequence_length), vocabulary=vocabulary,
+        name="tokenizer")
+
+
+def standardize_name(tokenizer) -> str | None:
+    """The standardization of a `TextVectorization` layer as a name: Keras' own mode strings, `FOLD_CASE`, or
+    another callable's registered name (or repr), None for none."""
+    value = tokenizer.get_config().get("standardize")
+    if value is None or isinstance(value, str):
+        return value
+    if value is fold_case_and_split_punctuation:
+        return FOLD_CASE
+    return keras.saving.get_registered_name(value) if callable(value) else repr(value)
 
 
 def build_vocabulary(texts, *, vocabulary_size: int = DEFAULT_VOCABULARY_SIZE,
@@ -151,78 +206,22 @@ def vocabulary_of(model) -> list[str]:
     return [] if tokenizer is None else [str(token) for token in tokenizer.get_vocabulary()]
 
 
-# What `TextVectorization`'s "lower_and_strip_punctuation" and "whitespace" do, verified character by character
-# (tests/test_text_contract.py). Keras lower-cases with `tf.strings.lower` without an encoding, which maps
-# A-Z only: "É" and "Σ" stay capitals, where an app's `str.lower()` would change them. Its strip regex
-# (keras/src/layers/preprocessing/text_vectorization.py) is exactly the 32 ASCII punctuation characters of
-# Python's `string.punctuation`, "_" included, and it runs before the split, so "set_trainable" becomes one token
-# "settrainable" and "foo-bar" becomes "foobar". `tf.strings.split` splits on the six ASCII whitespace
-# characters only; U+00A0 or U+3000 stay inside a token.
-KERAS_STRIP_REGEX = r"""[!"#$%&()\*\+,-\./:;<=>?@\[\\\]^_`{|}~\']"""
-KERAS_SPLIT_REGEX = r"[\t\n\x0b\x0c\r ]+"
-_LOWERCASE_RULE = ("ASCII only: A-Z become a-z and every other character is kept as it is (tf.strings.lower "
-                   "without an encoding), so 'ÉCOLE' becomes 'École'; do not use a Unicode lower()")
-_STRIP_RULE = ("delete every match of strip_regex, i.e. each of the 32 ASCII punctuation characters "
-               "(Python's string.punctuation, '_' included), after lower-casing and before splitting: "
-               "'set_trainable_by_pattern' becomes 'settrainablebypattern', 'foo-bar' 'foobar'; non-ASCII "
-               "punctuation such as “ ” ’ — « » … ¿ is kept, as part of the token it touches")
-_SPLIT_RULE = ("split on runs of split_regex (space, tab, LF, VT, FF, CR only; leading and trailing runs "
-               "give no token); other whitespace such as U+00A0 or U+3000 stays inside a token")
-
-
 def tokenizer_rules(model) -> dict:
     """The exact rule that turns a string into the token ids of `model`'s tokenizer, as a JSON-able dict,
     so that an app without TensorFlow reproduces the ids (export's report records it).
 
-    Steps, in order: `lowercase`, `strip` (by `strip_regex`), `split` (by `split_regex`), `lookup` (a
-    token's id is its 0-based line in the vocabulary file, `oov_id` when absent), then `truncate`/`pad` to
-    `sequence_length` with `pad_id`. Each rule is stated in words beside its regex (Python `re` and RE2
-    read both regexes alike). `exact` is False, with the reason in `note`, when the tokenizer uses a setting
-    this record cannot state (a custom standardize or split function, n-grams, ...). `{"mode": "none"}`
-    without a `TextVectorization` layer.
+    Steps, in order (`steps`): for `FOLD_CASE`, `cut_at_nul`, `split` (at runs of `split_regex`, whitespace and
+    ASCII punctuation), `fold_case` (by `fold_case_regex`); for Keras' own modes, `lowercase`, `strip` (by
+    `strip_regex`), `split` (by `split_regex`); then `lookup` (a token's id is its 0-based line in the
+    vocabulary file, `oov_id` when absent) and `truncate`/`pad` to `sequence_length` with `pad_id`. Each rule is
+    stated in words beside its regex (Python `re` and RE2 read the regexes alike). `exact` is False, with the
+    reason in `note`, when the tokenizer uses a setting this record cannot state (a custom standardize or split
+    function, n-grams, ...). `{"mode": "none"}` without a `TextVectorization` layer.
     """
     tokenizer = tokenizer_of(model)
     if tokenizer is None:
         return {"mode": "none"}
-    config = tokenizer.get_config()
-    standardize, split_mode = config.get("standardize"), config.get("split")
-    rules = {"mode": "text_vectorization", "standardize": standardize, "split": split_mode,
-             "steps": ["lowercase", "strip", "split", "lookup", "truncate", "pad"]}
-    unknown = []
-    if standardize in ("lower", "lower_and_strip_punctuation"):
-        rules["lowercase"] = _LOWERCASE_RULE
-    elif standardize in (None, "strip_punctuation"):
-        rules["lowercase"] = "none: the case is kept"
-    else:
-        unknown.append(f"standardize={standardize!r}")
-    if standardize in ("strip_punctuation", "lower_and_strip_punctuation"):
-        rules.update(strip_regex=KERAS_STRIP_REGEX, strip=_STRIP_RULE)
-    elif standardize in (None, "lower"):
-        rules.update(strip_regex=None, strip="none: punctuation is kept")
-    if split_mode == "whitespace":
-        rules.update(split_regex=KERAS_SPLIT_REGEX, split_rule=_SPLIT_RULE)
-    elif split_mode == "character":
-        rules.update(split_regex=None, split_rule="one token per Unicode code point (UTF-8)")
-    elif split_mode is None:
-        rules.update(split_regex=None, split_rule="none: the whole standardised string is one token")
-    else:
-        unknown.append(f"split={split_mode!r}")
-    if config.get("ngrams"):
-        unknown.append(f"ngrams={config['ngrams']!r}")
-    if config.get("output_mode") != "int":
-        unknown.append(f"output_mode={config.get('output_mode')!r}")
-    length = config.get("output_sequence_length")
-    rules.update(
-        lookup="a token's id is its 0-based line number in the vocabulary file (exact match, after the steps "
-               "above); a token not in it gets oov_id",
-        pad_id=0, oov_id=1, sequence_length=length,
-        truncate=f"keep the first {length} tokens" if length else "none",
-        pad=f"append pad_id after the last token up to {length} ids" if length else "none",
-        vocabulary_size=int(tokenizer.vocabulary_size()),
-        exact=not unknown)
-    if unknown:
-        rules["note"] = f"the tokenizer uses {', '.join(unknown)}, which this record does not state"
-    return rules
+    return rules_of(tokenizer.get_config(), standardize_name(tokenizer), int(tokenizer.vocabulary_size()))
 
 
 def preprocessing_record(model) -> dict:
@@ -231,7 +230,7 @@ def preprocessing_record(model) -> dict:
     if tokenizer is None:
         return {"mode": "none"}
     config = tokenizer.get_config()
-    return {"mode": "text_vectorization", "standardize": config.get("standardize"), "split": config.get("split"),
+    return {"mode": "text_vectorization", "standardize": standardize_name(tokenizer), "split": config.get("split"),
             "sequence_length": config.get("output_sequence_length"),
             "vocabulary_size": int(tokenizer.vocabulary_size())}
 
@@ -295,6 +294,35 @@ def model_after(model, layer, feed, inputs):
         for each in after[1:]:
             x = each(x)
     return keras.Model(inputs, x, name=f"{model.name}_from_ids")
+
+
+def mediapipe_tokenizer(model) -> dict:
+    """How MediaPipe's TextClassifier tokenises raw strings for the model's TFLite file (see
+    kerastl.inputs.text_rules): `mediapipe_rule`'s record (`supported`; then `delim_regex_pattern`, `case`,
+    `exact`, `differs_when`, else `why`), with `vocabulary` (token -> id, `mediapipe_vocabulary`) when supported.
+    `exact` is True for `FOLD_CASE` tokenizers: every text gets Keras' ids.
+
+    Raises:
+        KerastlError: the model has no `TextVectorization` layer.
+    """
+    tokenizer = tokenizer_of(model)
+    if tokenizer is None:
+        raise KerastlError(f"{model.name} has no TextVectorization layer, so MediaPipe has no tokenizer to mirror")
+    record = mediapipe_rule(tokenizer.get_config(), standardize_name(tokenizer))
+    if record["supported"]:
+        record["vocabulary"] = mediapipe_vocabulary(vocabulary_of(model), record)
+    return record
+
+
+def mediapipe_id_agreement(model, texts, record) -> float | None:
+    """The share of `texts` whose token ids by MediaPipe's regex tokenizer (`record`, from `mediapipe_tokenizer`)
+    are the model's own (`tokenize`); None for no texts."""
+    if not len(texts):
+        return None
+    expected = tokenize(model, texts)
+    same = [mediapipe_ids(str(text), record["delim_regex_pattern"], record["vocabulary"], ids.shape[0]) == ids.tolist()
+            for text, ids in zip(texts, expected)]
+    return round(float(np.mean(same)), 6)
 
 
 def tokenize(model, texts) -> np.ndarray:

@@ -2,8 +2,10 @@
 (`kerastl.inputs.text`) or a keras-hub preprocessor (`kerastl.inputs.packed_text.PackedTokenizer`, the `kerashub:`
 backbones). String ops have no builtin TFLite kernels, so the TFLite file is the model after its tokenizer, with
 its vocabulary written beside it: taking int32 token ids, or for a keras-hub preprocessor its three int32 inputs
-(`token_ids`, `padding_mask`, `segment_ids`), as BERT models on phones take them. The hooks below are the one place
-that tells the two tokenizers apart."""
+(`token_ids`, `padding_mask`, `segment_ids`), as BERT models on phones take them. A word-level file's MediaPipe
+metadata holds the regex tokenizer and vocabulary with which MediaPipe's TextClassifier turns raw strings into
+those ids (`kerastl.inputs.text.mediapipe_tokenizer`), and the export report says how often MediaPipe then agrees
+with Keras, measured by MediaPipe itself. The hooks below are the one place that tells the tokenizers apart."""
 
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ from kerastl.errors import KerastlError, UsageError
 
 TEXT_EXTENSIONS = (".txt",)
 # Words for synthetic texts when a model's vocabulary is inside a hub module.
+# Below this top-1 agreement between MediaPipe and Keras, the export report calls MediaPipe's approximation poor.
+POOR_AGREEMENT = 0.95
 _COMMON_WORDS = ("the of and to in is that for it as with was on be by this are from or have an they which one "
                  "you were all we when there can been has more if will their would what about time new first")
 
@@ -140,10 +144,54 @@ class Text(Modality):
             raise UsageError(f"--quantize {quantize} makes text models answer at chance (8-bit averages over token "
                              "positions); use --quantize dynamic (int8 weights, 4x smaller) or float16")
 
+    def tflite_packages(self, quantize):
+        return ["flatbuffers", "mediapipe"]
+
+    def tflite_metadata(self, blob, model, labels, *, quantize):
+        """MediaPipe TextClassifier metadata: the regex tokenizer and vocabulary that give the model's token ids
+        (exactly for `FOLD_CASE` tokenizers), and the labels. A tokenizer no regex approaches gets none (the
+        report's `tokenizer.mediapipe.why` says so)."""
+        from kerastl.export import metadata
+
+        record = _mediapipe_record(model)
+        if not record["supported"]:
+            return blob
+        kind = "float32" if quantize == "none" else quantize
+        tokenizer = metadata.RegexTokenizer(record["delim_regex_pattern"], record["vocabulary"])
+        return metadata.add_text_classifier_metadata(
+            blob, labels=list(labels), tokenizer=tokenizer, name=f"{model.name} ({kind})",
+            description=f"Text classifier exported by kerastl: {len(labels)} classes, raw strings in "
+                        "(tokenised by the regex tokenizer of the input's metadata).")
+
+    def task_figures(self, blob, model, inputs, *, reference, y_true):
+        """MediaPipe's TextClassifier on the raw texts (`kerastl.export.verify.verify_text_classifier`), with
+        `same_ids`, the share of texts whose token ids by MediaPipe's rule (`kerastl.inputs.text_rules.
+        mediapipe_ids`) are Keras' own, and a one-line `note` when MediaPipe's tokenizer only approximates the
+        model's. None without metadata (a tokenizer no regex approaches)."""
+        from kerastl.export.verify import verify_text_classifier
+        from kerastl.inputs.text import mediapipe_id_agreement
+
+        record = _mediapipe_record(model)
+        if not record["supported"]:
+            return None
+        figures = verify_text_classifier(blob, inputs, reference=reference, y_true=y_true)
+        figures["same_ids"] = mediapipe_id_agreement(model, inputs, record)
+        figures["exact_tokenizer"] = record["exact"]
+        if not record["exact"]:
+            agreement = figures["top1_agreement"]
+            poor = agreement is not None and agreement < POOR_AGREEMENT
+            figures["note"] = (
+                f"{'poor MediaPipe agreement: ' if poor else ''}MediaPipe's regex tokenizer only approximates this "
+                f"model's ({record['standardize']}): its top-1 agrees with Keras on {_percent(agreement)} of "
+                f"{figures['n']} texts (same token ids for {_percent(figures['same_ids'])}); a backbone made by "
+                "kerastl pretrain tokenises as MediaPipe does, exactly")
+        return figures
+
     companion_files = (Companion(key="vocabulary", file_name="vocabulary.txt", suffix=".vocab.txt",
                                  report_key="tokenizer"),)
 
     def companion_contents(self, model):
+        from kerastl.export.metadata import VOCABULARY_FILE_NAME
         from kerastl.export.tflite import write_vocabulary
         from kerastl.inputs.packed_text import packed_rules, packed_tokenizer_of, packed_vocabulary
         from kerastl.inputs.text import tokenizer_rules, vocabulary_of
@@ -154,15 +202,23 @@ class Text(Modality):
                       "why": "TFLite has no builtin kernels for the tokenizer's string ops, so the .tflite file is the "
                              "model after its keras-hub preprocessor; tokenize with the vocabulary file as the rules "
                              "say (the SavedModel takes raw strings, with tensorflow-text's ops inside: import "
-                             "tensorflow_text before loading it)"}
+                             "tensorflow_text before loading it)",
+                      "mediapipe": _mediapipe_record(model)}
             return {"vocabulary": (lambda path: write_vocabulary(vocabulary, path), report)}
         vocabulary = vocabulary_of(model)
+        mediapipe = _mediapipe_record(model)
+        if mediapipe["supported"]:
+            lines = len(mediapipe.pop("vocabulary"))
+            # Inside the .tflite file, after its flatbuffer, beside labels.txt.
+            mediapipe.update(vocabulary_file=VOCABULARY_FILE_NAME, vocabulary_lines=lines)
         report = {
             **tokenizer_rules(model),
             "input": "token ids, int32 (1, sequence_length), padded with 0 and cut at sequence_length",
             "why": "TFLite has no builtin kernels for the tokenizer's string ops, so the .tflite file is the model "
                    "after its tokenizer; tokenize with the vocabulary file as the rules say (the SavedModel takes "
-                   "raw strings)",
+                   "raw strings), or run it with MediaPipe's TextClassifier, which tokenises raw strings by the "
+                   "file's metadata (`mediapipe`: its regex and the vocabulary file packed in the .tflite file)",
+            "mediapipe": mediapipe,
         }
         return {"vocabulary": (lambda path: write_vocabulary(vocabulary, path), report)}
 
@@ -192,6 +248,22 @@ class Text(Modality):
         from kerastl.pretraining.other_sources import text_model_factory
 
         return text_model_factory(config, source)
+
+
+def _mediapipe_record(model) -> dict:
+    """`kerastl.inputs.text.mediapipe_tokenizer(model)`; for a keras-hub preprocessor (WordPiece), whose
+    MediaPipe BertTokenizer metadata kerastl does not write yet, `{"supported": False, "why": ...}`."""
+    from kerastl.inputs.packed_text import packed_tokenizer_of
+    from kerastl.inputs.text import mediapipe_tokenizer
+
+    if packed_tokenizer_of(model) is not None:
+        return {"supported": False, "why": "kerastl writes no MediaPipe BertTokenizer metadata yet: run the file on "
+                                           "token ids (see the tokenizer rules and the vocabulary beside it)"}
+    return mediapipe_tokenizer(model)
+
+
+def _percent(fraction) -> str:
+    return "-" if fraction is None else f"{fraction:.2%}"
 
 
 TEXT = register(Text())

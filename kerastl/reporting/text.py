@@ -121,12 +121,10 @@ def report_lines(report: dict) -> list[str]:
                  f"{'latency':>10}")
     for name, figures in report["exports"].items():
         label = name if name != "tflite" else f"tflite {figures['quantize']}"
-        accuracy = "-" if figures["accuracy"] is None else f"{figures['accuracy']:.2%}"
-        agreement = "-" if figures["top1_agreement"] is None else f"{figures['top1_agreement']:.2%}"
-        diff = "-" if figures["max_abs_diff"] is None else f"{figures['max_abs_diff']:.2g}"
-        latency = "-" if figures.get("median_latency_ms") is None else f"{figures['median_latency_ms']:.3g} ms"
-        lines.append(f"  {label:<16}  {_size(figures['bytes']):>9}  {agreement:>13}  {accuracy:>8}  {diff:>8}  "
-                     f"{latency:>10}")
+        lines.append(_export_row(label, figures))
+        if figures.get("mediapipe"):
+            # The same file in MediaPipe's TextClassifier, on the raw texts: its own tokenizer, from the metadata.
+            lines.append(_export_row("  via MediaPipe", {**figures["mediapipe"], "bytes": None}))
     tflite = report["exports"].get("tflite")
     if tflite and tflite.get("rgb_input_for_grayscale_model"):
         lines.append("  the TFLite file takes RGB and converts it to grayscale inside (MediaPipe runs only RGB models)")
@@ -135,10 +133,28 @@ def report_lines(report: dict) -> list[str]:
         lines.append("  " + tokenizer["summary"].replace("{vocabulary_file}", tokenizer.get("vocabulary_file", "the vocabulary")))
     elif tokenizer:
         lines.append(f"  the TFLite file takes token ids ({tokenizer['sequence_length']} int32 per text), not strings "
-                     "(TFLite has no string kernels): tokenize with "
-                     f"{tokenizer['vocabulary_file']} ({tokenizer['standardize']}, split on {tokenizer['split']}, "
-                     "id 1 for unknown words, 0 pads)")
+                     f"(TFLite has no string kernels): tokenize with {tokenizer['vocabulary_file']} by the report's "
+                     f"tokenizer rules ({tokenizer['standardize']}; id 1 for unknown words, 0 pads)")
+        mediapipe = tokenizer.get("mediapipe") or {}
+        if mediapipe.get("supported"):
+            exact = "the model's own ids" if mediapipe["exact"] else "the nearest regex to the model's tokenizer"
+            lines.append("  MediaPipe's TextClassifier runs it on raw strings: its metadata holds a regex tokenizer "
+                         f"and {mediapipe['vocabulary_file']} ({exact})")
+        elif mediapipe:
+            lines.append(f"  no MediaPipe metadata: {mediapipe['why']}")
+    note = ((tflite or {}).get("mediapipe") or {}).get("note")
+    if note:
+        lines.append(f"  {note}")
     return lines
+
+
+def _export_row(label: str, figures: dict) -> str:
+    accuracy = "-" if figures.get("accuracy") is None else f"{figures['accuracy']:.2%}"
+    agreement = "-" if figures.get("top1_agreement") is None else f"{figures['top1_agreement']:.2%}"
+    diff = "-" if figures.get("max_abs_diff") is None else f"{figures['max_abs_diff']:.2g}"
+    latency = "-" if figures.get("median_latency_ms") is None else f"{figures['median_latency_ms']:.3g} ms"
+    size = "-" if figures.get("bytes") is None else _size(figures["bytes"])
+    return f"  {label:<16}  {size:>9}  {agreement:>13}  {accuracy:>8}  {diff:>8}  {latency:>10}"
 
 
 def _size(n: int) -> str:

@@ -91,7 +91,7 @@ def add_audio_classifier_metadata(
         author=author,
         license=license,
         subgraph_name="audio_classifier",
-        input_md=_audio_input_metadata(meta_fb, sample_rate=sample_rate, channels=channels),
+        input_mds=[_audio_input_metadata(meta_fb, sample_rate=sample_rate, channels=channels)],
         num_classes=num_classes,
         min_parser_version=_AUDIO_MIN_PARSER_VERSION,
     )

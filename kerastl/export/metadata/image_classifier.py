@@ -92,7 +92,7 @@ def add_image_classifier_metadata(
         author=author,
         license=license,
         subgraph_name="image_classifier",
-        input_md=_image_input_metadata(meta_fb, channels=channels, mean=mean, std=std),
+        input_mds=[_image_input_metadata(meta_fb, channels=channels, mean=mean, std=std)],
         num_classes=num_classes,
         min_parser_version=_IMAGE_MIN_PARSER_VERSION,
     )

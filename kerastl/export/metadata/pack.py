@@ -96,17 +96,21 @@ def _build_metadata(
     author: str,
     license: str,
     subgraph_name: str,
-    input_md: Any,
+    input_mds: list[Any],
     num_classes: int,
     min_parser_version: str,
+    input_process_units: list[Any] | None = None,
 ) -> bytes:
-    """Serializes the ModelMetadata flatbuffer of a classifier with one input (``input_md``) and
-    one class probabilities output, laid out as tflite-support's classifier writers laid it
-    out."""
+    """Serializes the ModelMetadata flatbuffer of a classifier with the inputs ``input_mds`` (one
+    TensorMetadataT per input tensor, in the subgraph's input order) and one class probabilities
+    output, laid out as tflite-support's classifier writers laid it out. ``input_process_units``
+    are the subgraph's own (a BERT tokenizer's, which serves three input tensors at once)."""
     subgraph = meta_fb.SubGraphMetadataT()
     subgraph.name = subgraph_name
-    subgraph.inputTensorMetadata = [input_md]
+    subgraph.inputTensorMetadata = list(input_mds)
     subgraph.outputTensorMetadata = [_scores_metadata(meta_fb, num_classes)]
+    if input_process_units:
+        subgraph.inputProcessUnits = list(input_process_units)
 
     md = meta_fb.ModelMetadataT()
     md.name = name
@@ -122,9 +126,15 @@ def _build_metadata(
     return bytes(builder.Output())
 
 
-def _pack_model(model: bytes, metadata_buf: bytes, labels: list[str], schema: ModuleType) -> bytes:
+def _pack_model(
+    model: bytes,
+    metadata_buf: bytes,
+    labels: list[str],
+    schema: ModuleType,
+    files: tuple[tuple[str, bytes], ...] = (),
+) -> bytes:
     """The model flatbuffer with ``metadata_buf`` as its TFLITE_METADATA, followed by the labels
-    file in a zip archive."""
+    file and ``files`` (``(name, contents)``, e.g. a tokenizer's vocabulary) in a zip archive."""
     flatbuffer = _with_metadata_buffer(model, metadata_buf, schema)
     # Like tflite-support's populator: an uncompressed zip appended to the flatbuffer. Readers
     # (MediaPipe, TFLite Support) locate the zip from its end record and take the files as views
@@ -135,6 +145,8 @@ def _pack_model(model: bytes, metadata_buf: bytes, labels: list[str], schema: Mo
     with zipfile.ZipFile(out, "a", compression=zipfile.ZIP_STORED) as zf:
         info = zipfile.ZipInfo(LABELS_FILE_NAME, date_time=_ZIP_DATE_TIME)
         zf.writestr(info, "".join(label + "\n" for label in labels).encode("utf-8"))
+        for file_name, contents in files:
+            zf.writestr(zipfile.ZipInfo(file_name, date_time=_ZIP_DATE_TIME), contents)
     return out.getvalue()
 
 

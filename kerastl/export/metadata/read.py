@@ -27,7 +27,9 @@ def read_metadata(model: bytes) -> dict[str, Any]:
     ``name``, ``description``, ``content`` ("image", "audio", "feature", ... or None),
     ``color_space`` (image tensors: "RGB", "GRAYSCALE" or "UNKNOWN", else None), ``sample_rate``
     and ``channels`` (ints for audio tensors, else None), ``normalization`` ({"mean", "std"} or
-    None), ``stats`` ({"min", "max"} or None) and ``associated_files`` ([{"name", "type"}])), and
+    None), ``tokenizer`` ({"type": "regex", "delim_regex_pattern", "vocabulary_files"} for a
+    tensor with a regex tokenizer, else None), ``stats`` ({"min", "max"} or None) and
+    ``associated_files`` ([{"name", "type"}])), and
     ``label_files`` (names of the `TENSOR_AXIS_LABELS` files of the outputs).
 
     Raises:
@@ -41,14 +43,14 @@ def read_metadata(model: bytes) -> dict[str, Any]:
     if buf is None:
         raise KerastlError(
             "The TFLite model has no TFLITE_METADATA; add it with "
-            "kerastl.export.metadata.add_image_classifier_metadata or "
-            "add_audio_classifier_metadata."
+            "kerastl.export.metadata.add_image_classifier_metadata, "
+            "add_audio_classifier_metadata or add_text_classifier_metadata."
         )
     if not meta_fb.ModelMetadata.ModelMetadataBufferHasIdentifier(buf, 0):
         raise KerastlError(
             "The model's TFLITE_METADATA is not a metadata flatbuffer (no M001 identifier); "
-            "rewrite it with kerastl.export.metadata.add_image_classifier_metadata or "
-            "add_audio_classifier_metadata."
+            "rewrite it with kerastl.export.metadata.add_image_classifier_metadata, "
+            "add_audio_classifier_metadata or add_text_classifier_metadata."
         )
     md = meta_fb.ModelMetadataT.InitFromObj(meta_fb.ModelMetadata.GetRootAs(buf, 0))
     runtime = _find_metadata_buffer(model, root, "min_runtime_version")
@@ -135,10 +137,14 @@ def _tensor_summary(t: Any, meta_fb: ModuleType) -> dict[str, Any]:
         elif t.content.contentPropertiesType == meta_fb.ContentProperties.AudioProperties:
             sample_rate = int(t.content.contentProperties.sampleRate)
             channels = int(t.content.contentProperties.channels)
-    normalization = None
+    normalization = tokenizer = None
+    units = meta_fb.ProcessUnitOptions
     for unit in t.processUnits or []:
-        if unit.optionsType == meta_fb.ProcessUnitOptions.NormalizationOptions:
+        if unit.optionsType == units.NormalizationOptions:
             normalization = {"mean": _floats(unit.options.mean), "std": _floats(unit.options.std)}
+        elif unit.optionsType == units.RegexTokenizerOptions:
+            tokenizer = {"type": "regex", "delim_regex_pattern": _text(unit.options.delimRegexPattern),
+                         "vocabulary_files": [_text(f.name) for f in unit.options.vocabFile or []]}
     stats = None
     if t.stats is not None:
         stats = {"min": _floats(t.stats.min), "max": _floats(t.stats.max)}
@@ -150,6 +156,7 @@ def _tensor_summary(t: Any, meta_fb: ModuleType) -> dict[str, Any]:
         "sample_rate": sample_rate,
         "channels": channels,
         "normalization": normalization,
+        "tokenizer": tokenizer,
         "stats": stats,
         "associated_files": [
             {"name": _text(f.name), "type": file_types.get(f.type, "UNKNOWN")}
