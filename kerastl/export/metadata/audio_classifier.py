@@ -11,11 +11,10 @@ from kerastl.errors import KerastlError
 from kerastl.export.metadata.pack import _build_metadata, _pack_model
 from kerastl.export.metadata.schema import (
     _check_labels,
+    _check_row_input,
     _check_scores_output,
-    _enum_names,
     _open_for_writing,
     _shape,
-    _shape_signature,
     _single_input_and_output,
 )
 
@@ -111,26 +110,13 @@ def _check_audio_input(waveform: Any, schema: ModuleType, channels: int) -> None
     samples, channels interleaved. We accept the form kerastl converts to and that is tested end
     to end, [1, samples] float32.
     """
-    types = _enum_names(schema.TensorType)
+    _check_row_input(
+        waveform, schema, dtype="FLOAT32", wanted="an audio classifier needs a waveform [1, samples]",
+        shape_fix="convert with input_signature=[kerastl.inputs.audio.tflite_signature(model)]",
+        length_fix="an audio classifier needs a fixed number of samples, so build the Keras model with a fixed "
+                   "clip length",
+        dtype_fix="MediaPipe feeds audio as FLOAT32 samples in [-1, 1], so convert without input quantization")
     shape = _shape(waveform)
-    if len(shape) != 2 or shape[0] != 1 or shape[1] < 1:
-        raise KerastlError(
-            f"The TFLite model's input has shape {shape}; an audio classifier needs a waveform "
-            "[1, samples], so convert with input_signature=[kerastl.inputs.audio.tflite_signature(model)]."
-        )
-    # A waveform input of no fixed length converts to shape [1, 1] with signature [1, -1];
-    # MediaPipe would then classify every single sample on its own.
-    signature = _shape_signature(waveform)
-    if signature and signature[-1] < 1:
-        raise KerastlError(
-            f"The TFLite model's input has a variable length ({signature}); an audio classifier "
-            "needs a fixed number of samples, so build the Keras model with a fixed clip length."
-        )
-    if waveform.Type() != schema.TensorType.FLOAT32:
-        raise KerastlError(
-            f"The TFLite model's input is {types.get(waveform.Type(), waveform.Type())}; MediaPipe "
-            "feeds audio as FLOAT32 samples in [-1, 1], so convert without input quantization."
-        )
     if shape[-1] % channels:
         raise KerastlError(
             f"The TFLite model's input has {shape[-1]} samples, not a multiple of channels="

@@ -192,6 +192,27 @@ def _check_labels(labels: list[str], num_classes: int) -> None:
         raise KerastlError(f"Labels {dupes} are repeated; give every class a distinct name.")
 
 
+def _check_row_input(tensor: Any, schema: ModuleType, *, dtype: str, wanted: str, shape_fix: str,
+                     length_fix: str, dtype_fix: str) -> None:
+    """Checks a [1, N] input of fixed N and type `dtype` (a `schema.TensorType` name), the form MediaPipe's audio
+    and text classifiers fill: `wanted` names it in the shape message, the `*_fix` phrases say what to change.
+
+    Raises:
+        KerastlError: another shape, a variable N, or another type (one line each).
+    """
+    shape = _shape(tensor)
+    if len(shape) != 2 or shape[0] != 1 or shape[1] < 1:
+        raise KerastlError(f"The TFLite model's input has shape {shape}; {wanted}, so {shape_fix}.")
+    # An input of no fixed length converts to shape [1, 1] with signature [1, -1]: MediaPipe would then fill one
+    # value (one sample, one token) per call.
+    signature = _shape_signature(tensor)
+    if signature and signature[-1] < 1:
+        raise KerastlError(f"The TFLite model's input has a variable length ({signature}); {length_fix}.")
+    if tensor.Type() != getattr(schema.TensorType, dtype):
+        found = _enum_names(schema.TensorType).get(tensor.Type(), tensor.Type())
+        raise KerastlError(f"The TFLite model's input is {found}; {dtype_fix}.")
+
+
 def _enum_names(enum: type) -> dict[int, str]:
     return {v: k for k, v in vars(enum).items() if not k.startswith("_")}
 

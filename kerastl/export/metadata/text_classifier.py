@@ -41,11 +41,10 @@ from kerastl.errors import KerastlError
 from kerastl.export.metadata.pack import _build_metadata, _pack_model
 from kerastl.export.metadata.schema import (
     _check_labels,
+    _check_row_input,
     _check_scores_output,
-    _enum_names,
     _open_for_writing,
     _shape,
-    _shape_signature,
     _single_input_and_output,
 )
 
@@ -186,25 +185,12 @@ def _regex_inputs(tokenizer: RegexTokenizer, root: Any, schema: ModuleType, meta
 
 def _check_ids_input(ids: Any, schema: ModuleType) -> None:
     """MediaPipe reads N as the input's second dimension and writes int32 ids (text_preprocessing_graph.cc)."""
-    types = _enum_names(schema.TensorType)
-    shape = _shape(ids)
-    if len(shape) != 2 or shape[0] != 1 or shape[1] < 1:
-        raise KerastlError(
-            f"The TFLite model's input has shape {shape}; a text classifier needs token ids [1, N], so convert "
-            "with batch size 1 and a fixed sequence length."
-        )
-    # A (None, None) input converts to shape [1, 1]: MediaPipe would then keep only the first token.
-    signature = _shape_signature(ids)
-    if signature and signature[-1] < 1:
-        raise KerastlError(
-            f"The TFLite model's input has a variable length ({signature}); MediaPipe fills a fixed number of "
-            "token ids, so build the tokenizer with a fixed output_sequence_length."
-        )
-    if ids.Type() != schema.TensorType.INT32:
-        raise KerastlError(
-            f"The TFLite model's input is {types.get(ids.Type(), ids.Type())}; MediaPipe writes INT32 token ids, "
-            "so convert with an int32 input signature."
-        )
+    _check_row_input(
+        ids, schema, dtype="INT32", wanted="a text classifier needs token ids [1, N]",
+        shape_fix="convert with batch size 1 and a fixed sequence length",
+        length_fix="MediaPipe fills a fixed number of token ids, so build the tokenizer with a fixed "
+                   "output_sequence_length",
+        dtype_fix="MediaPipe writes INT32 token ids, so convert with an int32 input signature")
 
 
 def _check_delimiter(pattern: Any) -> None:
