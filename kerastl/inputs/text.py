@@ -58,6 +58,24 @@ class MaskedAveragePooling1D(keras.layers.Layer):
         return (features_shape[0], features_shape[2])
 
 
+@keras.saving.register_keras_serializable(package="kerastl")
+class ZeroPadding(keras.layers.Layer):
+    """`features` (batch, steps, width) with the steps whose token id (batch, steps) is 0 (padding) set to zero.
+
+    Placed before a convolution, it makes the padding positions look like the convolution's own zero
+    padding, so a text's features do not depend on how far it is padded: the same text padded to 64 tokens
+    or cut to its own length gives the same output (the distilled text backbone trains on batches trimmed to
+    their longest text, and serves at the tokenizer's fixed length).
+    """
+
+    def call(self, inputs):
+        features, ids = inputs
+        return features * ops.cast(ops.not_equal(ids, 0), features.dtype)[..., None]
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+
 def read_text(path) -> str:
     """The contents of a UTF-8 text file (a BOM is dropped).
 
