@@ -59,8 +59,10 @@ def describe_backbones() -> list[str]:
     rows = []
     for m in saved:
         pre = m.get("pretraining", {})
+        # A distilled backbone has a source but no classes.
+        classes = f" ({pre['classes']} classes)" if pre.get("classes") is not None else ""
         rows.append((m["path"], m.get("modality", "?"), _input_text(m["input"]),
-                     str(m.get("feature_width", "?")), f"{pre.get('source', '?')} ({pre.get('classes', '?')} classes)",
+                     str(m.get("feature_width", "?")), f"{pre.get('source', '?')}{classes}",
                      "default" if m.get("default") else ""))
     if rows:
         lines += ["  " + r for r in format_table(rows, ("spec", "modality", "input", "features", "pretrained on",

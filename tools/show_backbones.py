@@ -55,7 +55,7 @@ def main():
         seen = f"{r['examples_seen']:,}" if r["examples_seen"] else "–"
         print(f"| {r['name']}{' (default)' if r['default'] else ''} | {r['modality']} | "
               f"{'×'.join(map(str, r['input_shape'] or [])) or 'string'} | {r['feature_width']} | {r['source']} | "
-              f"{r['classes']:,} | {seen} | {r['weights_mb']:.1f} MB | {accuracy} | "
+              f"{'–' if r['classes'] is None else format(r['classes'], ',')} | {seen} | {r['weights_mb']:.1f} MB | {accuracy} | "
               f"{r['train_minutes']:.0f} min |")
     print()
     for r in rows:
