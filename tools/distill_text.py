@@ -270,7 +270,7 @@ def main():
     parser.add_argument("--embed", type=int, default=160)
     parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--teacher-max-length", type=int, default=128)
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
@@ -339,6 +339,9 @@ def main():
                          "BSD-style, Debian package descriptions under each package's license. The vocabulary "
                          "inside the model is a list of frequent words of those texts."),
         "pretraining": {
+            "source": f"distill:{minilm_teacher.UPSTREAM}",
+            "source_description": f"the sentence embeddings of {minilm_teacher.UPSTREAM} on {n} English texts of "
+                                  "Debian packages (tools/english_corpus.py)",
             "method": "distillation", "loss": "cosine distance to the teacher's embedding",
             "teacher": dict(minilm_teacher.provenance(), pooling="mean over real tokens, L2-normalised",
                             max_length=args.teacher_max_length,
