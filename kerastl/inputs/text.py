@@ -20,6 +20,10 @@ word dropout: while training, each token's vector is zeroed with probability 0.3
 classifier cannot lean on a few memorised words and the mean word vector has to carry the topic of the rest.
 Both are meant for a new output layer on frozen features: the shipped text backbone with them beats training
 from scratch on tools/bench_fewshot_audio_text.py's text task (README table).
+
+The default text backbone, saved_models/english-minilm-distil, is built by tools/distill_text.py with the same
+tokenizer, `ZeroPadding` and `MaskedAveragePooling1D`: a student of all-MiniLM-L6-v2 that outputs a 384-wide
+sentence embedding.
 """
 
 from __future__ import annotations
