@@ -72,7 +72,7 @@ def describe_backbones() -> list[str]:
     for m in saved:
         pre = m.get("pretraining", {})
         # An imported backbone (not pretrained by kerastl) names its source without a class count.
-        classes = f" ({pre['classes']} classes)" if "classes" in pre else ""
+        classes = f" ({pre['classes']} classes)" if pre.get("classes") is not None else ""
         rows.append((m["path"], m.get("modality", "?"), _input_text(m["input"]),
                      str(m.get("feature_width", "?")), f"{pre.get('source', '?')}{classes}",
                      _default_text(m)))

@@ -146,7 +146,7 @@ def test_the_package_finds_the_shipped_backbones(monkeypatch):
     root = saved_models_dir()
     assert root.resolve() == (ROOT / "saved_models").resolve()
     names = {Path(m["path"]).name for m in list_saved_backbones()}
-    assert {"glyphs-smallnet-s", "espeak-words-smallnet-s", "pydocs-files-textcnn-l"} <= names
+    assert {"glyphs-smallnet-s", "espeak-words-smallnet-s", "pydocs-files-textcnn-l", "english-minilm-distil"} <= names
 
 
 @pytest.mark.slow
@@ -192,4 +192,4 @@ def test_every_shipped_backbone_loads_in_a_fresh_process():
                             cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     assert {"glyphs-smallnet-s image", "espeak-words-smallnet-s audio",
-            "pydocs-files-textcnn-l text"} <= set(result.stdout.split("\n"))
+            "pydocs-files-textcnn-l text", "english-minilm-distil text"} <= set(result.stdout.split("\n"))

@@ -118,6 +118,24 @@ def test_masked_average_ignores_padding():
     np.testing.assert_allclose(np.asarray(MaskedAveragePooling1D()([features, np.zeros((1, 4))])), [[0, 0, 0]])
 
 
+def test_zero_padding_makes_features_independent_of_the_padded_length():
+    import keras
+
+    from kerastl.inputs.text import MaskedAveragePooling1D, ZeroPadding
+
+    features = np.arange(12, dtype="float32").reshape(1, 4, 3) + 1
+    np.testing.assert_allclose(np.asarray(ZeroPadding()([features, np.array([[5, 9, 0, 0]])])),
+                               np.concatenate([features[:, :2], np.zeros((1, 2, 3))], axis=1))
+    # Embedding → ZeroPadding → convolution → masked mean: padded to 8 ids or cut to the text's 3, the same.
+    ids_in = keras.Input((None,), dtype="int64")
+    embedded = keras.layers.Embedding(20, 4)(ids_in)
+    x = keras.layers.Conv1D(5, 3, padding="same", activation="relu")(ZeroPadding()([embedded, ids_in]))
+    x = keras.layers.Conv1D(5, 3, padding="same", dilation_rate=2)(ZeroPadding()([x, ids_in]))
+    model = keras.Model(ids_in, MaskedAveragePooling1D()([x, ids_in]))
+    ids = np.array([[3, 7, 11, 0, 0, 0, 0, 0]])
+    np.testing.assert_allclose(np.asarray(model(ids)), np.asarray(model(ids[:, :3])), rtol=1e-6, atol=1e-7)
+
+
 def test_textcnn_l_drops_whole_words_only_while_training():
     import keras
 

@@ -23,6 +23,10 @@ word dropout: while training, each token's vector is zeroed with probability 0.3
 classifier cannot lean on a few memorised words and the mean word vector has to carry the topic of the rest.
 Both are meant for a new output layer on frozen features: the shipped text backbone with them beats training
 from scratch on tools/bench_fewshot_audio_text.py's text task (README table).
+
+The default text backbone, saved_models/english-minilm-distil, is built by tools/distill_text.py with the same
+tokenizer, `ZeroPadding` and `MaskedAveragePooling1D`: a student of all-MiniLM-L6-v2 that outputs a 384-wide
+sentence embedding.
 """
 
 from __future__ import annotations
@@ -70,6 +74,24 @@ class MaskedAveragePooling1D(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         features_shape = input_shape[0]
         return (features_shape[0], features_shape[2])
+
+
+@keras.saving.register_keras_serializable(package="kerastl")
+class ZeroPadding(keras.layers.Layer):
+    """`features` (batch, steps, width) with the steps whose token id (batch, steps) is 0 (padding) set to zero.
+
+    Placed before a convolution, it makes the padding positions look like the convolution's own zero
+    padding, so a text's features do not depend on how far it is padded: the same text padded to 64 tokens
+    or cut to its own length gives the same output (the distilled text backbone trains on batches trimmed to
+    their longest text, and serves at the tokenizer's fixed length).
+    """
+
+    def call(self, inputs):
+        features, ids = inputs
+        return features * ops.cast(ops.not_equal(ids, 0), features.dtype)[..., None]
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
 
 
 def read_text(path) -> str:
