@@ -27,11 +27,14 @@ and validates on the one left (its own seeded split); the baselines train on exa
 (`kerastl.data.split` with the same seed), and every method is scored once on the held-out images:
 
 - `head`, `full`, `auto`: `kerastl.finetune` with `strategy` head, full (head phase, then every layer at a
-  tenth of the learning rate) and auto. `auto` is the shipped default: only `shots` and `seed` set, every
-  other setting kerastl's default; head and full use the bench's epochs and batch size.
-- `scratch`: `from_scratch=True`, the same architecture from random weights, every layer trained
-  (its BatchNormalization statistics recomputed on the training images afterwards, as
-  tools/bench_fewshot_audio_text.py does; both figures are kept).
+  tenth of the learning rate) and auto, each with kerastl's default settings (10 epochs per phase, batch 32,
+  Adam at 1e-3) unless `--epochs`/`--batch-size`/`--learning-rate` say otherwise. `auto` is always the shipped
+  default, only `shots` and `seed` set. When it resolves to a strategy already run with every other setting
+  equal (full, from one label per class), that run is its run: the row is reused, marked `same_run_as`, and
+  the table says so.
+- `scratch`: `from_scratch=True`, the same architecture from random weights, every layer trained for as many
+  epochs as Option 2's two phases (`--scratch-epochs`), its BatchNormalization statistics then recomputed on
+  the training images, as tools/bench_fewshot_audio_text.py does (both figures are kept).
 - `classical`: the modality's classical baseline (image: pixels resized to 32x32 RGB, standardised,
   LogisticRegression);
 - `probe`: LogisticRegression on the frozen pooled backbone features (the features kerastl's head sees),
@@ -389,9 +392,9 @@ HEADERS = {"head": "head", "full": "full", "auto": "auto (default)", "scratch": 
            "classical": "classical", "probe": "linear probe"}
 
 
-def table_lines(record: dict, readme: bool = False) -> list[str]:
-    """The markdown table of one modality's record: mean ± std accuracy (%) per column, then (unless
-    `readme`) the mean wall seconds per run."""
+def table_lines(record: dict) -> list[str]:
+    """One modality's record as markdown: mean ± std accuracy (%) per column and the gaps to the classical
+    baseline, then the mean wall seconds per run and the shared costs."""
     summary = record["summary"]
     methods = [m for m in METHODS if any(m in summary[s] for s in summary)]
     data = record["dataset"]
@@ -411,15 +414,20 @@ def table_lines(record: dict, readme: bool = False) -> list[str]:
             gaps.append(f"{100 * (row[m]['mean'] - row['classical']['mean']):+.1f}"
                         if m in row and "classical" in row else "")
         lines.append(f"| {shots} | " + " | ".join(cells + gaps) + " |")
-    if not readme:
-        lines += ["", "wall seconds per run (mean):", ""]
-        lines.append("| labels per class | " + " | ".join(HEADERS[m] for m in methods) + " |")
-        lines.append("|---" * (len(methods) + 1) + "|")
-        for shots, row in summary.items():
-            lines.append(f"| {shots} | " + " | ".join(f"{row[m]['seconds']:.1f}" if m in row else ""
-                                                      for m in methods) + " |")
-        lines.append("")
-        lines.append(f"shared: {record['shared_seconds']}")
+    reused = sorted({(r["method"], r["same_run_as"], r["strategy"]) for r in record["runs"] if r.get("same_run_as")})
+    for method, other, strategy in reused:
+        lines += ["", (f"{method} resolved to {strategy} with every other setting equal to the {other} column's, "
+                       "so its runs are that column's (one computation, not two).")]
+    lines += ["", "Wall seconds per run (mean; 2 shared CPU cores):", ""]
+    lines.append("| labels per class | " + " | ".join(HEADERS[m] for m in methods) + " |")
+    lines.append("|---" * (len(methods) + 1) + "|")
+    for shots, row in summary.items():
+        lines.append(f"| {shots} | " + " | ".join(f"{row[m]['seconds']:.1f}" if m in row else ""
+                                                  for m in methods) + " |")
+    shared = record["shared_seconds"]
+    lines += ["", (f"Once per run of the tool: pooled features of all {sum(c['used'] for c in data['classes'].values())} "
+                   f"images {shared['pooled_features']:.0f} s, classical features {shared['classical_features']:.0f} s; "
+                   f"whole measurement {record['wall_seconds'] / 60:.0f} min.")]
     return lines
 
 
@@ -452,7 +460,7 @@ def main():
             sys.exit(f"{path} holds no results; run the benchmark first")
         for modality in args.modality:
             if modality in saved:
-                print("\n".join(table_lines(saved[modality], readme=True)))
+                print("\n".join(table_lines(saved[modality])))
                 print()
         return
     if args.min_per_class is None:
