@@ -91,3 +91,15 @@ def test_the_readme_table_is_the_one_printed_from_the_results(bench):
         for shots, row in summary.items():
             runs = [r for r in record["runs"] if r["shots"] == int(shots) and r["method"] == "probe"]
             assert row["probe"]["mean"] == pytest.approx(np.mean([r["accuracy"] for r in runs]), abs=1e-4)
+
+
+def test_digits_are_a_capped_grayscale_set_the_glyph_backbone_is_the_default_for(bench, tmp_path):
+    from kerastl.backbones import default_backbone_spec
+
+    record = bench.sklearn_digits(tmp_path / "data", argparse.Namespace(per_class=12))
+    assert sorted(record["classes"], key=int) == [str(d) for d in range(10)]
+    assert all(c["used"] == 12 and c["available"] > 150 for c in record["classes"].values())
+    files = sorted((tmp_path / "data" / "3").iterdir())
+    assert [p.name for p in files] == record["files"]["3"] and Image.open(files[0]).mode == "L"
+    assert bench.grayscale_pixels(files[:2]).shape == (2, 64)
+    assert default_backbone_spec("image", tmp_path / "data").endswith("glyphs-smallnet-s")

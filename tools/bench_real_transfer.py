@@ -1,10 +1,11 @@
 """Does transfer pay on real data nobody on the project made? Few-shot accuracy per modality, side by side with
 training from scratch, a classical baseline and a linear probe of the same backbone, over several seeds.
 
-A modality is one `RealTask` in `TASKS`: a function that builds the real labelled class-per-folder set from an
-installed package (into a temporary directory; nothing is committed), the name of its classical baseline and
-the function computing that baseline's input features. Only `image` is implemented here; audio and text are
-measured by tools/bench_real_audio.py and tools/bench_real_text.py and will be folded in as entries.
+A real set is one `RealTask` in `TASKS`, under its modality: a function that builds the labelled
+class-per-folder set from an installed package (into a temporary directory; nothing is committed), the name of
+its classical baseline and the function computing that baseline's input features. `--modality image` runs
+both image sets (colour: the default EfficientNet-Lite0; grayscale: the default glyph backbone); audio and
+text are measured by tools/bench_real_audio.py and tools/bench_real_text.py and will be folded in as entries.
 
 Image: the stamps of Tux Paint, Debian's `tuxpaint-stamps-default` (GPL-2; mostly cut-out photographs of real
 objects, animals and plants, some clip art), installed with
@@ -19,6 +20,11 @@ drawn at random (seed 0). Each stamp's transparency is composited on white and t
 PNG (kerastl reads PNGs as RGB, which would otherwise keep whatever colour the transparent pixels hold).
 None of them is an ImageNet photo, so EfficientNet-Lite0 never saw them. The JSON records the package,
 version, licence, how classes were formed, and every file used.
+
+Grayscale images (`image-grayscale`): scikit-learn's handwritten digits (1,797 8×8 scans by 43 people, UCI
+optdigits, CC BY 4.0), as kerastl's `digits_folder` writes them, at most `--per-class` per digit drawn at random
+(seed 0); classical baseline: the 64 raw pixels. The glyph backbone was pre-trained on synthetic pen strokes,
+none of them digits; the project did tune on these digits before (tools/bench_fewshot.py set the auto rule).
 
 For each seed, each class's stamps are shuffled; the first `max(shots) + 1` form the labelled pool and all the
 others are held out, so every method and both label counts are scored on the same held-out images. For N
@@ -77,9 +83,10 @@ C_GRID = [10.0 ** k for k in range(-4, 3)]
 
 @dataclasses.dataclass(frozen=True)
 class RealTask:
-    """One modality's real benchmark.
+    """One real benchmark set.
 
     Attributes:
+        name: its key in `TASKS` and in the JSON (`--task`).
         modality: the kerastl modality name (the `--modality` choice).
         build: `build(root, args) -> provenance`: writes the class-per-folder set into `root` and returns
             what the JSON records about it (package, version, licence, how classes were formed, files).
@@ -87,6 +94,7 @@ class RealTask:
         classical_features: `classical_features(files) -> (n, d) array`: the baseline's input features.
     """
 
+    name: str
     modality: str
     build: Callable[[Path, argparse.Namespace], dict]
     classical: str
@@ -167,17 +175,59 @@ def tuxpaint_stamps(root: Path, args: argparse.Namespace) -> dict:
     }
 
 
-def pixel_features(files, size: int = 32):
-    """Each image resized whole to `size`x`size` RGB (as kerastl resizes to the backbone's input), flattened."""
+def pixel_features(files, size: int = 32, mode: str = "RGB"):
+    """Each image resized whole to `size`x`size` (as kerastl resizes to the backbone's input) in PIL `mode`,
+    flattened."""
     import numpy as np
     from PIL import Image
 
-    return np.stack([np.asarray(Image.open(f).convert("RGB").resize((size, size), Image.BILINEAR),
+    return np.stack([np.asarray(Image.open(f).convert(mode).resize((size, size), Image.BILINEAR),
                                 dtype="float32").ravel() for f in files])
 
 
+def grayscale_pixels(files):
+    """The digits' 8×8 pixels as they are (resizing 8×8 to 8×8 changes nothing)."""
+    return pixel_features(files, size=8, mode="L")
+
+
+def sklearn_digits(root: Path, args: argparse.Namespace) -> dict:
+    """scikit-learn's digits as a class-per-folder PNG set in `root` (see the module docstring)."""
+    import sklearn
+
+    from kerastl.data import digits_folder
+
+    every = digits_folder(root.parent / "digits-all")
+    rng = random.Random(0)
+    classes, files = {}, {}
+    for folder in sorted(every.iterdir(), key=lambda p: int(p.name)):
+        paths = sorted(folder.iterdir())
+        rng.shuffle(paths)
+        chosen = sorted(paths[:args.per_class])
+        (root / folder.name).mkdir(parents=True)
+        for path in chosen:
+            shutil.copyfile(path, root / folder.name / path.name)
+        classes[folder.name] = {"available": len(paths), "used": len(chosen)}
+        files[folder.name] = [path.name for path in chosen]
+    return {
+        "name": "scikit-learn's handwritten digits",
+        "package": "pypi:scikit-learn",
+        "version": sklearn.__version__,
+        "license": "CC-BY-4.0 (UCI optdigits; scikit-learn itself BSD-3-Clause)",
+        "install": "pip install scikit-learn",
+        "content": "1,797 8×8 scans of digits written by 43 people; the glyph backbone was pre-trained on "
+                   "synthetic pen strokes, none of them digits; tools/bench_fewshot.py tuned the auto rule on "
+                   "them",
+        "classes_formed": f"class = digit; at most {args.per_class} per class drawn at random (seed 0); 0-16 ink "
+                          "levels scaled to 0-255 (kerastl.data.digits_folder)",
+        "classes": classes,
+        "files": files,
+    }
+
+
 TASKS = {
-    "image": RealTask("image", tuxpaint_stamps, "pixels 32×32 + logistic regression", pixel_features),
+    "image": RealTask("image", "image", tuxpaint_stamps, "pixels 32×32 + logistic regression", pixel_features),
+    "image-grayscale": RealTask("image-grayscale", "image", sklearn_digits, "pixels 8×8 + logistic regression",
+                                grayscale_pixels),
 }
 
 
@@ -301,11 +351,12 @@ def measure(task: RealTask, args, save: Callable[[dict], None]) -> dict:
         start = time.perf_counter()
         features = pooled_features(spec, every)
         feature_seconds = time.perf_counter() - start
-        print(f"{task.modality}: {len(every)} files, {len(class_names)} classes, backbone {shown}; pooled "
+        print(f"{task.name}: {len(every)} files, {len(class_names)} classes, backbone {shown}; pooled "
               f"features {feature_seconds:.0f} s", flush=True)
         runs = []
         pool_size = max(args.shots) + 1
         record = {
+            "task": task.name,
             "modality": task.modality,
             "backbone": shown,
             "dataset": dataset,
@@ -400,7 +451,7 @@ def table_lines(record: dict) -> list[str]:
     data = record["dataset"]
     seeds = max(v["seeds"] for s in summary.values() for v in s.values())
     licence = data["license"].split(" ")[0]
-    lines = [(f"{record['modality']}: {data['name']} ({data['package']} {data['version']}, {licence}), "
+    lines = [(f"{record.get('task', record['modality'])}: {data['name']} ({data['package']} {data['version']}, {licence}), "
               f"{len(data['classes'])} classes ({', '.join(data['classes'])}), "
               f"{record['held_out_per_seed']} held-out images per seed; backbone `{record['backbone']}`; "
               f"classical = {record['classical']}; accuracy in %, mean ± std over {seeds} seeds."), ""]
@@ -433,7 +484,10 @@ def table_lines(record: dict) -> list[str]:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--modality", nargs="+", default=list(TASKS), choices=list(TASKS))
+    modalities = sorted({task.modality for task in TASKS.values()})
+    parser.add_argument("--modality", nargs="+", default=modalities, choices=modalities)
+    parser.add_argument("--task", nargs="+", default=None, choices=list(TASKS),
+                        help="Only these sets of the modalities. Default: all of them.")
     parser.add_argument("--backbone", default=None, help="Default: the shipped default backbone for the data.")
     parser.add_argument("--shots", type=int, nargs="+", default=[5, 10])
     parser.add_argument("--seeds", type=int, default=3)
@@ -448,19 +502,21 @@ def main():
                         help="Classes with fewer images are left out. Default: max(shots) + 21, so that >= 20 "
                         "per class are held out.")
     parser.add_argument("--tuxpaint-stamps", default=str(TUXPAINT_STAMPS))
-    parser.add_argument("--json", default=str(RESULTS), help="Where the raw results go (merged by modality).")
+    parser.add_argument("--json", default=str(RESULTS), help="Where the raw results go (one record per set, merged into what the file holds).")
     parser.add_argument("--print-readme", action="store_true",
                         help="Print the README table from the JSON (no training).")
     args = parser.parse_args()
+    tasks = [name for name, task in TASKS.items() if task.modality in args.modality and
+             (args.task is None or name in args.task)]
 
     path = Path(args.json)
     saved = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     if args.print_readme:
         if not saved:
             sys.exit(f"{path} holds no results; run the benchmark first")
-        for modality in args.modality:
-            if modality in saved:
-                print("\n".join(table_lines(saved[modality])))
+        for name in tasks:
+            if name in saved:
+                print("\n".join(table_lines(saved[name])))
                 print()
         return
     if args.min_per_class is None:
@@ -471,11 +527,11 @@ def main():
     start = time.perf_counter()
     def save(record):
         record["wall_seconds"] = round(time.perf_counter() - start, 1)
-        saved[record["modality"]] = record
+        saved[record["task"]] = record
         path.write_text(json.dumps(saved, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
-    for modality in args.modality:
-        record = measure(TASKS[modality], args, save)
+    for name in tasks:
+        record = measure(TASKS[name], args, save)
         print()
         print("\n".join(table_lines(record)))
     print(f"\ntotal wall time {time.perf_counter() - start:.0f} s; raw results in {path}")
