@@ -28,8 +28,8 @@ def test_it_is_the_one_default_text_backbone_and_its_manifest_says_where_it_come
     from kerastl.net import sha256_file
 
     assert Path(default_backbone_spec("text")).name == NAME
-    defaults = [m["modality"] for m in list_saved_backbones() if m.get("default")]
-    assert sorted(defaults) == sorted(set(defaults)), "two default backbones of one modality"
+    defaults = [m["path"] for m in list_saved_backbones() if m.get("default") and m.get("modality") == "text"]
+    assert [Path(p).name for p in defaults] == [NAME], "one default text backbone"
     manifest = json.loads((shipped / "manifest.json").read_text())
     weights = shipped / manifest["weights"]["file"]
     assert weights.stat().st_size == manifest["weights"]["bytes"] <= 20_000_000
