@@ -172,6 +172,9 @@ def main(debug, offline):
               show_default=True, help="Head learning rate; full/top:N fine-tuning uses a tenth of it.")
 @click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True,
               help="adam, or sgd with momentum 0.9.")
+@click.option("--head-solver", type=click.Choice(["steps", "probe"]), default="steps", show_default=True,
+              help="How the head is fitted on cached features: --epochs of the optimizer, or solved as a "
+                   "logistic regression with its L2 penalty chosen by cross-validation.")
 @click.option("--image-size", type=click.IntRange(8, 1024), default=None,
               help="Input size for keras:, hub: and kerashub: image backbones (others have a fixed input; another size is refused).")
 @click.option("--augment", is_flag=True, help="Images: random shifts, rotations, zooms and contrast; audio: "
@@ -185,7 +188,7 @@ def main(debug, offline):
 @click.option("--trust", is_flag=True, help="Allow model files that run code (Lambda layers). See SECURITY.md.")
 @click.option("--out", required=True, type=_NonEmptyPath(), help="Output directory.")
 def finetune(data, backbone, weights, cut, strategy, shots, epochs, head_epochs, batch_size, learning_rate,
-             optimizer, image_size, augment, from_scratch, validation_split, seed, deterministic, trust, out):
+             optimizer, head_solver, image_size, augment, from_scratch, validation_split, seed, deterministic, trust, out):
     """Fine-tune a pretrained backbone with a new output layer on your classes.
 
     Writes OUT/model.keras, OUT/labels.txt, OUT/metrics.json and OUT/report.png.
@@ -196,7 +199,7 @@ def finetune(data, backbone, weights, cut, strategy, shots, epochs, head_epochs,
 
     hparams = HParams(epochs=epochs, head_epochs=head_epochs, batch_size=batch_size, learning_rate=learning_rate,
                       optimizer=optimizer, augment=augment, shots=shots, validation_fraction=validation_split,
-                      seed=seed, deterministic=deterministic)
+                      seed=seed, deterministic=deterministic, head_solver=head_solver)
     model_options = ModelOptions(strategy=strategy, from_scratch=from_scratch)
     # Checked before the digits note, and the strategy first, as finetune checks them.
     model_options.validate()

@@ -133,7 +133,9 @@ def train_head_on_features(classifier, train_features, train_labels, *, config: 
 
 
 def _train_head(classifier, data, hparams: HParams, epochs, class_weight, verbose, timing, out=None):
-    """Trains the head with the backbone frozen: on cached features, or with a plain `fit` under augmentation.
+    """Trains the head with the backbone frozen: on cached features (by `epochs` of the optimizer, or solved as
+    a linear probe: `hparams.head_solver`), or with a plain `fit` under augmentation. Returns the Keras History,
+    the probe's record (`kerastl.train.probe.ProbeFit.record`), or None when `epochs` is 0.
 
     Either way the frozen backbone's features of the (unaugmented) training images are computed once first,
     to standardise them (`Classifier.adapt`); the cached path then trains on them directly.
@@ -155,6 +157,14 @@ def _train_head(classifier, data, hparams: HParams, epochs, class_weight, verbos
     if epochs <= 0:
         return None
     start = time.perf_counter()
+    if cached and hparams.head_solver == "probe":
+        from kerastl.train.probe import fit_probe, set_head, standardised
+
+        fit = fit_probe(standardised(classifier, train_x), data["train_labels"], int(classifier.predictions.units),
+                        class_weight=class_weight, seed=hparams.seed)
+        set_head(classifier, fit)
+        timing["head_train_seconds"] = round(time.perf_counter() - start, 3)
+        return fit.record()
     if cached:
         history = train_head_on_features(classifier, train_x, data["train_labels"], config=hparams, epochs=epochs,
                                          validation=validation, class_weight=class_weight, verbose=verbose,
@@ -329,7 +339,7 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
                                                  {"weights": weights, "cut": cut, "image_size": image_size})
 
     classifier = _build_classifier(backbone, len(parts.class_names), options, seed=hparams.seed)
-    timing, history = {}, []
+    timing, history, head_fit = {}, [], None
     validation = data["val"] if hparams.validate_each_epoch else None
     start = time.perf_counter()
     if options.from_scratch:
@@ -344,7 +354,10 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
         head_epochs = hparams.epochs if strategy.kind == "head" else (
             hparams.epochs if hparams.head_epochs is None else hparams.head_epochs)
         fit = _train_head(classifier, data, hparams, head_epochs, weights_by_class, verbose, timing, out=out)
-        history += _history_rows(fit, "head")
+        if isinstance(fit, dict):
+            head_fit = fit
+        else:
+            history += _history_rows(fit, "head")
         if strategy.kind in ("full", "top"):
             set_backbone_trainable(classifier.backbone, strategy)
             _apply_patterns(classifier, options, set_trainable_by_pattern)
@@ -378,6 +391,7 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
         "skipped": [{"path": p, "reason": r} for p, r in scan.skipped],
         "ignored_files": len(scan.ignored),
         "history": history,
+        "head_fit": head_fit,
         "timing": timing,
         "config": dataclasses.asdict(config),
         "notes": notes,

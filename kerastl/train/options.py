@@ -26,6 +26,9 @@ import dataclasses
 from kerastl.errors import UsageError
 
 OPTIMIZERS = ("adam", "sgd")
+#: How Option 1's head is fitted on cached features: optimizer steps, or solved as a cross-validated linear
+#: probe (`kerastl.train.probe`).
+HEAD_SOLVERS = ("steps", "probe")
 
 
 @dataclasses.dataclass
@@ -53,6 +56,10 @@ class HParams:
         deterministic: TensorFlow op determinism; with a fixed `seed`, a run resumed after a kill ends with the
             weights an uninterrupted run ends with (see `kerastl.train.resume`).
         balance_classes: class weights when classes are imbalanced.
+        head_solver: how the head is fitted on cached features (Option 1, and the head phase before full and
+            top:N): "steps", `epochs` of the optimizer; "probe", a multinomial logistic regression solved by
+            L-BFGS with its L2 penalty chosen by k-fold cross-validation on the training examples
+            (`kerastl.train.probe`), which needs the feature cache (no `augment`, `cache_features` on).
     """
 
     epochs: int = 10
@@ -71,6 +78,7 @@ class HParams:
     validate_each_epoch: bool = True
     deterministic: bool = False
     balance_classes: bool = True
+    head_solver: str = "steps"
 
     def validate(self) -> None:
         """Checks the optimisation and schedule settings.
@@ -90,10 +98,14 @@ class HParams:
             ("fine_tune_factor", self.fine_tune_factor, 0 < float(self.fine_tune_factor) <= 1, "in (0, 1]"),
             ("--optimizer", self.optimizer, self.optimizer in OPTIMIZERS, f"one of {OPTIMIZERS}"),
             ("--momentum", self.momentum, 0 <= float(self.momentum) < 1, "in [0, 1)"),
+            ("--head-solver", self.head_solver, self.head_solver in HEAD_SOLVERS, f"one of {HEAD_SOLVERS}"),
         ]
         for name, value, ok, expected in checks:
             if not ok:
                 raise UsageError(f"{name} must be {expected}. Received: {value}")
+        if self.head_solver == "probe" and (self.augment or not self.cache_features):
+            raise UsageError("--head-solver probe fits the head on cached features, which --augment and "
+                             "cache_features=False turn off; drop them, or use --head-solver steps")
 
 
 @dataclasses.dataclass
@@ -169,6 +181,7 @@ class FinetuneConfig:
     balance_classes: bool = HParams.balance_classes
     trainable_layers: list | None = ModelOptions.trainable_layers
     frozen_layers: list | None = ModelOptions.frozen_layers
+    head_solver: str = HParams.head_solver
 
     @classmethod
     def from_parts(cls, hparams: HParams | None = None, model_options: ModelOptions | None = None
