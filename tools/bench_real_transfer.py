@@ -281,7 +281,7 @@ def finetune_config(method: str, shots: int, seed: int, args):
         common["head_solver"] = args.head_solver
     if method == "scratch":
         # The same architecture and as many epochs as Option 2's two phases (head, then every layer).
-        epochs = args.scratch_epochs or 2 * common.get("epochs", FinetuneConfig.epochs)
+        epochs = args.scratch_epochs or (2 * common["epochs"] if "epochs" in common else None)
         return FinetuneConfig(**{**common, "epochs": epochs}, strategy="full", from_scratch=True)
     return FinetuneConfig(strategy=method, **common)
 
