@@ -415,6 +415,7 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
     else:
         metrics = classification_metrics([], np.zeros((0, len(parts.class_names))), parts.class_names)
         metrics["evaluated_on"] = "nothing (no validation split)"
+    metrics["baseline"] = _baseline(backbone, parts, hparams, weights_by_class, metrics)
     metrics.update({
         "strategy": "from-scratch" if options.from_scratch else str(strategy),
         "strategy_requested": str(requested),
@@ -443,6 +444,21 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
         files = save_outputs(out, model, parts.class_names, metrics)
         clear_backups(out)  # only once every output is in place
     return FinetuneResult(model=model, class_names=parts.class_names, metrics=metrics, files=files)
+
+
+def _baseline(backbone, parts, hparams: HParams, class_weight, metrics) -> dict | None:
+    """The classical baseline on the run's split (`kerastl.train.baseline`), with `margin`, the run's accuracy
+    minus the baseline's (positive: transfer beat it); None without `hparams.baseline` or a validation split."""
+    from kerastl.data import input_spec
+    from kerastl.train.baseline import classical_baseline
+
+    if not hparams.baseline:
+        return None
+    record = classical_baseline(input_spec(backbone.model), parts.train_files, parts.train_labels, parts.val_files,
+                                parts.val_labels, class_weight=class_weight, seed=hparams.seed)
+    if record is not None and metrics.get("accuracy") is not None:
+        record["margin"] = round(metrics["accuracy"] - record["accuracy"], 6)
+    return record
 
 
 def _settings(config, hparams, model_options) -> FinetuneConfig:

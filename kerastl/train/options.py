@@ -68,6 +68,8 @@ class HParams:
             top:N): "steps", `epochs` of the optimizer; "probe", a multinomial logistic regression solved by
             L-BFGS with its L2 penalty chosen by k-fold cross-validation on the training examples
             (`kerastl.train.probe`), which needs the feature cache (no `augment`, `cache_features` on).
+        baseline: also fit the input type's classical baseline (a logistic regression on pixels, log-spectrum
+            statistics or TF-IDF) on the same split, and report it beside the result (`kerastl.train.baseline`).
     """
 
     epochs: int | None = None
@@ -90,6 +92,7 @@ class HParams:
     deterministic: bool = False
     balance_classes: bool = True
     head_solver: str = "steps"
+    baseline: bool = True
 
     def validate(self) -> None:
         """Checks the optimisation and schedule settings.
@@ -200,6 +203,7 @@ class FinetuneConfig:
     min_steps: int = HParams.min_steps
     schedule: str = HParams.schedule
     early_stopping: bool = HParams.early_stopping
+    baseline: bool = HParams.baseline
 
     @classmethod
     def from_parts(cls, hparams: HParams | None = None, model_options: ModelOptions | None = None
