@@ -209,6 +209,19 @@ def test_rule_record(exported):
     assert "ASCII" in record["exact_on"] and len(record["differs_when"]) == 2
 
 
+@pytest.mark.parametrize("quantize", ["float16", "dynamic"])
+def test_quantized_files_carry_the_metadata_too(exported, quantize):
+    """`convert_tflite` writes the metadata for every quantization text allows: MediaPipe's scores are the quantized
+    file's own on keras-hub's ids."""
+    from kerastl.export.tflite import convert_tflite
+    from kerastl.inputs.packed_text import pack
+
+    blob = convert_tflite(exported["keras"], labels=LABELS, quantize=quantize)
+    scores, names = mediapipe_scores(blob, ASCII_TEXTS)
+    assert all(n == LABELS for n in names)
+    np.testing.assert_allclose(scores, litert_scores(blob, pack(exported["keras"], ASCII_TEXTS)), atol=1e-6)
+
+
 # ---------------------------------------------------------------------------------------------
 # Refusals
 
