@@ -8,7 +8,7 @@ With the metadata, MediaPipe must return our labels and Keras' scores on ASCII t
 unknown words, longer than the sequence), and on every text the scores of the TFLite file fed
 `kerastl.inputs.packed_text.mediapipe_bert_inputs` (the statement of MediaPipe's tokenizer), including where it
 differs from keras-hub's (full-width letters, zero-width and vertical-tab separators). Bad inputs to the writer and
-tokenizers MediaPipe cannot follow (cased) are refused in one line.
+tokenizers MediaPipe cannot follow (cased; DistilBERT's two inputs) are refused in one line.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from kerastl.errors import KerastlError
 
 from .test_kerashub import FILLER, TOPICS, VOCABULARY, hf_bert_directory, tiny_bert_preset
 
-pytest.importorskip("keras_hub", reason="the kerashub extra (pip install -e '.[test]') is not installed")
+keras_hub = pytest.importorskip("keras_hub", reason="the kerashub extra (pip install -e '.[test]') is not installed")
 # mediapipe is in the test extra: these MediaPipe TextClassifier checks must run, not skip.
 from mediapipe.tasks.python import BaseOptions
 from mediapipe.tasks.python.text import TextClassifier, TextClassifierOptions
@@ -290,16 +290,32 @@ def test_writer_refuses_models_without_three_inputs(exported, tmp_path):
         add_text_classifier_metadata(exported["tflite"], labels=LABELS, tokenizer={"vocabulary": VOCABULARY})
 
 
-def test_a_cased_tokenizer_gets_no_metadata_and_the_report_says_why(tmp_path):
-    """MediaPipe lower-cases every text: a cased WordPiece model would get other ids for every capitalised word,
-    so the file gets no metadata and the export report's tokenizer.mediapipe.why says so."""
+def tiny_distilbert_preset(root):
+    """A keras-hub DistilBERT preset: WordPiece like BERT, but no segment ids (two inputs)."""
+    tokenizer = keras_hub.tokenizers.DistilBertTokenizer(vocabulary=VOCABULARY, lowercase=True)
+    preprocessor = keras_hub.models.DistilBertTextClassifierPreprocessor(tokenizer, sequence_length=16)
+    backbone = keras_hub.models.DistilBertBackbone(vocabulary_size=len(VOCABULARY), num_layers=1, num_heads=2,
+                                                   hidden_dim=8, intermediate_dim=16, max_sequence_length=32)
+    backbone.save_to_preset(str(root))
+    preprocessor.save_to_preset(str(root))
+    return root
+
+
+@pytest.mark.parametrize("kind, why", [
+    ("cased", "is cased (lowercase=False)"),  # MediaPipe lower-cases every text
+    ("distilbert", "three int32 inputs (ids, mask, segment ids); DistilBertTextClassifierPreprocessor gives 2"),
+])
+def test_tokenizers_mediapipe_cannot_follow_get_no_metadata_and_the_report_says_why(tmp_path, kind, why):
+    """The file exports without metadata, and the export report's tokenizer.mediapipe.why says why in one line."""
     from kerastl.export.metadata import read_metadata
     from kerastl.export.tflite import convert_tflite
     from kerastl.modalities.text import TEXT
 
-    model = classifier(f"kerashub:{tiny_bert_preset(tmp_path / 'cased', lowercase=False)}")
+    root = (tiny_bert_preset(tmp_path / kind, lowercase=False) if kind == "cased"
+            else tiny_distilbert_preset(tmp_path / kind))
+    model = classifier(f"kerashub:{root}")
     record = TEXT.companion_contents(model)["vocabulary"][1]["mediapipe"]
-    assert not record["supported"] and "cased (lowercase=False)" in record["why"] and "\n" not in record["why"]
+    assert not record["supported"] and why in record["why"] and "\n" not in record["why"]
     blob = convert_tflite(model, labels=LABELS)
     with pytest.raises(KerastlError, match="no TFLITE_METADATA"):
         read_metadata(blob)

@@ -174,9 +174,11 @@ class Text(Modality):
 
     def task_figures(self, blob, model, inputs, *, reference, y_true):
         """MediaPipe's TextClassifier on the raw texts (`kerastl.export.verify.verify_text_classifier`), with
-        `same_ids`, the share of texts whose token ids by MediaPipe's rule (`kerastl.inputs.text_rules.
-        mediapipe_ids`) are Keras' own, and a one-line `note` when MediaPipe's tokenizer only approximates the
-        model's. None without metadata (a tokenizer no regex approaches)."""
+        `tokenizer` (the metadata's `RegexTokenizer` or `BertTokenizer`), `same_ids`, the share of texts whose
+        token ids by MediaPipe's rule (`kerastl.inputs.text_rules.mediapipe_ids`; for a keras-hub model its three
+        inputs by `kerastl.inputs.packed_text.mediapipe_bert_inputs`) are Keras' own, and a one-line `note` when
+        MediaPipe's tokenizer only approximates the model's (a regex one not exact; a BERT one that gave other ids
+        for some of these texts). None without metadata (a tokenizer MediaPipe cannot follow)."""
         from kerastl.export.verify import verify_text_classifier
         from kerastl.inputs.packed_text import mediapipe_bert_agreement
         from kerastl.inputs.text import mediapipe_id_agreement
