@@ -56,6 +56,8 @@ from bench_fewshot import budget, method_config
 from bench_fewshot_audio_text import accuracy_on, few_shot_folder, recalibrate_batchnorm
 
 RATE = 16000
+#: Seconds of each clip (drums from their onset) and of the classical features' window.
+CLIP_SECONDS = 1.0
 DRUM_PACKAGES = ["hydrogen-drumkits"]
 SPEECH_LANGUAGES = ["en", "es", "fr", "it", "ru"]
 SPEECH_PACKAGES = [f"asterisk-core-sounds-{lang}-wav" for lang in SPEECH_LANGUAGES]
@@ -301,7 +303,7 @@ def main(argv=None) -> int:
     parser.add_argument("--debs", type=Path, nargs="*", default=[])
     parser.add_argument("--sets", nargs="+", default=["drums", "speech"], choices=["drums", "speech"])
     parser.add_argument("--per-class", type=int, default=60, help="Clips per class, at most.")
-    parser.add_argument("--seconds", type=float, default=1.0, help="Drum clips are cut to this from their onset.")
+    parser.add_argument("--seconds", type=float, default=CLIP_SECONDS, help="Drum clips are cut to this from their onset.")
     parser.add_argument("--speech-backbone", default="saved_models/speech-embedding")
     parser.add_argument("--espeak-backbone", default="saved_models/espeak-words-smallnet-s")
     parser.add_argument("--shots", type=int, nargs="+", default=[5, 10])
