@@ -245,8 +245,8 @@ def test_requirements_are_the_best_judged_column_against_the_classical_baseline(
     audio = _record("drums", "saved_models/a", {"5": {"head": cell(0.9), "auto": cell(0.40), "classical": cell(0.5)}})
     assert [(r["column"], r["met"]) for r in bench.target_rows(audio)] == [("auto", False)]  # head is not the default
     lines = bench.target_lines({"drums": audio, "text-bert": bert}, ["drums", "text-bert"])
-    assert lines[2] == "| drums | `saved_models/a` | 5 | auto (auto) | -10.0 | > 0 | **no** |"
-    assert lines[3] == "| text-bert | `kerashub:x` | 5 | head/probe (probe) | +26.0 | ≥ +25 | yes |"
+    assert lines[2] == "| drums | `saved_models/a` | 5 | auto | -10.0 | > 0 | **no** |"
+    assert lines[3] == "| text-bert | `kerashub:x` | 5 | best of head/probe: probe | +26.0 | ≥ +25 | yes |"
 
 
 def test_a_run_merges_its_set_into_the_json_keeping_the_others(bench, tmp_path):

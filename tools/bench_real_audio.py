@@ -29,6 +29,10 @@ the other clips:
 
 Without --debs, the packages are fetched with `apt-get download` into --data (Debian's registry). Decoding
 FLAC and AIFF needs the `soundfile` package (`pip install soundfile`).
+
+tools/bench_real_transfer.py builds its `drums` and `speech` sets with this module's `debian_packages`,
+`build_drums`, `build_speech` and `Features`, and measures them beside the image and text sets with every
+column of issue #12 (this tool compares the two audio backbones with its own training budgets).
 """
 
 from __future__ import annotations

@@ -686,13 +686,16 @@ def table_lines(record: dict) -> list[str]:
     summary = record["summary"]
     methods = [m for m in METHODS if any(m in summary[s] for s in summary)]
     data = record["dataset"]
-    seeds = max(v["seeds"] for s in summary.values() for v in s.values())
+    per_shots = {shots: max(v["seeds"] for v in row.values()) for shots, row in summary.items()}
+    seeds = f"{max(per_shots.values())} seeds"
+    if len(set(per_shots.values())) > 1:  # a run stopped part-way: say how many seeds each row has
+        seeds = "seeds (" + ", ".join(f"{n} at {shots} labels" for shots, n in per_shots.items()) + ")"
     licence = data["license"].split(" ")[0]
     examples = EXAMPLES.get(record["modality"], "examples")
     lines = [(f"{record['task']}: {data['name']} ({data['package']} {data['version']}, {licence}), "
               f"{len(data['classes'])} classes ({', '.join(data['classes'])}), "
               f"{record['held_out_per_seed']} held-out {examples} per seed; backbone `{record['backbone']}`; "
-              f"classical = {record['classical']}; accuracy in %, mean ± std over {seeds} seeds."), ""]
+              f"classical = {record['classical']}; accuracy in %, mean ± std over {seeds}."), ""]
     lines.append("| labels per class | " + " | ".join(HEADERS[m] for m in methods) +
                  " | auto − classical | probe − classical |")
     lines.append("|---" * (len(methods) + 3) + "|")
@@ -741,15 +744,15 @@ def target_rows(record: dict) -> list[dict]:
 
 def target_lines(records: dict, names: list[str]) -> list[str]:
     """The requirements table: every task's gap to its classical baseline against what issue #12 asks."""
-    lines = ["| set | backbone | labels per class | judged on (best) | − classical (points) | required | met |",
+    lines = ["| set | backbone | labels per class | judged on | − classical (points) | required | met |",
              "|---|---|---|---|---|---|---|"]
     for name in names:
         if name not in records:
             continue
         for r in target_rows(records[name]):
             required = f"≥ +{r['required']:.0f}" if r["required"] > 0 else "> 0"
-            judged = "/".join(r["judged_on"])
-            lines.append(f"| {r['task']} | `{r['backbone']}` | {r['shots']} | {judged} ({r['column']}) | "
+            judged = r["column"] if len(r["judged_on"]) == 1 else f"best of {'/'.join(r['judged_on'])}: {r['column']}"
+            lines.append(f"| {r['task']} | `{r['backbone']}` | {r['shots']} | {judged} | "
                          f"{r['gap']:+.1f} | {required} | {'yes' if r['met'] else '**no**'} |")
     return lines
 
