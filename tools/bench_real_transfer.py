@@ -719,7 +719,8 @@ def table_lines(record: dict) -> list[str]:
     shared = record["shared_seconds"]
     lines += ["", (f"Once per run of the tool: pooled features of all {sum(c['used'] for c in data['classes'].values())} "
                    f"{examples} {shared['pooled_features']:.0f} s, classical features {shared['classical_features']:.0f} s; "
-                   f"whole measurement {record['wall_seconds'] / 60:.0f} min.")]
+                   f"the tool's run up to the end of this set {record['wall_seconds'] / 60:.0f} min "
+                   "(sets run one after another, so a later set's figure includes the earlier sets').")]
     return lines
 
 
