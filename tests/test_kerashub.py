@@ -44,12 +44,12 @@ def make_text_folder(root, per_class=10, seed=0):
     return root
 
 
-def tiny_bert_preset(root, seed=0):
+def tiny_bert_preset(root, seed=0, lowercase=True):
     """A keras-hub preset directory: a 2-layer BERT (hidden width 8) and its classifier preprocessor."""
     import keras
 
     keras.utils.set_random_seed(seed)
-    tokenizer = keras_hub.tokenizers.BertTokenizer(vocabulary=VOCABULARY, lowercase=True)
+    tokenizer = keras_hub.tokenizers.BertTokenizer(vocabulary=VOCABULARY, lowercase=lowercase)
     preprocessor = keras_hub.models.BertTextClassifierPreprocessor(tokenizer, sequence_length=16)
     backbone = keras_hub.models.BertBackbone(vocabulary_size=len(VOCABULARY), num_layers=2, num_heads=2,
                                              hidden_dim=8, intermediate_dim=16, max_sequence_length=32)
@@ -514,6 +514,13 @@ def test_text_export_all_strings_in_the_saved_model_packed_ids_in_tflite(text_ru
     assert (rules["start_token"], rules["end_token"], rules["pad_token"]) == ("[CLS]", "[SEP]", "[PAD]")
     vocabulary = (out / "vocabulary.txt").read_text(encoding="utf-8").split("\n")[:-1]
     assert vocabulary == VOCABULARY
+    # The file carries MediaPipe's BertTokenizer metadata, and MediaPipe itself ran it on the held-out texts.
+    assert rules["mediapipe"]["supported"] and rules["mediapipe"]["tokenizer"] == "BertTokenizer"
+    assert rules["mediapipe"]["vocabulary_file"] == "vocab.txt" and rules["mediapipe"]["vocabulary_lines"] == len(VOCABULARY)
+    via = report["exports"]["tflite"]["mediapipe"]
+    assert via["tokenizer"] == "BertTokenizer" and via["n"] == report["verified_on"]["n"], via
+    assert via["top1_agreement"] == 1.0 and via["same_ids"] == 1.0 and via["max_abs_diff"] < 1e-4, via
+    assert "via MediaPipe" in result.output and "its metadata holds a BertTokenizer and vocab.txt" in result.output
 
     model, _ = load_classifier(text_run)
     sentences = ["rain wind snow", "the team saw a goal", "we saw the storm today"]

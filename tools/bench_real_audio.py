@@ -29,6 +29,10 @@ the other clips:
 
 Without --debs, the packages are fetched with `apt-get download` into --data (Debian's registry). Decoding
 FLAC and AIFF needs the `soundfile` package (`pip install soundfile`).
+
+tools/bench_real_transfer.py builds its `drums` and `speech` sets with this module's `debian_packages`,
+`build_drums`, `build_speech` and `Features`, and measures them beside the image and text sets with every
+column of issue #12 (this tool compares the two audio backbones with its own training budgets).
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ from bench_fewshot import budget, method_config
 from bench_fewshot_audio_text import accuracy_on, few_shot_folder, recalibrate_batchnorm
 
 RATE = 16000
+#: Seconds of each clip (drums from their onset) and of the classical features' window.
+CLIP_SECONDS = 1.0
 DRUM_PACKAGES = ["hydrogen-drumkits"]
 SPEECH_LANGUAGES = ["en", "es", "fr", "it", "ru"]
 SPEECH_PACKAGES = [f"asterisk-core-sounds-{lang}-wav" for lang in SPEECH_LANGUAGES]
@@ -301,7 +307,7 @@ def main(argv=None) -> int:
     parser.add_argument("--debs", type=Path, nargs="*", default=[])
     parser.add_argument("--sets", nargs="+", default=["drums", "speech"], choices=["drums", "speech"])
     parser.add_argument("--per-class", type=int, default=60, help="Clips per class, at most.")
-    parser.add_argument("--seconds", type=float, default=1.0, help="Drum clips are cut to this from their onset.")
+    parser.add_argument("--seconds", type=float, default=CLIP_SECONDS, help="Drum clips are cut to this from their onset.")
     parser.add_argument("--speech-backbone", default="saved_models/speech-embedding")
     parser.add_argument("--espeak-backbone", default="saved_models/espeak-words-smallnet-s")
     parser.add_argument("--shots", type=int, nargs="+", default=[5, 10])

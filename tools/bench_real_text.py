@@ -24,6 +24,9 @@ on N and validates each epoch on the one left; accuracy is measured on all the o
 Every C is shown, so the best baseline on the test texts is visible too (an optimistic choice for it).
 
     python tools/bench_real_text.py [--backbones SPEC ...] [--shots 5 10] [--seeds 5] [--json tools/results_real_text.json]
+
+tools/bench_real_transfer.py builds its `text` and `text-bert` sets with `fortunes_folder` and measures them
+beside the image and audio sets with every column of issue #12 (TF-IDF's C chosen by cross-validation there).
 """
 
 from __future__ import annotations

@@ -12,8 +12,10 @@ with the other assets. Its outputs are int32 `(batch, sequence_length)` tensors,
 
 For TFLite, which has no kernels for the tokenizer's string ops, `packed_model` gives the classifier from those
 int32 tensors (one input each: `token_ids`, `padding_mask`, `segment_ids`), `packed_vocabulary` the WordPiece
-vocabulary written beside it, and `packed_rules` the tokenizer's rules, so that an app (or MediaPipe's
-BertTokenizer) makes the same ids. `pack` runs the model's own preprocessor for checking.
+vocabulary written beside it, and `packed_rules` the tokenizer's rules, so that an app makes the same ids. `pack`
+runs the model's own preprocessor for checking. `mediapipe_bert_rule` says whether MediaPipe's BertTokenizer
+(which the file's metadata then names) reproduces the tokenizer, and where it differs; `mediapipe_bert_inputs`
+is what MediaPipe feeds the file for a string, computed by the same tensorflow-text ops MediaPipe runs.
 
 keras-hub is imported only when a model holds this layer: it is in the `kerashub` extra.
 """
@@ -29,6 +31,15 @@ from kerastl.errors import KerastlError
 
 #: The outputs a keras-hub text preprocessor may give, in the order a TFLite file takes them.
 PACKED_INPUTS = ("token_ids", "padding_mask", "segment_ids")
+# MediaPipe's BertTokenizer (tasks/cc/text/tokenizers/bert_tokenizer.h): the RE2 pattern it splits a text at, and
+# the part of it kept as words (punctuation and CJK ideographs; runs of whitespace are dropped).
+_CJK = (r"[\x{4E00}-\x{9FFF}]|[\x{3400}-\x{4DBF}]|[\x{20000}-\x{2A6DF}]|[\x{2A700}-\x{2B73F}]|"
+        r"[\x{2B740}-\x{2B81F}]|[\x{2B820}-\x{2CEAF}]|[\x{F900}-\x{FAFF}]|[\x{2F800}-\x{2FA1F}]")
+MEDIAPIPE_BERT_KEEP = r"([!-/]|[:-@]|[\[-`]|[{-~]|[\p{P}]|" + _CJK + ")"
+MEDIAPIPE_BERT_SPLIT = r"(\s+|[!-/]|[:-@]|[\[-`]|[{-~]|[\p{P}]|" + _CJK + ")"
+# What MediaPipe's BertPreprocessor writes by name: the frame, and tensorflow-text WordPiece's unknown piece.
+_MEDIAPIPE_FRAME, _MEDIAPIPE_UNKNOWN, _MEDIAPIPE_SUFFIX = ("[CLS]", "[SEP]"), "[UNK]", "##"
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 def require_keras_hub(feature: str) -> None:
@@ -244,3 +255,107 @@ def pack(model, texts) -> dict:
     packer = packed_tokenizer_of(model)
     packed = packer(tf.constant(np.asarray(list(texts), dtype=object).astype(str).tolist(), tf.string))
     return {key: np.asarray(value).astype("int32") for key, value in zip(packer.packed_keys, packed)}
+
+
+# ---------------------------------------------------------------------------------------------- MediaPipe
+
+
+def mediapipe_bert_rule(model) -> dict:
+    """Whether MediaPipe's BertTokenizer (`kerastl.export.metadata.text_classifier`'s docstring says what it does)
+    gives the model's TFLite inputs for a string: `{"supported": True, "tokenizer": "BertTokenizer", "exact":
+    False, "exact_on", "differs_when", "vocabulary"}` (`exact_on`: the texts it gives the model's own ids for;
+    `differs_when`: the characters where keras-hub's rules and MediaPipe's part), else `{"supported": False,
+    "tokenizer": "BertTokenizer", "why"}`, the one rule MediaPipe cannot reproduce: not a WordPiece tokenizer,
+    not three inputs, cased (MediaPipe lower-cases every text), no splitting, special tokens other than [CLS],
+    [SEP], [UNK] and the ``##`` suffix, which MediaPipe uses by name, or padding with another id than 0. The
+    vocabulary's own checks are the metadata writer's (`kerastl.export.metadata.check_bert_vocabulary`)."""
+    packer, tokenizer = packed_tokenizer_of(model), _word_piece(model)
+    record = {"tokenizer": "BertTokenizer"}
+    if tokenizer is None:
+        return {**record, "supported": False, "why": tflite_refusal(model) or "the model holds no WordPiece tokenizer"}
+    name = type(tokenizer).__name__
+    keys = list(packer.packed_keys)
+    start, end = getattr(tokenizer, "start_token", None), getattr(tokenizer, "end_token", None)
+    pad_id = getattr(tokenizer, "pad_token_id", None)
+    preprocessor = type(packer.preprocessor).__name__
+    refusals = (
+        (keys != list(PACKED_INPUTS),
+         (f"MediaPipe's BERT models take three int32 inputs (ids, mask, segment ids); {preprocessor} gives "
+         f"{len(keys)} ({', '.join(keys)})")),
+        (not tokenizer.lowercase,
+         (f"MediaPipe lower-cases every text (A-Z) and this {name} is cased (lowercase=False): every capitalised "
+         "word would get another id")),
+        (not tokenizer.split,
+         f"MediaPipe splits every text at whitespace and punctuation, and this {name} does not split (split=False)"),
+        (tokenizer.suffix_indicator != _MEDIAPIPE_SUFFIX,
+         (f"MediaPipe's WordPiece marks continuation pieces with '##', this {name} with "
+         f"{tokenizer.suffix_indicator!r}")),
+        (tokenizer.oov_token != _MEDIAPIPE_UNKNOWN,
+         f"MediaPipe writes [UNK] for unknown words, this {name} {tokenizer.oov_token!r}"),
+        ((start, end) != _MEDIAPIPE_FRAME,
+         f"MediaPipe frames every text with [CLS] and [SEP], this {name} with {start!r} and {end!r}"),
+        (pad_id != 0, f"MediaPipe pads with id 0, this {name} with {pad_id!r} ({getattr(tokenizer, 'pad_token', None)})"),
+    )
+    why = next((reason for failed, reason in refusals if failed), None)
+    if why:
+        return {**record, "supported": False, "why": why}
+    folding = "case-folds Unicode (NFKC_Casefold: É is é, ß is ss, ﬁ is fi)" + (
+        " and strips accents" if tokenizer.strip_accents else "")
+    control = ("an ASCII control character other than tab, line feed, form feed and carriage return, or a Unicode "
+               "format character (\\p{Cf}, e.g. U+200B): keras-hub splits at it, MediaPipe keeps it inside the word "
+               "(and cuts the text at a NUL)")
+    differs = [f"a non-ASCII letter: keras-hub {folding}; MediaPipe lower-cases A-Z only", control]
+    if not getattr(tokenizer, "split_on_cjk", True):
+        differs.append("a CJK ideograph: MediaPipe splits each off as a word, this tokenizer (split_on_cjk=False) "
+                       "does not")
+    if getattr(tokenizer, "special_tokens_in_strings", False):
+        differs.append("a special token spelled in the text ([CLS], [MASK], ...): keras-hub keeps it as one token, "
+                       "MediaPipe splits it at its brackets")
+    return {**record, "supported": True, "exact": False,
+            "exact_on": "texts of printable ASCII characters, spaces, tabs, line feeds, form feeds and carriage "
+                        "returns: MediaPipe gives the model's own ids",
+            "differs_when": differs, "vocabulary": packed_vocabulary(model)}
+
+
+def mediapipe_bert_inputs(texts, vocabulary, sequence_length: int) -> dict:
+    """What MediaPipe's BertPreprocessor feeds a BERT model for each of `texts`: `{key: (len(texts),
+    sequence_length) int32}` for `PACKED_INPUTS`. The text is cut at a NUL and lower-cased A-Z, split by
+    tensorflow-text's `regex_split` at `MEDIAPIPE_BERT_SPLIT` keeping `MEDIAPIPE_BERT_KEEP`, and its words go
+    through tensorflow-text's `WordpieceTokenizer` (the ops MediaPipe's C++ calls: RegexSplit and WordpieceTokenize,
+    ``##``, 100 bytes a word, [UNK]); then [CLS] pieces [SEP], cut to `sequence_length`, padded with 0."""
+    import tensorflow as tf
+    import tensorflow_text as tf_text
+
+    vocabulary = [str(token) for token in vocabulary]
+    cleaned = [str(text).split("\x00", 1)[0].translate(_ASCII_LOWER) for text in texts]
+    if not cleaned:
+        return {key: np.zeros((0, sequence_length), "int32") for key in PACKED_INPUTS}
+    words = tf_text.regex_split(tf.constant(cleaned, tf.string), MEDIAPIPE_BERT_SPLIT, MEDIAPIPE_BERT_KEEP)
+    # MediaPipe's vocabulary map keeps a repeated token's last id (the writer refuses repeats anyway).
+    ids = {token: index for index, token in enumerate(vocabulary)}
+    table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+        tf.constant(list(ids)), tf.constant(list(ids.values()), tf.int64)), default_value=-1)
+    wordpiece = tf_text.WordpieceTokenizer(table, suffix_indicator=_MEDIAPIPE_SUFFIX, max_bytes_per_word=100,
+                                           token_out_type=tf.int64, unknown_token=_MEDIAPIPE_UNKNOWN)
+    pieces = wordpiece.tokenize(words).merge_dims(1, 2).to_list()
+    out = {key: np.zeros((len(cleaned), sequence_length), "int32") for key in PACKED_INPUTS}
+    for row, text_pieces in enumerate(pieces):
+        framed = [ids.get(_MEDIAPIPE_FRAME[0], 0), *text_pieces[:max(sequence_length - 2, 0)],
+                  ids.get(_MEDIAPIPE_FRAME[1], 0)][:sequence_length]
+        out["token_ids"][row, :len(framed)] = framed
+        out["padding_mask"][row, :len(framed)] = 1
+    return out
+
+
+def mediapipe_bert_agreement(model, texts) -> float | None:
+    """The share of `texts` for which MediaPipe's BertTokenizer (`mediapipe_bert_inputs`) gives the model's own
+    packed inputs (`pack`); None for no texts."""
+    if not len(texts):
+        return None
+    packer = packed_tokenizer_of(model)
+    expected = pack(model, texts)
+    by_mediapipe = mediapipe_bert_inputs(texts, packed_vocabulary(model), packer.sequence_length)
+    same = np.ones(len(texts), bool)
+    for key in packer.packed_keys:
+        same &= (expected[key] == by_mediapipe[key]).all(axis=1)
+    return round(float(same.mean()), 6)

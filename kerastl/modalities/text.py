@@ -4,8 +4,11 @@ backbones). String ops have no builtin TFLite kernels, so the TFLite file is the
 its vocabulary written beside it: taking int32 token ids, or for a keras-hub preprocessor its three int32 inputs
 (`token_ids`, `padding_mask`, `segment_ids`), as BERT models on phones take them. A word-level file's MediaPipe
 metadata holds the regex tokenizer and vocabulary with which MediaPipe's TextClassifier turns raw strings into
-those ids (`kerastl.inputs.text.mediapipe_tokenizer`), and the export report says how often MediaPipe then agrees
-with Keras, measured by MediaPipe itself. The hooks below are the one place that tells the tokenizers apart."""
+those ids (`kerastl.inputs.text.mediapipe_tokenizer`); a keras-hub WordPiece file's holds MediaPipe's
+BertTokenizer and the WordPiece vocabulary (`kerastl.inputs.packed_text.mediapipe_bert_rule`: refused, with the
+reason in the report, for the rules MediaPipe cannot reproduce, such as a cased tokenizer). The export report says
+how often MediaPipe then agrees with Keras, measured by MediaPipe itself. The hooks below are the one place that
+tells the tokenizers apart."""
 
 from __future__ import annotations
 
@@ -158,34 +161,55 @@ class Text(Modality):
 
     def tflite_metadata(self, blob, model, labels, *, quantize):
         """MediaPipe TextClassifier metadata: the regex tokenizer and vocabulary that give the model's token ids
-        (exactly for `FOLD_CASE` tokenizers), and the labels. A tokenizer no regex approaches gets none (the
-        report's `tokenizer.mediapipe.why` says so)."""
+        (exactly for `FOLD_CASE` tokenizers), or for a keras-hub WordPiece model MediaPipe's BertTokenizer and the
+        WordPiece vocabulary, and the labels. A tokenizer MediaPipe cannot follow gets none (the report's
+        `tokenizer.mediapipe.why` says so)."""
         from kerastl.export import metadata
 
         record = _mediapipe_record(model)
         if not record["supported"]:
             return blob
         kind = "float32" if quantize == "none" else quantize
-        tokenizer = metadata.RegexTokenizer(record["delim_regex_pattern"], record["vocabulary"])
+        if record["tokenizer"] == "BertTokenizer":
+            tokenizer = metadata.BertTokenizer(tuple(record["vocabulary"]))
+            how = "MediaPipe's BertTokenizer with the WordPiece vocabulary of the metadata"
+        else:
+            tokenizer = metadata.RegexTokenizer(record["delim_regex_pattern"], record["vocabulary"])
+            how = "the regex tokenizer of the input's metadata"
         return metadata.add_text_classifier_metadata(
             blob, labels=list(labels), tokenizer=tokenizer, name=f"{model.name} ({kind})",
             description=f"Text classifier exported by kerastl: {len(labels)} classes, raw strings in "
-                        "(tokenised by the regex tokenizer of the input's metadata).")
+                        f"(tokenised by {how}).")
 
     def task_figures(self, blob, model, inputs, *, reference, y_true):
         """MediaPipe's TextClassifier on the raw texts (`kerastl.export.verify.verify_text_classifier`), with
-        `same_ids`, the share of texts whose token ids by MediaPipe's rule (`kerastl.inputs.text_rules.
-        mediapipe_ids`) are Keras' own, and a one-line `note` when MediaPipe's tokenizer only approximates the
-        model's. None without metadata (a tokenizer no regex approaches)."""
+        `tokenizer` (the metadata's `RegexTokenizer` or `BertTokenizer`), `same_ids`, the share of texts whose
+        token ids by MediaPipe's rule (`kerastl.inputs.text_rules.mediapipe_ids`; for a keras-hub model its three
+        inputs by `kerastl.inputs.packed_text.mediapipe_bert_inputs`) are Keras' own, and a one-line `note` when
+        MediaPipe's tokenizer only approximates the model's (a regex one not exact; a BERT one that gave other ids
+        for some of these texts). None without metadata (a tokenizer MediaPipe cannot follow)."""
         from kerastl.export.verify import verify_text_classifier
+        from kerastl.inputs.packed_text import mediapipe_bert_agreement
         from kerastl.inputs.text import mediapipe_id_agreement
 
         record = _mediapipe_record(model)
         if not record["supported"]:
             return None
         figures = verify_text_classifier(blob, inputs, reference=reference, y_true=y_true)
-        figures["same_ids"] = mediapipe_id_agreement(model, inputs, record)
+        figures["tokenizer"] = record["tokenizer"]
         figures["exact_tokenizer"] = record["exact"]
+        if record["tokenizer"] == "BertTokenizer":
+            figures["same_ids"] = mediapipe_bert_agreement(model, inputs)
+            if figures["same_ids"] is not None and figures["same_ids"] < 1:
+                agreement = figures["top1_agreement"]
+                poor = agreement is not None and agreement < POOR_AGREEMENT
+                figures["note"] = (
+                    f"{'poor MediaPipe agreement: ' if poor else ''}MediaPipe's BertTokenizer gives other word "
+                    f"pieces than keras-hub's for {1 - figures['same_ids']:.2%} of {figures['n']} texts (it "
+                    "lower-cases A-Z only and keeps accents and control characters; see tokenizer.mediapipe."
+                    f"differs_when): its top-1 agrees with Keras on {_percent(agreement)}")
+            return figures
+        figures["same_ids"] = mediapipe_id_agreement(model, inputs, record)
         if not record["exact"]:
             agreement = figures["top1_agreement"]
             poor = agreement is not None and agreement < POOR_AGREEMENT
@@ -205,21 +229,23 @@ class Text(Modality):
         from kerastl.inputs.packed_text import packed_rules, packed_tokenizer_of, packed_vocabulary
         from kerastl.inputs.text import tokenizer_rules, vocabulary_of
 
-        if packed_tokenizer_of(model) is not None:
-            vocabulary = packed_vocabulary(model)
-            report = {**packed_rules(model),
-                      "why": "TFLite has no builtin kernels for the tokenizer's string ops, so the .tflite file is the "
-                             "model after its keras-hub preprocessor; tokenize with the vocabulary file as the rules "
-                             "say (the SavedModel takes raw strings, with tensorflow-text's ops inside: import "
-                             "tensorflow_text before loading it)",
-                      "mediapipe": _mediapipe_record(model)}
-            return {"vocabulary": (lambda path: write_vocabulary(vocabulary, path), report)}
-        vocabulary = vocabulary_of(model)
         mediapipe = _mediapipe_record(model)
         if mediapipe["supported"]:
             lines = len(mediapipe.pop("vocabulary"))
             # Inside the .tflite file, after its flatbuffer, beside labels.txt.
             mediapipe.update(vocabulary_file=VOCABULARY_FILE_NAME, vocabulary_lines=lines)
+        if packed_tokenizer_of(model) is not None:
+            vocabulary = packed_vocabulary(model)
+            report = {**packed_rules(model),
+                      "why": "TFLite has no builtin kernels for the tokenizer's string ops, so the .tflite file is the "
+                             "model after its keras-hub preprocessor; tokenize with the vocabulary file as the rules "
+                             "say, or run it with MediaPipe's TextClassifier, which tokenises raw strings by the file's "
+                             "metadata (`mediapipe`: its BertTokenizer and the vocabulary packed in the .tflite file; "
+                             "the SavedModel takes raw strings, with tensorflow-text's ops inside: import "
+                             "tensorflow_text before loading it)",
+                      "mediapipe": mediapipe}
+            return {"vocabulary": (lambda path: write_vocabulary(vocabulary, path), report)}
+        vocabulary = vocabulary_of(model)
         report = {
             **tokenizer_rules(model),
             "input": "token ids, int32 (1, sequence_length), padded with 0 and cut at sequence_length",
@@ -260,15 +286,23 @@ class Text(Modality):
 
 
 def _mediapipe_record(model) -> dict:
-    """`kerastl.inputs.text.mediapipe_tokenizer(model)`; for a keras-hub preprocessor (WordPiece), whose
-    MediaPipe BertTokenizer metadata kerastl does not write yet, `{"supported": False, "why": ...}`."""
-    from kerastl.inputs.packed_text import packed_tokenizer_of
+    """How MediaPipe's TextClassifier tokenises for the model's TFLite file, with `tokenizer` (the metadata's
+    `RegexTokenizer` or `BertTokenizer`): `kerastl.inputs.text.mediapipe_tokenizer(model)`, or for a keras-hub
+    preprocessor `kerastl.inputs.packed_text.mediapipe_bert_rule(model)`, refused (`supported` False, `why`) when
+    the metadata writer would refuse its vocabulary."""
+    from kerastl.export.metadata import check_bert_vocabulary
+    from kerastl.inputs.packed_text import mediapipe_bert_rule, packed_tokenizer_of
     from kerastl.inputs.text import mediapipe_tokenizer
 
-    if packed_tokenizer_of(model) is not None:
-        return {"supported": False, "why": "kerastl writes no MediaPipe BertTokenizer metadata yet: run the file on "
-                                           "token ids (see the tokenizer rules and the vocabulary beside it)"}
-    return mediapipe_tokenizer(model)
+    if packed_tokenizer_of(model) is None:
+        return {"tokenizer": "RegexTokenizer", **mediapipe_tokenizer(model)}
+    record = mediapipe_bert_rule(model)
+    if record["supported"]:
+        try:
+            check_bert_vocabulary(record["vocabulary"])
+        except KerastlError as error:
+            return {"tokenizer": record["tokenizer"], "supported": False, "why": str(error).rstrip(".")}
+    return record
 
 
 def _percent(fraction) -> str:

@@ -141,13 +141,17 @@ def report_lines(report: dict) -> list[str]:
         lines.append(f"  the TFLite file takes token ids ({tokenizer['sequence_length']} int32 per text), not strings "
                      f"(TFLite has no string kernels): tokenize with {tokenizer['vocabulary_file']} by the report's "
                      f"tokenizer rules ({tokenizer['standardize']}; id 1 for unknown words, 0 pads)")
-        mediapipe = tokenizer.get("mediapipe") or {}
-        if mediapipe.get("supported"):
+    mediapipe = (tokenizer or {}).get("mediapipe") or {}
+    if mediapipe.get("supported"):
+        if mediapipe.get("tokenizer") == "BertTokenizer":
+            lines.append("  MediaPipe's TextClassifier runs it on raw strings: its metadata holds a BertTokenizer and "
+                         f"{mediapipe['vocabulary_file']} (the model's own ids on ASCII text; see differs_when)")
+        else:
             exact = "the model's own ids" if mediapipe["exact"] else "the nearest regex to the model's tokenizer"
             lines.append("  MediaPipe's TextClassifier runs it on raw strings: its metadata holds a regex tokenizer "
                          f"and {mediapipe['vocabulary_file']} ({exact})")
-        elif mediapipe:
-            lines.append(f"  no MediaPipe metadata: {mediapipe['why']}")
+    elif mediapipe:
+        lines.append(f"  no MediaPipe metadata: {mediapipe['why']}")
     note = ((tflite or {}).get("mediapipe") or {}).get("note")
     if note:
         lines.append(f"  {note}")

@@ -21,8 +21,8 @@ file path, because importing the `mediapipe` package runs its native bindings, w
 need for reading or writing bytes.
 
 MediaPipe's `TextClassifier` needs metadata for a model of int32 token ids: the tokenizer that
-turns a string into them (a regex tokenizer with its vocabulary file, for word-level models) and
-the labels.
+turns a string into them (a regex tokenizer with its vocabulary file, for word-level models; a BERT
+tokenizer with its WordPiece vocabulary, for BERT-family models and their three inputs) and the labels.
 
 Split as tflite-support's `metadata_writers` are: `schema` (the generated flatbuffer modules and
 the checks every writer needs), `image_classifier`, `audio_classifier` and `text_classifier` (one
@@ -36,17 +36,21 @@ from kerastl.export.metadata.pack import LABELS_FILE_NAME, inline_buffers
 from kerastl.export.metadata.read import read_associated_files, read_metadata
 from kerastl.export.metadata.text_classifier import (
     VOCABULARY_FILE_NAME,
+    BertTokenizer,
     RegexTokenizer,
     add_text_classifier_metadata,
+    check_bert_vocabulary,
 )
 
 __all__ = [
     "LABELS_FILE_NAME",
     "VOCABULARY_FILE_NAME",
+    "BertTokenizer",
     "RegexTokenizer",
     "add_audio_classifier_metadata",
     "add_image_classifier_metadata",
     "add_text_classifier_metadata",
+    "check_bert_vocabulary",
     "inline_buffers",
     "read_associated_files",
     "read_metadata",

@@ -29,8 +29,9 @@ def read_metadata(model: bytes) -> dict[str, Any]:
     and ``channels`` (ints for audio tensors, else None), ``normalization`` ({"mean", "std"} or
     None), ``tokenizer`` ({"type": "regex", "delim_regex_pattern", "vocabulary_files"} for a
     tensor with a regex tokenizer, else None), ``stats`` ({"min", "max"} or None) and
-    ``associated_files`` ([{"name", "type"}])), and
-    ``label_files`` (names of the `TENSOR_AXIS_LABELS` files of the outputs).
+    ``associated_files`` ([{"name", "type"}])), ``input_process_units`` (the subgraph's own, one dict each:
+    ``{"type": "bert", "vocabulary_files"}`` for a BERT tokenizer, ``{"type": <the options' name>}`` for
+    others), and ``label_files`` (names of the `TENSOR_AXIS_LABELS` files of the outputs).
 
     Raises:
         KerastlError: ``model`` is not a TFLite flatbuffer, has no ``TFLITE_METADATA``, or the
@@ -73,6 +74,7 @@ def read_metadata(model: bytes) -> dict[str, Any]:
         "min_runtime_version": runtime.rstrip(b"\0").decode("utf-8") if runtime else None,
         "inputs": inputs,
         "outputs": outputs,
+        "input_process_units": [_unit_summary(u, meta_fb) for u in (subgraph and subgraph.inputProcessUnits) or []],
         "label_files": [
             f["name"]
             for t in outputs
@@ -163,6 +165,12 @@ def _tensor_summary(t: Any, meta_fb: ModuleType) -> dict[str, Any]:
             for f in t.associatedFiles or []
         ],
     }
+
+
+def _unit_summary(unit: Any, meta_fb: ModuleType) -> dict[str, Any]:
+    if unit.optionsType == meta_fb.ProcessUnitOptions.BertTokenizerOptions:
+        return {"type": "bert", "vocabulary_files": [_text(f.name) for f in unit.options.vocabFile or []]}
+    return {"type": _enum_names(meta_fb.ProcessUnitOptions).get(unit.optionsType, "unknown")}
 
 
 def _floats(values: Any) -> list[float]:
