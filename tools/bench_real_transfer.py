@@ -497,12 +497,14 @@ def finetune_config(method: str, shots: int, seed: int, args):
     common = {key: value for key, value in (("epochs", args.epochs), ("batch_size", args.batch_size),
                                             ("learning_rate", args.learning_rate)) if value is not None}
     common.update(shots=shots, seed=seed)
-    if method in ("head", "full") and args.head_solver is not None:
+    if method in ("head", "full") and getattr(args, "head_solver", None) is not None:
         common["head_solver"] = args.head_solver
     if method == "scratch":
-        # The same architecture and as many epochs as Option 2's two phases (head, then every layer).
+        # The same architecture and as long as Option 2's two phases (head, then every layer): twice the epochs
+        # given, else twice kerastl's step budget.
         epochs = args.scratch_epochs or (2 * common["epochs"] if "epochs" in common else None)
-        return FinetuneConfig(**{**common, "epochs": epochs}, strategy="full", from_scratch=True)
+        return FinetuneConfig(**{**common, "epochs": epochs}, strategy="full", from_scratch=True,
+                              min_steps=2 * FinetuneConfig.min_steps)
     return FinetuneConfig(strategy=method, **common)
 
 
