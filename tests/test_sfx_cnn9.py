@@ -230,6 +230,26 @@ def test_export_saved_model_and_tflite_with_audio_metadata(finetuned, words, tmp
             assert top.category_name == labels[expected.argmax()] and abs(top.score - expected.max()) < 1e-4
 
 
+def test_dynamic_quantization_keeps_the_front_end_float(finetuned, words, tmp_path):
+    """Under --quantize dynamic the network's convolutions get int8 weights while every tensor of the front end
+    (its DFT kernel and mel matrix included) stays float32."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    out = tmp_path / "model.tflite"
+    result = CliRunner().invoke(main, ["export", str(finetuned), "--format", "tflite", "--quantize", "dynamic",
+                                       "--data", str(words), "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    figures = json.loads(out.with_name("model.report.json").read_text())["exports"]["tflite"]
+    assert figures["quantize"] == "dynamic", figures
+    graph = schema.ModelT.InitFromPackedBuf(bytearray(out.read_bytes()), 0).subgraphs[0]
+    types = {t.name.decode(): t.type for t in graph.tensors}
+    front = {name: kind for name, kind in types.items() if "sfx_mel" in name}
+    # FLOAT32 for every value, INT32 for shapes and axes, BOOL for the silent-clip test of the peak: nothing 8-bit.
+    allowed = {schema.TensorType.FLOAT32, schema.TensorType.INT32, schema.TensorType.BOOL}
+    assert front and set(front.values()) <= allowed, front
+    assert schema.TensorType.INT8 in {kind for name, kind in types.items() if "conv" in name}
+
+
 # ------------------------------------------------------------------------------------------------ the default
 
 
