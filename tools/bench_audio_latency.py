@@ -8,7 +8,7 @@ head on features standardised over the clips: latency does not depend on the wei
 Clips: kerastl's synthetic clips for audio (tones in noise), on which the TFLite files' agreement with Keras is
 also reported. Ratios are to the first backbone, in the same run; the machine's load average is recorded.
 
-    python tools/bench_audio_latency.py [--backbones saved_models/speech-embedding
+    python tools/bench_audio_latency.py [--backbones saved_models/sfx-cnn9 saved_models/speech-embedding
         saved_models/espeak-words-smallnet-s] [--runs 200] [--json tools/results_audio_latency.json]
 """
 
@@ -79,7 +79,8 @@ def measure(spec: str, runs: int) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbones", nargs="+",
-                        default=["saved_models/speech-embedding", "saved_models/espeak-words-smallnet-s"])
+                        default=["saved_models/sfx-cnn9", "saved_models/speech-embedding",
+                                 "saved_models/espeak-words-smallnet-s"])
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--json", type=Path, default=Path(__file__).with_name("results_audio_latency.json"))
     args = parser.parse_args(argv)

@@ -1,5 +1,6 @@
-"""Audio backbones on real recordings: speech-embedding against the espeak backbone, training from scratch, a
-classical baseline and linear probes, side by side, at few labels per class, over several seeds.
+"""Audio backbones on real recordings: sfx-cnn9 (aiSFX) and speech-embedding against the espeak backbone,
+training from scratch, a classical baseline and linear probes, side by side, at few labels per class, over
+several seeds.
 
 Data (real recordings nobody on the project made, from Debian packages, built into --data as 16 kHz mono WAV,
 never into the repository):
@@ -310,6 +311,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, default=CLIP_SECONDS, help="Drum clips are cut to this from their onset.")
     parser.add_argument("--speech-backbone", default="saved_models/speech-embedding")
     parser.add_argument("--espeak-backbone", default="saved_models/espeak-words-smallnet-s")
+    parser.add_argument("--sfx-backbone", default="saved_models/sfx-cnn9")
     parser.add_argument("--shots", type=int, nargs="+", default=[5, 10])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--methods", nargs="+", default=None, help="A subset of the methods (default: all).")
@@ -317,15 +319,47 @@ def main(argv=None) -> int:
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--steps", type=int, default=120, help="Optimizer steps per training phase.")
     parser.add_argument("--json", type=Path, default=Path(__file__).with_name("results_real_audio.json"))
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="A results JSON of an earlier run with the same settings: its raw runs of the methods "
+                             "not run now are kept in --json (and in the tables), marked with that run's command.")
     args = parser.parse_args(argv)
     args.data.mkdir(parents=True, exist_ok=True)
     args.debs = [d.resolve() for d in args.debs]
 
-    backbones = {"speech-embedding": args.speech_backbone, "espeak": args.espeak_backbone}
+    backbones = {"sfx-cnn9": args.sfx_backbone, "speech-embedding": args.speech_backbone,
+                 "espeak": args.espeak_backbone}
     methods = [f"{b} {m}" for b in backbones for m in ("head", "full", "probe")] + ["scratch", "log-spectrum + LR"]
     methods = [m for m in methods if args.methods is None or m in args.methods]
     sets = prepare(args)
+    settings = {"seeds": args.seeds, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
+                "steps": args.steps, "seconds": args.seconds, "per_class": args.per_class}
     results, start = {}, time.perf_counter()
+    kept, kept_from = {}, None
+    if args.keep is not None:
+        earlier = json.loads(args.keep.read_text())
+        if earlier["settings"] != settings:
+            raise SystemExit(f"error: --keep {args.keep} was run with {earlier['settings']}, not {settings}")
+        kept_from = {"command": earlier["command"], "seconds": earlier["seconds"]}
+        for key, scores in earlier["accuracy"].items():
+            name, shots, method = key.split("/", 2)
+            if method not in methods and name in sets and int(shots) in args.shots:
+                kept[(name, int(shots), method)] = scores
+        backbones = {**{b: s for b, s in earlier["backbones"].items()
+                        if any(m.startswith(b + " ") for (_, _, m) in kept)}, **backbones}
+
+    def write_json():
+        payload = {
+            "command": "python tools/bench_real_audio.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "backbones": backbones,
+            "sets": {name: {"packages": info["packages"], "clips": info["clips"]} for name, info in sets.items()},
+            "settings": settings,
+            "accuracy": {f"{n}/{s}/{m}": v for (n, s, m), v in {**kept, **results}.items()},
+            "seconds": round(time.perf_counter() - start, 1),
+        }
+        if kept_from is not None:
+            payload["kept"] = {**kept_from, "methods": sorted({m for (_, _, m) in kept})}
+        args.json.write_text(json.dumps(payload, indent=1) + "\n")
+
     for name, info in sets.items():
         data = info["folder"]
         files = sorted(p.resolve() for p in data.glob("*/*.wav"))
@@ -346,12 +380,15 @@ def main(argv=None) -> int:
                         spec = backbones["espeak"] if method == "scratch" else backbones[backbone]
                         scores.append(finetune_accuracy(kind, shots, seed, spec, data, classes, args))
                 results[(name, shots, method)] = scores
+                write_json()  # after every method, so that a long run's finished cells are never lost
                 print(f"  {name} shots={shots:<3} {method:<24} {statistics.mean(scores):.4f} ± "
                       f"{statistics.pstdev(scores):.4f} ({time.perf_counter() - start:.0f} s)", flush=True)
 
     def cell(scores):
         return f"{100 * statistics.mean(scores):.1f} ± {100 * statistics.pstdev(scores):.1f}"
 
+    table = {**kept, **results}
+    shown = methods + sorted({m for (_, _, m) in kept}, key=lambda m: (m in ("scratch", "log-spectrum + LR"), m))
     for name, info in sets.items():
         print()
         print(f"{name}: {sum(info['clips'].values())} clips in {len(info['clips'])} classes, from "
@@ -360,18 +397,10 @@ def main(argv=None) -> int:
         print()
         print("| method | " + " | ".join(f"{s} labels per class" for s in args.shots) + " |")
         print("|---|" + "---|" * len(args.shots))
-        for method in methods:
-            print(f"| {method} | " + " | ".join(cell(results[(name, s, method)]) for s in args.shots) + " |")
-    payload = {
-        "command": "python tools/bench_real_audio.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "backbones": backbones,
-        "sets": {name: {"packages": info["packages"], "clips": info["clips"]} for name, info in sets.items()},
-        "settings": {"seeds": args.seeds, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
-                     "steps": args.steps, "seconds": args.seconds, "per_class": args.per_class},
-        "accuracy": {f"{n}/{s}/{m}": v for (n, s, m), v in results.items()},
-        "seconds": round(time.perf_counter() - start, 1),
-    }
-    args.json.write_text(json.dumps(payload, indent=1) + "\n")
+        for method in shown:
+            if all((name, s, method) in table for s in args.shots):
+                print(f"| {method} | " + " | ".join(cell(table[(name, s, method)]) for s in args.shots) + " |")
+    write_json()
     return 0
 
 

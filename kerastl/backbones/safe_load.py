@@ -44,6 +44,7 @@ def load_keras_file(path, *, trust: bool = False):
     import kerastl.inputs.audio
     import kerastl.inputs.image
     import kerastl.inputs.packed_text
+    import kerastl.inputs.sfx_mel
     import kerastl.inputs.speech_mel
     import kerastl.inputs.text
 

@@ -48,7 +48,7 @@ def check_quantization(modality: str, quantize: str) -> None:
 
 def front_end_layers(model) -> list[str]:
     """Names of the model's audio front-end layers (`kerastl.inputs.audio.FRONT_END_LAYERS`: `LogMelSpectrogram`,
-    `SpeechEmbeddingMel`)."""
+    `SpeechEmbeddingMel`, `SfxLogMel`)."""
     from kerastl.core.graph import walk_layers
     from kerastl.inputs.audio import FRONT_END_LAYERS
 

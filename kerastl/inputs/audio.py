@@ -26,6 +26,7 @@ import numpy as np
 from keras import ops
 
 from kerastl.errors import KerastlError
+from kerastl.inputs.sfx_mel import SfxLogMel
 from kerastl.inputs.speech_mel import SpeechEmbeddingMel
 
 DEFAULT_SAMPLE_RATE = 16000
@@ -167,7 +168,7 @@ class Waveform(keras.layers.Layer):
 
 # The layers that compute a spectrogram from raw waveforms inside a model: each records the sample rate, and
 # export keeps them float32 under dynamic-range quantization (`kerastl.export.quantize.front_end_layers`).
-FRONT_END_LAYERS = (LogMelSpectrogram, SpeechEmbeddingMel)
+FRONT_END_LAYERS = (LogMelSpectrogram, SpeechEmbeddingMel, SfxLogMel)
 # The layers that mark a model's input as waveforms at a sample rate: the front ends, and `Waveform` for
 # models whose front end is opaque.
 MARKER_LAYERS = (*FRONT_END_LAYERS, Waveform)

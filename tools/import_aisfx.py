@@ -1,0 +1,443 @@
+"""aiSFX's sound-effects embedding network as a trainable kerastl audio backbone: saved_models/sfx-cnn9.
+
+Source: the PyPI package `aisfx` 0.1.2 (Ma and Lerch, "Representation learning for the automatic indexing of
+sound effects libraries", ISMIR 2022) ships its best model, X-Sequential-CE, as `aisfx/models/checkpoint.pth`
+(a zip-format torch file): the 9-layer CNN of the DCASE 2018 cross-task baseline (`EmbeddingNet('max', 3, 1,
+64)`: four blocks of two 3x3 convolutions with BatchNormalization and ReLU, 64 to 512 channels, 2x2 max
+pooling after the first three), trained by its authors on sound-effects libraries (several commercial and
+public SFX collections labelled by the Universal Category System) to a 512-wide embedding: the mean over
+frequency, then the maximum over time, of the last block. Its classifier heads (one per training set) are not
+used.
+
+What this does:
+1. reads the file from the wheel and checks its sha256 against the pin below and the wheel's RECORD, and
+   checks the licence (the wheel's LICENSE is Creative Commons Attribution 4.0; its METADATA classifier says
+   MIT): both allow redistribution with attribution, which the manifest carries;
+2. reads the state dict without torch (a restricted unpickler: tensors, and numpy scalars in the dataset
+   table; any other global is refused);
+3. builds the Keras backbone: raw 16 kHz waveforms -> `kerastl.inputs.sfx_mel.SfxLogMel` (aiSFX's librosa
+   front end, inside the model) -> the network with the file's weights -> (batch, 512);
+4. verifies it: the front end at aiSFX's own settings (44.1 kHz, 2048/1024) against a numpy rendering of
+   librosa's melspectrogram + aiSFX's log and normalisation, and the network against a numpy rendering of the
+   PyTorch forward pass (`reference_embedding`) on the same spectrograms; the largest differences go in the
+   manifest and the tool fails above `TOLERANCE`;
+5. saves backbone.keras and manifest.json (provenance: package, version, file sha256, licence).
+
+    python tools/import_aisfx.py [--wheel PATH] [--clip-seconds 1.0] [--check-wav FILE ...]
+        [--out saved_models/sfx-cnn9] [--default]
+
+Without --wheel the wheel is fetched with `pip download aisfx==0.1.2 --no-deps`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import collections
+import csv
+import hashlib
+import io
+import json
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+
+PACKAGE, VERSION = "aisfx", "0.1.2"
+WHEEL = "aisfx-0.1.2-py2.py3-none-any.whl"
+MEMBER = "aisfx/models/checkpoint.pth"
+SHA256 = "499ea75909c932a2f94c35fa722fa4fabc5bcb7e84917209cc5f7402627b7eb5"  # the checkpoint in the 0.1.2 wheel (its RECORD says the same)
+LICENSE_MEMBER = "aisfx-0.1.2.dist-info/licenses/LICENSE"
+NAME = "sfx-cnn9"
+SAMPLE_RATE = 16000
+CHANNELS = (64, 128, 256, 512)
+TOLERANCE = 1e-3  # largest absolute difference, on the front end and on the embeddings
+STORAGE_DTYPES = {"FloatStorage": "f4", "DoubleStorage": "f8", "HalfStorage": "f2", "LongStorage": "i8",
+                  "IntStorage": "i4", "ByteStorage": "u1", "BoolStorage": "?"}
+# The package's README (its METADATA), section "License: Pre-trained Model & Paper".
+MODEL_LICENSE_SENTENCE = ("This pre-trained model and paper [1] is made available under a Creative Commons "
+                          "Attribution 4.0 International License (CC BY 4.0).")
+LICENSE_NOTE = (
+    "The aisfx 0.1.2 wheel's LICENSE is the Creative Commons Attribution 4.0 International Public License, "
+    "'Copyright (c) 2022 A.B. Ma and A. Lerch', and its README puts the pre-trained model under CC BY 4.0; its "
+    "METADATA classifier says 'License :: OSI Approved :: MIT License'. Either allows redistribution and modification with attribution; kerastl attributes the model to "
+    "Alison B. Ma and Alexander Lerch (aiSFX, ISMIR 2022) here and in the README. The model was trained by its "
+    "authors on commercial sound-effects libraries (the checkpoint's dataset table: Pro Sound Effects, Soundly, "
+    "UCS Mixed and six Sound Ideas series); kerastl does not retrain it.")
+
+
+# ------------------------------------------------------------------------------------------------ package
+
+
+def fetch_wheel(dest: Path) -> Path:
+    done = subprocess.run([sys.executable, "-m", "pip", "download", f"{PACKAGE}=={VERSION}", "--no-deps", "-d",
+                           str(dest), "--quiet"], capture_output=True, text=True, check=False)
+    wheel = dest / WHEEL
+    if done.returncode != 0 or not wheel.is_file():
+        raise SystemExit(f"error: pip download {PACKAGE}=={VERSION} failed; pass --wheel with {WHEEL}")
+    return wheel
+
+
+def read_wheel(wheel: Path) -> tuple[bytes, dict]:
+    """The checkpoint's bytes and the provenance record, after the sha256 and licence checks.
+
+    Raises:
+        SystemExit: not the pinned wheel (a missing member, another digest, a RECORD that disagrees) or a
+            licence that is not CC BY 4.0 (one line saying so).
+    """
+    if not wheel.is_file():
+        raise SystemExit(f"error: {wheel} not found; pass --wheel with {WHEEL} or omit it to download")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        for member in (MEMBER, LICENSE_MEMBER, "aisfx-0.1.2.dist-info/RECORD", "aisfx-0.1.2.dist-info/METADATA"):
+            if member not in names:
+                raise SystemExit(f"error: {wheel.name} has no {member}; it is not {PACKAGE} {VERSION}")
+        blob = archive.read(MEMBER)
+        license_text = archive.read(LICENSE_MEMBER).decode("utf-8", "replace")
+        metadata = archive.read("aisfx-0.1.2.dist-info/METADATA").decode("utf-8", "replace")
+        record = archive.read("aisfx-0.1.2.dist-info/RECORD").decode("utf-8", "replace")
+    digest = hashlib.sha256(blob).hexdigest()
+    recorded = next((row[1] for row in csv.reader(record.splitlines()) if row and row[0] == MEMBER), "")
+    recorded_hex = (base64.urlsafe_b64decode(recorded.split("=", 1)[1] + "==").hex()
+                    if recorded.startswith("sha256=") else None)
+    if digest != SHA256 or recorded_hex != digest:
+        raise SystemExit(f"error: {MEMBER} has sha256 {digest}, expected {SHA256} (RECORD: {recorded_hex}); "
+                         f"use the {PACKAGE} {VERSION} wheel from PyPI")
+    if not (license_text.startswith("Attribution 4.0 International")
+            and "Creative Commons Attribution 4.0 International Public License" in license_text):
+        raise SystemExit(f"error: {LICENSE_MEMBER} is not CC BY 4.0; check the licence before shipping")
+    if "NonCommercial" in license_text or MODEL_LICENSE_SENTENCE not in metadata:
+        raise SystemExit(f"error: {PACKAGE}'s METADATA no longer puts the pre-trained model under CC BY 4.0; check")
+    provenance = {
+        "package": PACKAGE, "version": VERSION, "registry": "PyPI", "wheel": WHEEL,
+        "files": {MEMBER: {"sha256": digest, "bytes": len(blob), "sha256_matches_package_record": True}},
+        "origin": "aiSFX X-Sequential-CE (github.com/alisonbma/aisfx), Ma and Lerch, ISMIR 2022",
+        "license": "CC-BY-4.0",
+        "license_evidence": f"{LICENSE_MEMBER}: 'Attribution 4.0 International', 'Copyright (c) 2022 A.B. Ma and "
+                            f"A. Lerch'; the package README (METADATA): '{MODEL_LICENSE_SENTENCE}'; its classifier "
+                            "says 'License :: OSI Approved :: MIT License' (for the code)",
+        "license_note": LICENSE_NOTE,
+        "attribution": "aiSFX by Alison B. Ma and Alexander Lerch (Georgia Tech), CC BY 4.0",
+    }
+    return blob, provenance
+
+
+# ------------------------------------------------------------------------------------------------ torch file
+
+
+class _Storage:
+    def __init__(self, dtype, numel):
+        self.dtype, self.numel, self.array = dtype, numel, None
+
+
+class _Tensor:
+    def __init__(self, storage, offset, size, stride):
+        self.storage, self.offset, self.size, self.stride = storage, int(offset), tuple(size), tuple(stride)
+
+    def materialise(self):
+        data = self.storage.array
+        if not self.size:
+            return np.array(data[self.offset])
+        view = np.lib.stride_tricks.as_strided(data[self.offset:], shape=self.size,
+                                               strides=[s * data.itemsize for s in self.stride], writeable=False)
+        return np.array(view)
+
+
+def _rebuild_tensor_v2(storage, offset, size, stride, *_rest):
+    return _Tensor(storage, offset, size, stride)
+
+
+class _StorageType:
+    def __init__(self, name):
+        self.name = name
+
+
+class _Unpickler(pickle.Unpickler):
+    """Tensors, dicts, and numpy scalars (the dataset table's class counts); any other global is refused."""
+
+    def __init__(self, file):
+        super().__init__(file)
+        self.storages = {}
+
+    def find_class(self, module, name):
+        if (module, name) == ("collections", "OrderedDict"):
+            return collections.OrderedDict
+        if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+            return _rebuild_tensor_v2
+        if module == "torch" and name in STORAGE_DTYPES:
+            return _StorageType(name)
+        if (module, name) in (("numpy.core.multiarray", "scalar"), ("numpy", "dtype"), ("_codecs", "encode")):
+            import codecs
+            import importlib
+
+            # numpy 2 moved numpy.core to numpy._core; the pickle names the old path.
+            multiarray = importlib.import_module("numpy._core.multiarray" if hasattr(np, "_core")
+                                                 else "numpy.core.multiarray")
+            return {"scalar": multiarray.scalar, "dtype": np.dtype, "encode": codecs.encode}[name]
+        raise SystemExit(f"error: the checkpoint asks for {module}.{name}, which a state dict never needs")
+
+    def persistent_load(self, saved_id):
+        if not isinstance(saved_id, tuple) or len(saved_id) != 5 or saved_id[0] != "storage":
+            raise SystemExit(f"error: unknown persistent id {saved_id!r:.80} in the checkpoint")
+        storage_type, key, _location, numel = saved_id[1:]
+        if not isinstance(storage_type, _StorageType):
+            raise SystemExit(f"error: storage of unknown type {storage_type!r:.80}")
+        self.storages.setdefault(str(key), _Storage(STORAGE_DTYPES[storage_type.name], int(numel)))
+        return self.storages[str(key)]
+
+
+def read_zip_torch(blob: bytes) -> tuple[dict, object]:
+    """`({name: numpy array}, rest)` of a zip-format `torch.save((state_dict, rest))` file, without torch.
+
+    Raises:
+        SystemExit: not that format, or storages that do not match the pickle.
+    """
+    with zipfile.ZipFile(io.BytesIO(blob)) as archive:
+        pickles = [n for n in archive.namelist() if n.endswith("/data.pkl")]
+        if len(pickles) != 1:
+            raise SystemExit("error: the checkpoint is not a zip-format torch file (no single data.pkl)")
+        prefix = pickles[0][: -len("data.pkl")]
+        unpickler = _Unpickler(io.BytesIO(archive.read(pickles[0])))
+        obj = unpickler.load()
+        for key, storage in unpickler.storages.items():
+            raw = archive.read(f"{prefix}data/{key}")
+            dtype = np.dtype(storage.dtype).newbyteorder("<")
+            if len(raw) != storage.numel * dtype.itemsize:
+                raise SystemExit(f"error: storage {key} holds {len(raw)} bytes, the pickle says {storage.numel} values")
+            storage.array = np.frombuffer(raw, dtype=dtype)
+    state, rest = (obj, None) if isinstance(obj, dict) else obj
+    return {name: value.materialise() for name, value in state.items()}, rest
+
+
+# ------------------------------------------------------------------------------------------------ backbone
+
+
+def build_backbone(state: dict, num_samples: int):
+    """Raw waveforms (batch, num_samples) at 16 kHz -> `SfxLogMel` -> the 9-layer CNN with `state`'s weights ->
+    (batch, 512): the embedding aiSFX computes (mean over frequency, then max over time).
+
+    Raises:
+        SystemExit: the state dict lacks a tensor the network needs, or has an embedding tensor it does not use.
+    """
+    import keras
+
+    from kerastl.inputs.sfx_mel import SfxLogMel
+
+    waveform = keras.Input((num_samples,), name="waveform")
+    front = SfxLogMel(sample_rate=SAMPLE_RATE, name="sfx_mel")
+    x = front(waveform)
+    used = set()
+    for block, channels in enumerate(CHANNELS, start=1):
+        for conv in (1, 2):
+            prefix = f"embedding_net.conv_block{block}"
+            layer = keras.layers.Conv2D(channels, 3, padding="same", use_bias=False, name=f"block{block}_conv{conv}")
+            x = layer(x)
+            layer.set_weights([state[f"{prefix}.conv{conv}.weight"].transpose(2, 3, 1, 0).astype("float32")])
+            bn = keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=f"block{block}_bn{conv}")
+            x = bn(x)
+            bn.set_weights([state[f"{prefix}.bn{conv}.{k}"].astype("float32")
+                            for k in ("weight", "bias", "running_mean", "running_var")])
+            x = keras.layers.ReLU(name=f"block{block}_relu{conv}")(x)
+            used |= {k for k in state if k.startswith((f"{prefix}.conv{conv}.", f"{prefix}.bn{conv}."))}
+        if block < len(CHANNELS):
+            x = keras.layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
+    frames, bands = int(x.shape[1]), int(x.shape[2])
+    x = keras.layers.AveragePooling2D((1, bands), name="frequency_mean")(x)
+    x = keras.layers.Reshape((frames, CHANNELS[-1]), name="frames")(x)
+    x = keras.layers.GlobalMaxPooling1D(name="time_max")(x)
+    left = sorted(k for k in state if k.startswith("embedding_net.") and k not in used
+                  and not k.endswith("num_batches_tracked"))
+    if left:
+        raise SystemExit(f"error: the checkpoint has embedding tensors the backbone does not use: {left[:3]}")
+    return keras.Model(waveform, x, name=NAME)
+
+
+# ------------------------------------------------------------------------------------------------ references
+
+
+def reference_logmel(clip: np.ndarray, sample_rate: int, n_fft: int, window_length: int, hop: int) -> np.ndarray:
+    """aiSFX's spectrogram in numpy (frames, 96): peak normalisation, librosa's centred zero-padded STFT with a
+    periodic Hann window, |X|^2, HTK-mel triangles 0-22,050 Hz of unit sum on the 44.1 kHz / 2048 grid (librosa
+    `mel(htk=True, norm=1.0)` at aiSFX's rate, the same weight per Hz elsewhere), `log10(10000 m + 1) / 9.4578`.
+    Written from librosa's and aiSFX's definitions, independently of `SfxLogMel`'s convolution."""
+    from kerastl.inputs.sfx_mel import power_scale_for
+
+    peak = np.abs(clip).max()
+    y = clip.astype("float64") / (peak if peak > 0 else 1.0)
+    y = np.pad(y, n_fft // 2)
+    window = np.zeros(n_fft)
+    start = (n_fft - window_length) // 2
+    window[start:start + window_length] = np.hanning(window_length + 1)[:-1]
+    frames = np.stack([y[i:i + n_fft] * window for i in range(0, len(y) - n_fft + 1, hop)])
+    power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
+    # The triangles, from the HTK formulas, on each grid, each normalised by its sum on aiSFX's grid.
+    def triangles(freqs):
+        mel = np.linspace(0.0, 2595.0 * np.log10(1.0 + 22050.0 / 700.0), 98)
+        edges = 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
+        out = np.zeros((len(freqs), 96))
+        for m in range(96):
+            lo, mid, hi = edges[m:m + 3]
+            out[:, m] = np.clip(np.minimum((freqs - lo) / (mid - lo), (hi - freqs) / (hi - mid)), 0.0, None)
+        return out
+
+    base = triangles(np.fft.rfftfreq(2048, 1.0 / 44100))
+    sums = base.sum(axis=0) * (44100 / 2048) / (sample_rate / n_fft)
+    filters = triangles(np.fft.rfftfreq(n_fft, 1.0 / sample_rate)) / sums
+    mel = power @ filters * power_scale_for(sample_rate, window_length)
+    return np.log10(mel * 10000.0 + 1.0) / 9.457798957824707
+
+
+def reference_embedding(state: dict, spec: np.ndarray) -> np.ndarray:
+    """aiSFX's `EmbeddingNet.forward` in numpy on one spectrogram (frames, 96): PyTorch's NCHW layout,
+    cross-correlation with zero padding 1, eval-mode BatchNorm (eps 1e-5), ReLU, 2x2 max pooling with floor,
+    mean over frequency, max over time -> (512,)."""
+    x = spec[None].astype("float64")  # (C=1, T, F)
+    for block in range(1, 5):
+        for conv in (1, 2):
+            p = f"embedding_net.conv_block{block}"
+            w = state[f"{p}.conv{conv}.weight"].astype("float64")  # (out, in, 3, 3)
+            padded = np.pad(x, ((0, 0), (1, 1), (1, 1)))
+            t, f = x.shape[1], x.shape[2]
+            patches = np.stack([padded[:, i:i + t, j:j + f] for i in range(3) for j in range(3)], axis=1)
+            x = np.einsum("oik,iktf->otf", w.reshape(w.shape[0], w.shape[1], 9), patches)
+            g, b, m, v = (state[f"{p}.bn{conv}.{k}"].astype("float64")
+                          for k in ("weight", "bias", "running_mean", "running_var"))
+            x = (x - m[:, None, None]) / np.sqrt(v[:, None, None] + 1e-5) * g[:, None, None] + b[:, None, None]
+            x = np.maximum(x, 0.0)
+        if block < 4:
+            t, f = x.shape[1] // 2 * 2, x.shape[2] // 2 * 2
+            x = x[:, :t, :f].reshape(x.shape[0], t // 2, 2, f // 2, 2).max(axis=(2, 4))
+    return x.mean(axis=2).max(axis=1)
+
+
+def verify(model, state: dict, clips: np.ndarray) -> dict:
+    """Largest differences of the front end (at aiSFX's 44.1 kHz settings and at 16 kHz) from
+    `reference_logmel`, and of the embeddings from `reference_embedding` on the same 16 kHz spectrograms."""
+    import keras
+    from scipy import signal
+
+    from kerastl.inputs.sfx_mel import SfxLogMel
+
+    native = SfxLogMel(sample_rate=44100, n_fft=2048, window_length=2048, frame_step=1024)
+    front = keras.Model(model.input, model.get_layer("sfx_mel").output)
+    ours16, embeddings = np.asarray(front(clips))[..., 0], np.asarray(model(clips))
+    native_diff = front_diff = embedding_diff = scale = 0.0
+    for clip, mel16, embedding in zip(clips, ours16, embeddings):
+        clip44 = signal.resample_poly(clip, 441, 160).astype("float32")
+        mel44 = np.asarray(native(clip44[None]))[0, ..., 0]
+        native_diff = max(native_diff, float(np.abs(mel44 - reference_logmel(clip44, 44100, 2048, 2048, 1024)).max()))
+        ref16 = reference_logmel(clip, SAMPLE_RATE, 1024, 743, 372)
+        front_diff = max(front_diff, float(np.abs(mel16 - ref16).max()))
+        ref = reference_embedding(state, mel16)
+        embedding_diff = max(embedding_diff, float(np.abs(ref - embedding).max()))
+        scale = max(scale, float(np.abs(ref).max()))
+    return {"clips": len(clips), "front_end_44k_max_abs_diff": native_diff, "front_end_max_abs_diff": front_diff,
+            "embeddings_max_abs_diff": embedding_diff, "embeddings_max_abs": scale}
+
+
+def synthetic_clips(num_samples: int, n: int = 4, seed: int = 0) -> np.ndarray:
+    """Tones, noise bursts and silence-padded clips at several levels, for checks without recordings."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(num_samples) / SAMPLE_RATE
+    clips = []
+    for i in range(n):
+        x = sum(np.sin(2 * np.pi * rng.uniform(60, 7000) * t + rng.uniform(0, 6)) for _ in range(3))
+        x = x + rng.normal(0, 0.3, num_samples) * (rng.uniform(size=num_samples) < 0.3)
+        x = x * np.where(np.arange(num_samples) < num_samples * (0.4 + 0.15 * i), 1.0, 0.0)
+        clips.append(rng.uniform(0.05, 0.9) * x / np.abs(x).max())
+    return np.stack(clips).astype("float32")
+
+
+def manifest_for(model, model_path: Path, num_samples: int, checks: dict, provenance: dict, datasets: dict, *,
+                 default: bool, check_source: str) -> dict:
+    from kerastl.inputs.audio import preprocessing_record
+    from kerastl.net import sha256_file
+    from kerastl.pretraining.execution import hardware_summary
+
+    seconds = num_samples / SAMPLE_RATE
+    return {
+        "format_version": 1,
+        "name": NAME,
+        "modality": "audio",
+        "description": (f"aiSFX's sound-effects embedding network (Ma and Lerch, ISMIR 2022) as a trainable Keras "
+                        f"backbone: {seconds:g} s of 16 kHz mono waveform -> its 96-band log-mel front end (inside "
+                        "the model, 46 ms windows every 23 ms) -> the 9-layer CNN of the DCASE 2018 cross-task "
+                        "baseline (64 to 512 channels) -> a 512-wide embedding (mean over frequency, max over time); "
+                        "pretrained by its authors on sound-effects libraries, imported from the aisfx package with "
+                        "its weights unchanged" + ("; the default audio backbone" if default else "")),
+        "default": bool(default),
+        "input": {"shape": [num_samples], "dtype": "float32", "range": [-1, 1], "layout": "waveform",
+                  "channels": "mono", "sample_rate": SAMPLE_RATE, "clip_seconds": seconds},
+        "preprocessing": preprocessing_record(model),
+        "feature_width": CHANNELS[-1],
+        "feature_shape": [CHANNELS[-1]],
+        "arch": "sfx-cnn9",
+        "parameters": int(model.count_params()),
+        "pretraining": {"source": "aiSFX X-Sequential-CE, via the aisfx package",
+                        "source_description": ("trained by Ma and Lerch on sound-effects libraries labelled by the "
+                                               "Universal Category System (cross-dataset, sequential, "
+                                               "cross-entropy); not retrained by kerastl"),
+                        # The checkpoint's own table: {training set: number of classes of its head}.
+                        "datasets": {str(k): int(v[1]) for k, v in sorted(datasets.items(), key=lambda kv: kv[1][0])}},
+        "provenance": provenance,
+        "metrics": {k: checks[k] for k in ("front_end_max_abs_diff", "embeddings_max_abs_diff")},
+        "verification": {**checks, "tolerance": TOLERANCE, "clips_from": check_source},
+        "command": "python tools/import_aisfx.py " + " ".join(sys.argv[1:]),
+        "hardware": hardware_summary(),
+        "weights": {"file": model_path.name, "sha256": sha256_file(model_path), "bytes": model_path.stat().st_size},
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--wheel", type=Path, default=None, help=f"A local {WHEEL} (default: pip download it).")
+    parser.add_argument("--clip-seconds", type=float, default=1.0)
+    parser.add_argument("--check-wav", type=Path, nargs="*", default=[], help="Real recordings to verify on.")
+    parser.add_argument("--out", type=Path, default=Path("saved_models") / NAME)
+    parser.add_argument("--default", action="store_true", help='Mark it "default": true in the manifest.')
+    args = parser.parse_args(argv)
+
+    from kerastl.inputs.audio import load_waveforms
+
+    num_samples = round(args.clip_seconds * SAMPLE_RATE)
+    with tempfile.TemporaryDirectory() as tmp:
+        blob, provenance = read_wheel(args.wheel or fetch_wheel(Path(tmp)))
+    state, datasets = read_zip_torch(blob)
+    model = build_backbone(state, num_samples)
+    if args.check_wav:
+        missing = [str(p) for p in args.check_wav if not p.is_file()]
+        if missing:
+            raise SystemExit(f"error: --check-wav files not found: {', '.join(missing[:3])}")
+        clips = load_waveforms(args.check_wav, sample_rate=SAMPLE_RATE, num_samples=num_samples)
+        source = f"{len(clips)} recordings: " + ", ".join(p.name for p in args.check_wav[:8])
+    else:
+        clips, source = synthetic_clips(num_samples), "synthetic_clips (tones, noise bursts, silence)"
+    checks = verify(model, state, clips)
+    print(f"on {checks['clips']} clips: front end at 44.1 kHz within {checks['front_end_44k_max_abs_diff']:.2e} and "
+          f"at 16 kHz within {checks['front_end_max_abs_diff']:.2e} of librosa's definition; embeddings within "
+          f"{checks['embeddings_max_abs_diff']:.2e} of the PyTorch forward pass (largest |embedding| "
+          f"{checks['embeddings_max_abs']:.2f})")
+    worst = max(checks["front_end_44k_max_abs_diff"], checks["front_end_max_abs_diff"],
+                checks["embeddings_max_abs_diff"])
+    if worst > TOLERANCE:
+        raise SystemExit(f"error: the Keras backbone differs from the reference by {worst:.2e} > {TOLERANCE}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    model_path = args.out / "backbone.keras"
+    model.save(model_path)
+    manifest = manifest_for(model, model_path, num_samples, checks, provenance, datasets, default=args.default,
+                            check_source=source)
+    (args.out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    print(f"saved {model_path} ({model_path.stat().st_size / 1e6:.2f} MB, {model.count_params()} parameters, "
+          f"512 features) and {args.out / 'manifest.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
