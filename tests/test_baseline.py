@@ -92,3 +92,10 @@ def test_finetune_reports_the_baseline_and_whether_transfer_beat_it(tmp_path):
     off = kerastl.finetune(data, None, config=kerastl.FinetuneConfig(strategy="head", shots=5, epochs=1,
                                                                      baseline=False), verbose=0)
     assert off.metrics["baseline"] is None
+
+
+def test_log_spectrum_statistics_below_16_khz_stop_at_nyquist():
+    from kerastl.inputs.audio import band_statistics
+
+    noise = np.random.default_rng(0).normal(size=(2, 8000)).astype("float32") * 0.1
+    assert band_statistics(noise, sample_rate=8000).shape == (2, 80)

@@ -326,8 +326,9 @@ def logmel_statistics(waveforms, front_end: dict | None = None, sample_rate: int
 def band_statistics(waveforms, sample_rate: int = DEFAULT_SAMPLE_RATE, batch_size: int = 256) -> np.ndarray:
     """(N, 2 * bands): the mean and the standard deviation over time of each band of the default log-mel
     spectrogram (`DEFAULT_FRONT_END`) of each waveform: the classical audio baseline's features, which ignore
-    when in the clip a sound happens."""
-    raw = LogMelSpectrogram(sample_rate=sample_rate, **DEFAULT_FRONT_END)
+    when in the clip a sound happens. Below 16 kHz the bands stop at the Nyquist frequency."""
+    options = dict(DEFAULT_FRONT_END, fmax=min(DEFAULT_FRONT_END["fmax"], sample_rate / 2))
+    raw = LogMelSpectrogram(sample_rate=sample_rate, **options)
     rows = []
     waveforms = np.asarray(waveforms, "float32")
     for start in range(0, len(waveforms), batch_size):
