@@ -164,14 +164,25 @@ def main(debug, offline):
               help="Cut the backbone at this layer's output (outer/inner inside a nested model).")
 @click.option("--strategy", default="auto", show_default=True, help=STRATEGY_HELP)
 @click.option("--shots", type=click.IntRange(min=1), default=None, help="Train on N images per class.")
-@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Epochs per phase, an override. Default: a budget of at least --min-steps optimizer steps and "
+                   "10 epochs.")
 @click.option("--head-epochs", type=click.IntRange(min=0), default=None,
-              help="Epochs of the head phase before full/top:N fine-tuning. Default: --epochs.")
+              help="Epochs of the head phase before full/top:N fine-tuning. Default: as --epochs.")
+@click.option("--min-steps", type=click.IntRange(min=1), default=300, show_default=True,
+              help="The fewest optimizer steps of a phase without --epochs (small sets train this long).")
+@click.option("--schedule", type=click.Choice(["cosine", "constant"]), default="cosine", show_default=True,
+              help="Learning rate over a phase: a short warmup, then a half cosine to 0; or constant.")
+@click.option("--early-stopping/--no-early-stopping", default=True, show_default=True,
+              help="Stop a phase when the validation loss stops improving, and keep its best epoch.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--learning-rate", type=_NumberRange(min=0, min_open=True, max=10), default=1e-3,
               show_default=True, help="Head learning rate; full/top:N fine-tuning uses a tenth of it.")
 @click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True,
               help="adam, or sgd with momentum 0.9.")
+@click.option("--head-solver", type=click.Choice(["steps", "probe"]), default="steps", show_default=True,
+              help="How the head is fitted on cached features: --epochs of the optimizer, or solved as a "
+                   "logistic regression with its L2 penalty chosen by cross-validation.")
 @click.option("--image-size", type=click.IntRange(8, 1024), default=None,
               help="Input size for keras:, hub: and kerashub: image backbones (others have a fixed input; another size is refused).")
 @click.option("--augment", is_flag=True, help="Images: random shifts, rotations, zooms and contrast; audio: "
@@ -184,8 +195,9 @@ def main(debug, offline):
                    "an uninterrupted one (a killed run resumes from its last epoch either way).")
 @click.option("--trust", is_flag=True, help="Allow model files that run code (Lambda layers). See SECURITY.md.")
 @click.option("--out", required=True, type=_NonEmptyPath(), help="Output directory.")
-def finetune(data, backbone, weights, cut, strategy, shots, epochs, head_epochs, batch_size, learning_rate,
-             optimizer, image_size, augment, from_scratch, validation_split, seed, deterministic, trust, out):
+def finetune(data, backbone, weights, cut, strategy, shots, epochs, head_epochs, min_steps, schedule,
+             early_stopping, batch_size, learning_rate,
+             optimizer, head_solver, image_size, augment, from_scratch, validation_split, seed, deterministic, trust, out):
     """Fine-tune a pretrained backbone with a new output layer on your classes.
 
     Writes OUT/model.keras, OUT/labels.txt, OUT/metrics.json and OUT/report.png.
@@ -196,7 +208,8 @@ def finetune(data, backbone, weights, cut, strategy, shots, epochs, head_epochs,
 
     hparams = HParams(epochs=epochs, head_epochs=head_epochs, batch_size=batch_size, learning_rate=learning_rate,
                       optimizer=optimizer, augment=augment, shots=shots, validation_fraction=validation_split,
-                      seed=seed, deterministic=deterministic)
+                      seed=seed, deterministic=deterministic, head_solver=head_solver,
+                      min_steps=min_steps, schedule=schedule, early_stopping=early_stopping)
     model_options = ModelOptions(strategy=strategy, from_scratch=from_scratch)
     # Checked before the digits note, and the strategy first, as finetune checks them.
     model_options.validate()

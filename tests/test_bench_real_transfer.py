@@ -83,7 +83,8 @@ def test_auto_reuses_the_run_it_resolves_to_only_when_every_setting_is_equal(ben
     assert bench.same_run("full", 5, 0, defaults, done) is None
     other = argparse.Namespace(epochs=3, batch_size=None, learning_rate=None, scratch_epochs=None)
     assert bench.same_run("auto", 5, 0, other, done) is None  # full trained 3 epochs, auto the default 10
-    assert bench.finetune_config("scratch", 5, 0, defaults).epochs == 20
+    scratch = bench.finetune_config("scratch", 5, 0, defaults)
+    assert scratch.epochs is None and scratch.min_steps == 2 * kerastl_min_steps()
     assert bench.finetune_config("scratch", 5, 0, defaults).from_scratch
 
 
@@ -277,3 +278,9 @@ def test_a_text_set_measured_end_to_end_scores_every_method_on_the_same_held_out
     assert [r["method"] for r in record["runs"]] == ["classical", "probe"]
     assert {r["held_out"] for r in record["runs"]} == {8 * 3}  # 6 per topic, 3 in the labelled pool
     assert set(record["summary"]["2"]) == {"classical", "probe"} and saved[-1] is record
+
+
+def kerastl_min_steps() -> int:
+    from kerastl.train.options import HParams
+
+    return HParams.min_steps

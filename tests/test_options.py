@@ -18,7 +18,8 @@ from kerastl.train.options import FinetuneConfig, HParams, ModelOptions
 CONFIG_FIELDS = ["strategy", "epochs", "head_epochs", "batch_size", "learning_rate", "fine_tune_factor", "optimizer",
                  "momentum", "dropout", "pooling", "augment", "from_scratch", "shots", "validation_fraction", "seed",
                  "cache_features", "shuffle", "validate_each_epoch", "deterministic", "balance_classes",
-                 "trainable_layers", "frozen_layers"]
+                 "trainable_layers", "frozen_layers", "head_solver", "min_steps", "schedule", "early_stopping",
+                 "baseline"]
 
 
 def _names(cls) -> list[str]:
@@ -39,6 +40,9 @@ def _names(cls) -> list[str]:
     (dict(fine_tune_factor=1.5), "fine_tune_factor must be in (0, 1]. Received: 1.5"),
     (dict(optimizer="rmsprop"), "--optimizer must be one of ('adam', 'sgd'). Received: rmsprop"),
     (dict(momentum=1.0), "--momentum must be in [0, 1). Received: 1.0"),
+    (dict(head_solver="sgd"), "--head-solver must be one of ('steps', 'probe'). Received: sgd"),
+    (dict(head_solver="probe", augment=True), ("--head-solver probe fits the head on cached features, which "
+     "--augment and cache_features=False turn off; drop them, or use --head-solver steps")),
 ])
 def test_hparams_name_the_invalid_value(change, message):
     with pytest.raises(UsageError, match=f"^{re.escape(message)}$"):
@@ -112,7 +116,7 @@ def test_config_and_parts_round_trip():
 def test_the_parts_are_copies_and_the_flat_config_stays_a_plain_dataclass():
     config = FinetuneConfig()
     config.hparams.epochs = 99
-    assert config.epochs == 10
+    assert config.epochs is None  # the step budget
     config.epochs = 3  # attribute writes, as before
     assert config.hparams.epochs == 3
     assert dataclasses.replace(config, strategy="full").model_options.strategy == "full"
@@ -124,21 +128,21 @@ def test_from_parts_refuses_swapped_parts():
         FinetuneConfig.from_parts(ModelOptions(), HParams())
 
 
-def test_the_resume_fingerprint_of_the_settings_is_unchanged():
-    """`run_fingerprint` hashes `dataclasses.asdict(config)`: these are the hashes kerastl recorded before the
-    settings were split, so a backup written then is still resumed. Built from the parts, the same settings
-    hash the same."""
+def test_the_resume_fingerprint_of_the_settings_is_pinned():
+    """`run_fingerprint` hashes `dataclasses.asdict(config)`. The split into parts kept the hashes; the recipe's
+    settings (head_solver, min_steps, schedule, early_stopping, baseline) changed them once (a backup of an
+    older kerastl is then not resumed, and the run says so). These pins catch any other change. Built from the parts, the same settings hash the same."""
     def sha(config):
         return hashlib.sha256(json.dumps(dataclasses.asdict(config), sort_keys=True, default=str).encode()
                               ).hexdigest()
 
     from kerastl.train.resume import run_fingerprint
 
-    assert sha(FinetuneConfig()) == "cd246ce5c902c6474b16a011c35a0c137ea8d5d4e836b360afc2db1de9922446"
+    assert sha(FinetuneConfig()) == "e366ceaaf3be2382f3e83e2700116b2d17962cde64c857ee89c1ba4425d870b2"
     config = FinetuneConfig(strategy="top:2", epochs=3, head_epochs=1, batch_size=8, learning_rate=0.01,
                             optimizer="sgd", dropout=0.1, pooling="max", augment=True, shots=4, seed=5,
                             deterministic=True, trainable_layers=["conv*"], frozen_layers=["bn1"])
-    assert sha(config) == "fa001c79d59299370855a3e06145fe21591d364ed44d1764306f8d99ca8569db"
+    assert sha(config) == "b4ad12e6d33dac581250cf51a5b29de9e163e557fa687ada009784c3dbb36e9d"
     rebuilt = FinetuneConfig.from_parts(config.hparams, config.model_options)
     assert run_fingerprint("finetune", options={}, config=dataclasses.asdict(rebuilt)) == run_fingerprint(
         "finetune", options={}, config=dataclasses.asdict(config))

@@ -84,11 +84,24 @@ def test_head_trains_the_new_layer(image_folder, tiny_backbone_path):
 
 
 def test_full_runs_head_phase_then_lower_learning_rate(image_folder, tiny_backbone_path):
-    result = _run(image_folder, tiny_backbone_path, "full")
+    result = _run(image_folder, tiny_backbone_path, "full", schedule="constant")
     phases = [row["phase"] for row in result.metrics["history"]]
     assert phases == ["head", "full", "full"]
     # The second phase ran at learning_rate * fine_tune_factor (1e-2 * 0.1).
     assert float(result.model.optimizer.learning_rate) == pytest.approx(1e-3)
+
+
+def test_the_cosine_schedule_warms_up_to_the_phase_rate_and_ends_at_zero(image_folder, tiny_backbone_path):
+    import keras
+
+    result = _run(image_folder, tiny_backbone_path, "full")
+    schedule = result.model.optimizer._learning_rate
+    assert isinstance(schedule, keras.optimizers.schedules.CosineDecay)
+    full = result.metrics["phases"]["full"]["budget"]
+    assert full["epochs"] == 2 and full["rule"] == "--epochs 2"
+    # Its peak is the full phase's rate, 1e-2 * 0.1 (no warmup: 5% of 8 steps rounds to 0).
+    assert schedule.warmup_steps == 0 and float(schedule(0)) == pytest.approx(1e-3)
+    assert float(schedule(full["steps"])) == pytest.approx(0.0, abs=1e-9)
 
 
 def test_from_scratch_reinitialises_and_trains_batchnorm_statistics(image_folder, tiny_backbone_path):

@@ -497,10 +497,14 @@ def finetune_config(method: str, shots: int, seed: int, args):
     common = {key: value for key, value in (("epochs", args.epochs), ("batch_size", args.batch_size),
                                             ("learning_rate", args.learning_rate)) if value is not None}
     common.update(shots=shots, seed=seed)
+    if method in ("head", "full") and getattr(args, "head_solver", None) is not None:
+        common["head_solver"] = args.head_solver
     if method == "scratch":
-        # The same architecture and as many epochs as Option 2's two phases (head, then every layer).
-        epochs = args.scratch_epochs or 2 * common.get("epochs", FinetuneConfig.epochs)
-        return FinetuneConfig(**{**common, "epochs": epochs}, strategy="full", from_scratch=True)
+        # The same architecture and as long as Option 2's two phases (head, then every layer): twice the epochs
+        # given, else twice kerastl's step budget.
+        epochs = args.scratch_epochs or (2 * common["epochs"] if "epochs" in common else None)
+        return FinetuneConfig(**{**common, "epochs": epochs}, strategy="full", from_scratch=True,
+                              min_steps=2 * FinetuneConfig.min_steps)
     return FinetuneConfig(strategy=method, **common)
 
 
@@ -798,6 +802,8 @@ def main():
                         "kerastl's.")
     parser.add_argument("--batch-size", type=int, default=None, help="Default: kerastl's.")
     parser.add_argument("--learning-rate", type=float, default=None, help="Default: kerastl's.")
+    parser.add_argument("--head-solver", default=None, choices=("steps", "probe"),
+                        help="head and full: how the head is fitted on cached features. Default: kerastl's.")
     parser.add_argument("--scratch-epochs", type=int, default=None, help="Default: twice the epochs.")
     parser.add_argument("--per-class", type=int, default=40, help="At most this many examples per class.")
     parser.add_argument("--min-per-class", type=int, default=None,

@@ -63,6 +63,8 @@ class Modality:
         default_backbone_hint: an example backbone spec of it, for messages when none is shipped.
         pretrain_hint: the `kerastl pretrain` command that makes a backbone of it, or None.
         companion_files: the `Companion` files its TFLite exports write beside the .tflite file.
+        classical_baseline: what `classical_features` computes, as metrics.json names the baseline ("pixels +
+            logistic regression"); None: no classical baseline (every run reports it as not measured).
     """
 
     name: str = ""
@@ -74,6 +76,7 @@ class Modality:
     quantizations: tuple = ("none", "float16", "dynamic")
     default_backbone_hint: str = "a .keras backbone of this input type"
     pretrain_hint: str | None = None
+    classical_baseline: str | None = None
 
     # ------------------------------------------------------------------------------------------ files
     def decode_error(self, path) -> str | None:
@@ -151,6 +154,12 @@ class Modality:
             UsageError: the modality has none (the default).
         """
         raise UsageError(f"--augment has no {self.noun} augmentation to apply: drop --augment")
+
+    def classical_features(self, spec, train_files, other_files):
+        """`(train_x, other_x)`: the classical baseline's input features for a logistic regression, of
+        `train_files` and of `other_files`, fitted on the training files only (standardisation, a TF-IDF
+        vocabulary). Dense arrays or scipy sparse matrices. Only called when `classical_baseline` is set."""
+        raise NotImplementedError(f"the {self.name} modality has no classical baseline")
 
     def example_files(self, files) -> list:
         """`files` as the pipeline's paths (strings)."""

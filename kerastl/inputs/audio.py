@@ -323,6 +323,20 @@ def logmel_statistics(waveforms, front_end: dict | None = None, sample_rate: int
     return round(float(values.mean()), 5), round(max(float(values.std()), 1e-3), 5)
 
 
+def band_statistics(waveforms, sample_rate: int = DEFAULT_SAMPLE_RATE, batch_size: int = 256) -> np.ndarray:
+    """(N, 2 * bands): the mean and the standard deviation over time of each band of the default log-mel
+    spectrogram (`DEFAULT_FRONT_END`) of each waveform: the classical audio baseline's features, which ignore
+    when in the clip a sound happens. Below 16 kHz the bands stop at the Nyquist frequency."""
+    options = dict(DEFAULT_FRONT_END, fmax=min(DEFAULT_FRONT_END["fmax"], sample_rate / 2))
+    raw = LogMelSpectrogram(sample_rate=sample_rate, **options)
+    rows = []
+    waveforms = np.asarray(waveforms, "float32")
+    for start in range(0, len(waveforms), batch_size):
+        logmel = np.asarray(raw(waveforms[start:start + batch_size]))[..., 0]  # (batch, frames, bands)
+        rows.append(np.concatenate([logmel.mean(axis=1), logmel.std(axis=1)], axis=1))
+    return np.concatenate(rows) if rows else np.zeros((0, 2 * DEFAULT_FRONT_END["num_mels"]), "float32")
+
+
 @keras.saving.register_keras_serializable(package="kerastl")
 class PerWaveform(keras.layers.Layer):
     """Runs a module that takes ONE waveform (samples,), as YAMNet does, on each waveform of a batch

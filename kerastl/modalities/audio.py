@@ -26,6 +26,7 @@ class Audio(Modality):
     input_form = "mono waveforms of shape (samples,)"
     default_backbone_hint = "hub:<dir>"
     pretrain_hint = "kerastl pretrain --data synthetic:pseudowords --arch smallnet-s --out saved_models/NAME"
+    classical_baseline = "log-spectrum statistics + logistic regression"
 
     def decode_error(self, path):
         from kerastl.inputs.audio import decode_error, wav_header_error
@@ -73,6 +74,12 @@ class Audio(Modality):
         from kerastl.inputs.audio import load_waveforms
 
         return load_waveforms(files, sample_rate=spec.sample_rate, num_samples=spec.shape[0])
+
+    def classical_features(self, spec, train_files, other_files):
+        from kerastl.inputs.audio import band_statistics
+
+        return tuple(band_statistics(self.load(spec, files), sample_rate=spec.sample_rate)
+                     for files in (train_files, other_files))
 
     def reader(self, spec):
         from kerastl.inputs.audio import wav_reader

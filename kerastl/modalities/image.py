@@ -29,6 +29,10 @@ class Image(Modality):
     quantizations = ("none", "float16", "dynamic", "int8", "int8-per-tensor")
     default_backbone_hint = "keras:MobileNetV2"
     pretrain_hint = "kerastl pretrain --data synthetic:glyphs --arch smallnet-s --out saved_models/NAME"
+    classical_baseline = "pixels + logistic regression"
+    #: The classical baseline's images are resized whole to this side (as kerastl resizes to a backbone's
+    #: input), in the backbone's colour.
+    BASELINE_SIDE = 32
 
     def decode_error(self, path):
         from kerastl.inputs.image import image_error
@@ -80,6 +84,15 @@ class Image(Modality):
         from kerastl.inputs.image import load_images
 
         return load_images(files, image_size=spec.shape[:2], channels=spec.shape[2], batch_size=batch_size)
+
+    def classical_features(self, spec, train_files, other_files):
+        from kerastl.inputs.image import load_images
+
+        def pixels(files):
+            side, channels = (self.BASELINE_SIDE,) * 2, int(spec.shape[2])
+            return load_images(files, image_size=side, channels=channels).reshape(len(files), -1)
+
+        return pixels(train_files), pixels(other_files)
 
     def reader(self, spec):
         import tensorflow as tf

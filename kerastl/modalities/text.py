@@ -34,6 +34,7 @@ class Text(Modality):
     input_form = "strings of shape ()"
     default_backbone_hint = "hub:<dir>"
     pretrain_hint = "kerastl pretrain --data corpus:python-docs-wide-files --arch textcnn-l --out saved_models/NAME"
+    classical_baseline = "TF-IDF + logistic regression"
 
     def decode_error(self, path):
         from kerastl.inputs.text import decode_error, text_size_error
@@ -61,6 +62,14 @@ class Text(Modality):
         from kerastl.inputs.text import load_texts
 
         return load_texts(files)
+
+    def classical_features(self, spec, train_files, other_files):
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        # Word unigrams and bigrams with sublinear term frequencies: the usual strong linear text baseline.
+        vectorizer = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2))
+        train = vectorizer.fit_transform([str(t) for t in self.load(spec, train_files)])
+        return train, vectorizer.transform([str(t) for t in self.load(spec, other_files)])
 
     def reader(self, spec):
         from kerastl.inputs.text import text_reader

@@ -36,6 +36,12 @@ def finetune_summary_lines(result) -> list[str]:
     if m["accuracy"] is not None:
         lines.append(f"accuracy  {m['accuracy']:.2%}")
         lines.extend(per_class_lines(m["per_class"]))
+    base = m.get("baseline")
+    if base and m["accuracy"] is not None:
+        verdict = ("transfer beat it" if base["margin"] > 0 else
+                   "transfer did not beat it" if base["margin"] < 0 else "a tie")
+        lines.append(f"baseline  {base['method']}: {base['accuracy']:.2%} on the same split; {verdict} "
+                     f"({100 * base['margin']:+.1f} points)")
     if m["skipped"]:
         lines.append(f"skipped {len(m['skipped'])} files (each listed with the reason in metrics.json), e.g. "
                      f"{m['skipped'][0]['path']}: {m['skipped'][0]['reason']}")

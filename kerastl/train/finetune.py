@@ -51,16 +51,22 @@ def make_optimizer(name: str, learning_rate: float, momentum: float = 0.9):
     raise UsageError(f"--optimizer must be one of {OPTIMIZERS}. Received: {name}")
 
 
-def _compile(model, hparams: HParams, learning_rate: float, steps_per_execution: int = 1) -> None:
+def _compile(model, hparams: HParams, learning_rate: float, steps_per_execution: int = 1,
+             total_steps: int | None = None) -> None:
+    """Compiles `model` for a phase of `total_steps` optimizer steps, with `hparams.schedule` peaking at
+    `learning_rate` (None: a constant `learning_rate`)."""
+    from kerastl.train.schedule import learning_rate as schedule
+
+    rate = learning_rate if total_steps is None else schedule(learning_rate, total_steps, hparams.schedule)
     model.compile(
-        optimizer=make_optimizer(hparams.optimizer, learning_rate, hparams.momentum),
+        optimizer=make_optimizer(hparams.optimizer, rate, hparams.momentum),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
         steps_per_execution=steps_per_execution,
     )
 
 
-def compile_head(classifier, config: HParams, examples: int) -> None:
+def compile_head(classifier, config: HParams, examples: int, total_steps: int | None = None) -> None:
     """Compiles the head for training on cached features with `config`'s optimiser, learning rate and batch
     size (an `HParams`, or a `FinetuneConfig`, which has every field of one).
 
@@ -68,7 +74,7 @@ def compile_head(classifier, config: HParams, examples: int) -> None:
     epoch's steps per call (`steps_per_execution`) removes that overhead without changing the steps taken.
     """
     steps = max(1, -(-int(examples) // config.batch_size))
-    _compile(classifier.head_model, config, config.learning_rate, steps_per_execution=steps)
+    _compile(classifier.head_model, config, config.learning_rate, steps_per_execution=steps, total_steps=total_steps)
 
 
 def _history_rows(history, phase: str) -> list[dict]:
@@ -87,6 +93,9 @@ def _fit(model, training, *, epochs: int, phase: str, hparams: HParams, out, val
          verbose):
     """`model.fit` over `training = (inputs, labels, augment)` held in memory, or a tf.data.Dataset.
 
+    With `hparams.early_stopping` and `validation`, the phase stops early and ends on its best epoch's weights
+    (`kerastl.train.schedule.restore_best_callback`); the History then carries `early_stopping`, its record.
+
     In-memory examples are batched by `checkpointing.epoch_batches`, so each epoch's order and augmentation
     depend only on (seed, epoch); every random layer's seed state is reset from (seed, epoch) too. With `out`,
     the phase is backed up each epoch into `out`, and a re-run of the same run (`_claim_backups`) resumes it.
@@ -99,11 +108,17 @@ def _fit(model, training, *, epochs: int, phase: str, hparams: HParams, out, val
         epoch_batches,
         epoch_seeds_callback,
     )
+    from kerastl.train.schedule import patience, restore_best_callback
 
     callbacks = [epoch_seeds_callback(model, hparams.seed)]
     first = 0
-    if out is not None:
-        directory = backup_dir(out, phase)
+    directory = None if out is None else backup_dir(out, phase)
+    best = None
+    if hparams.early_stopping and validation is not None:
+        # Before BackupAndRestore: the best epoch's record is then never behind the backup.
+        best = restore_best_callback(model, patience_epochs=patience(epochs), directory=directory)
+        callbacks.append(best)
+    if directory is not None:
         first = min(completed_epochs(directory), epochs)
         callbacks.append(keras.callbacks.BackupAndRestore(str(directory), delete_checkpoint=False))
     steps = None
@@ -112,12 +127,14 @@ def _fit(model, training, *, epochs: int, phase: str, hparams: HParams, out, val
         steps = -(-len(labels) // hparams.batch_size)
         training = epoch_batches(inputs, labels, batch_size=hparams.batch_size, seed=hparams.seed,
                                  first_epoch=first, epochs=epochs, shuffle=hparams.shuffle, augment=augment)
-    return model.fit(training, epochs=epochs, initial_epoch=first, steps_per_epoch=steps, shuffle=False,
-                     validation_data=validation, class_weight=class_weight, callbacks=callbacks, verbose=verbose)
+    history = model.fit(training, epochs=epochs, initial_epoch=first, steps_per_epoch=steps, shuffle=False,
+                        validation_data=validation, class_weight=class_weight, callbacks=callbacks, verbose=verbose)
+    history.early_stopping = None if best is None else best.record()
+    return history
 
 
 def train_head_on_features(classifier, train_features, train_labels, *, config: HParams, epochs: int,
-                           validation=None, class_weight=None, verbose="auto", out=None):
+                           validation=None, class_weight=None, verbose="auto", out=None, total_steps=None):
     """Option 1's fast path: trains the head (standardisation, dropout, new Dense) on cached pooled features,
     with the training settings `config` (an `HParams`, or a `FinetuneConfig`).
 
@@ -126,14 +143,17 @@ def train_head_on_features(classifier, train_features, train_labels, *, config: 
     """
     import numpy as np
 
-    compile_head(classifier, config, len(train_labels))
+    compile_head(classifier, config, len(train_labels), total_steps=total_steps)
     training = (np.asarray(train_features), np.asarray(train_labels), None)
     return _fit(classifier.head_model, training, epochs=epochs, phase="head", hparams=config, out=out,
                 validation=validation, class_weight=class_weight, verbose=verbose)
 
 
-def _train_head(classifier, data, hparams: HParams, epochs, class_weight, verbose, timing, out=None):
-    """Trains the head with the backbone frozen: on cached features, or with a plain `fit` under augmentation.
+def _train_head(classifier, data, hparams: HParams, epochs, class_weight, verbose, timing, out=None,
+                total_steps=None):
+    """Trains the head with the backbone frozen: on cached features (by `epochs` of the optimizer, or solved as
+    a linear probe: `hparams.head_solver`), or with a plain `fit` under augmentation. Returns the Keras History,
+    the probe's record (`kerastl.train.probe.ProbeFit.record`), or None when `epochs` is 0.
 
     Either way the frozen backbone's features of the (unaugmented) training images are computed once first,
     to standardise them (`Classifier.adapt`); the cached path then trains on them directly.
@@ -155,12 +175,20 @@ def _train_head(classifier, data, hparams: HParams, epochs, class_weight, verbos
     if epochs <= 0:
         return None
     start = time.perf_counter()
+    if cached and hparams.head_solver == "probe":
+        from kerastl.train.probe import fit_probe, set_head, standardised
+
+        fit = fit_probe(standardised(classifier, train_x), data["train_labels"], int(classifier.predictions.units),
+                        class_weight=class_weight, seed=hparams.seed)
+        set_head(classifier, fit)
+        timing["head_train_seconds"] = round(time.perf_counter() - start, 3)
+        return fit.record()
     if cached:
         history = train_head_on_features(classifier, train_x, data["train_labels"], config=hparams, epochs=epochs,
                                          validation=validation, class_weight=class_weight, verbose=verbose,
-                                         out=out)
+                                         out=out, total_steps=total_steps)
     else:
-        _compile(classifier.model, hparams, hparams.learning_rate)
+        _compile(classifier.model, hparams, hparams.learning_rate, total_steps=total_steps)
         history = _fit(classifier.model, data["training"], epochs=epochs, phase="head", hparams=hparams, out=out,
                        validation=validation, class_weight=class_weight, verbose=verbose)
     timing["head_train_seconds"] = round(time.perf_counter() - start, 3)
@@ -329,30 +357,52 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
                                                  {"weights": weights, "cut": cut, "image_size": image_size})
 
     classifier = _build_classifier(backbone, len(parts.class_names), options, seed=hparams.seed)
-    timing, history = {}, []
+    timing, history, head_fit, phases = {}, [], None, {}
     validation = data["val"] if hparams.validate_each_epoch else None
+    examples = len(parts.train_files)
+
+    def phase_budget(name, epochs):
+        from kerastl.train.schedule import budget
+
+        phases[name] = {"budget": budget(examples, hparams.batch_size, epochs=epochs, min_steps=hparams.min_steps)}
+        return phases[name]["budget"]
+
+    def record(name, fit):
+        phases[name]["early_stopping"] = getattr(fit, "early_stopping", None)
+        phases[name]["epochs_run"] = len(fit.history.get("loss", [])) if fit is not None else 0
+        return _history_rows(fit, name)
+
     start = time.perf_counter()
     if options.from_scratch:
         _settle_batchnorm_quickly(classifier.backbone)
         set_backbone_trainable(classifier.backbone, parse_strategy("full"))
         _apply_patterns(classifier, options, set_trainable_by_pattern)
-        _compile(classifier.model, hparams, hparams.learning_rate)
-        fit = _fit(classifier.model, data["training"], epochs=hparams.epochs, phase="from-scratch",
+        length = phase_budget("from-scratch", hparams.epochs)
+        _compile(classifier.model, hparams, hparams.learning_rate, total_steps=length.steps)
+        fit = _fit(classifier.model, data["training"], epochs=length.epochs, phase="from-scratch",
                    hparams=hparams, out=out, validation=validation, class_weight=weights_by_class, verbose=verbose)
-        history += _history_rows(fit, "from-scratch")
+        history += record("from-scratch", fit)
     else:
-        head_epochs = hparams.epochs if strategy.kind == "head" else (
-            hparams.epochs if hparams.head_epochs is None else hparams.head_epochs)
-        fit = _train_head(classifier, data, hparams, head_epochs, weights_by_class, verbose, timing, out=out)
-        history += _history_rows(fit, "head")
+        head_epochs = hparams.epochs if strategy.kind == "head" or hparams.head_epochs is None else hparams.head_epochs
+        length = phase_budget("head", head_epochs)
+        fit = _train_head(classifier, data, hparams, length.epochs, weights_by_class, verbose, timing, out=out,
+                          total_steps=length.steps)
+        if isinstance(fit, dict):
+            head_fit = fit
+            phases["head"] = {"solver": "probe"}
+        else:
+            history += record("head", fit)
         if strategy.kind in ("full", "top"):
             set_backbone_trainable(classifier.backbone, strategy)
             _apply_patterns(classifier, options, set_trainable_by_pattern)
+            name = str(strategy)
+            length = phase_budget(name, hparams.epochs)
             # Recompile: `trainable` changes take effect only at compile time.
-            _compile(classifier.model, hparams, hparams.learning_rate * hparams.fine_tune_factor)
-            fit = _fit(classifier.model, data["training"], epochs=hparams.epochs, phase=str(strategy).replace(":", "-"),
+            _compile(classifier.model, hparams, hparams.learning_rate * hparams.fine_tune_factor,
+                     total_steps=length.steps)
+            fit = _fit(classifier.model, data["training"], epochs=length.epochs, phase=name.replace(":", "-"),
                        hparams=hparams, out=out, validation=validation, class_weight=weights_by_class, verbose=verbose)
-            history += _history_rows(fit, str(strategy))
+            history += record(name, fit)
         elif options.trainable_layers or options.frozen_layers:
             raise UsageError("layer patterns apply to full and top:N fine-tuning; the head strategy trains "
                              "only the new layer")
@@ -365,6 +415,7 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
     else:
         metrics = classification_metrics([], np.zeros((0, len(parts.class_names))), parts.class_names)
         metrics["evaluated_on"] = "nothing (no validation split)"
+    metrics["baseline"] = _baseline(backbone, parts, hparams, weights_by_class, metrics)
     metrics.update({
         "strategy": "from-scratch" if options.from_scratch else str(strategy),
         "strategy_requested": str(requested),
@@ -378,6 +429,9 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
         "skipped": [{"path": p, "reason": r} for p, r in scan.skipped],
         "ignored_files": len(scan.ignored),
         "history": history,
+        "head_fit": head_fit,
+        "phases": {name: {key: (value.record() if hasattr(value, "record") else value) for key, value in p.items()}
+                   for name, p in phases.items()},
         "timing": timing,
         "config": dataclasses.asdict(config),
         "notes": notes,
@@ -390,6 +444,21 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
         files = save_outputs(out, model, parts.class_names, metrics)
         clear_backups(out)  # only once every output is in place
     return FinetuneResult(model=model, class_names=parts.class_names, metrics=metrics, files=files)
+
+
+def _baseline(backbone, parts, hparams: HParams, class_weight, metrics) -> dict | None:
+    """The classical baseline on the run's split (`kerastl.train.baseline`), with `margin`, the run's accuracy
+    minus the baseline's (positive: transfer beat it); None without `hparams.baseline` or a validation split."""
+    from kerastl.data import input_spec
+    from kerastl.train.baseline import classical_baseline
+
+    if not hparams.baseline:
+        return None
+    record = classical_baseline(input_spec(backbone.model), parts.train_files, parts.train_labels, parts.val_files,
+                                parts.val_labels, class_weight=class_weight, seed=hparams.seed)
+    if record is not None and metrics.get("accuracy") is not None:
+        record["margin"] = round(metrics["accuracy"] - record["accuracy"], 6)
+    return record
 
 
 def _settings(config, hparams, model_options) -> FinetuneConfig:

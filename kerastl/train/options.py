@@ -24,8 +24,12 @@ from __future__ import annotations
 import dataclasses
 
 from kerastl.errors import UsageError
+from kerastl.train.schedule import MIN_STEPS, SCHEDULES
 
 OPTIMIZERS = ("adam", "sgd")
+#: How Option 1's head is fitted on cached features: optimizer steps, or solved as a cross-validated linear
+#: probe (`kerastl.train.probe`).
+HEAD_SOLVERS = ("steps", "probe")
 
 
 @dataclasses.dataclass
@@ -33,8 +37,15 @@ class HParams:
     """How a fine-tuning run trains the model (the hyperparameters).
 
     Attributes:
-        epochs: epochs of the main phase (the only phase for head and from-scratch).
-        head_epochs: epochs of the head phase that precedes full/top:N fine-tuning (default: `epochs`).
+        epochs: epochs of the main phase (the only phase for head and from-scratch), an override; None: a
+            budget of at least `min_steps` optimizer steps and `kerastl.train.schedule.DEFAULT_EPOCHS` epochs
+            (`kerastl.train.schedule.budget`).
+        head_epochs: epochs of the head phase that precedes full/top:N fine-tuning (default: as `epochs`).
+        min_steps: the fewest optimizer steps of a phase without `epochs`.
+        schedule: the learning rate over a phase: "cosine" (linear warmup, then a half cosine to 0) or
+            "constant".
+        early_stopping: with a validation split, stop a phase once its validation loss has not improved for
+            `kerastl.train.schedule.patience(epochs)` epochs, and restore its best epoch's weights.
         batch_size: examples per step.
         learning_rate: the head's learning rate; full/top:N fine-tuning uses `learning_rate * fine_tune_factor`.
         fine_tune_factor: see `learning_rate`.
@@ -53,10 +64,19 @@ class HParams:
         deterministic: TensorFlow op determinism; with a fixed `seed`, a run resumed after a kill ends with the
             weights an uninterrupted run ends with (see `kerastl.train.resume`).
         balance_classes: class weights when classes are imbalanced.
+        head_solver: how the head is fitted on cached features (Option 1, and the head phase before full and
+            top:N): "steps", `epochs` of the optimizer; "probe", a multinomial logistic regression solved by
+            L-BFGS with its L2 penalty chosen by k-fold cross-validation on the training examples
+            (`kerastl.train.probe`), which needs the feature cache (no `augment`, `cache_features` on).
+        baseline: also fit the input type's classical baseline (a logistic regression on pixels, log-spectrum
+            statistics or TF-IDF) on the same split, and report it beside the result (`kerastl.train.baseline`).
     """
 
-    epochs: int = 10
+    epochs: int | None = None
     head_epochs: int | None = None
+    min_steps: int = MIN_STEPS
+    schedule: str = "cosine"
+    early_stopping: bool = True
     batch_size: int = 32
     learning_rate: float = 1e-3
     fine_tune_factor: float = 0.1
@@ -71,6 +91,8 @@ class HParams:
     validate_each_epoch: bool = True
     deterministic: bool = False
     balance_classes: bool = True
+    head_solver: str = "steps"
+    baseline: bool = True
 
     def validate(self) -> None:
         """Checks the optimisation and schedule settings.
@@ -80,20 +102,28 @@ class HParams:
                 integer >= 1. Received: 0`).
         """
         checks = [
-            ("--epochs", self.epochs, isinstance(self.epochs, int) and self.epochs >= 1, "an integer >= 1"),
+            ("--epochs", self.epochs, self.epochs is None or (isinstance(self.epochs, int) and self.epochs >= 1),
+             "an integer >= 1"),
             ("--head-epochs", self.head_epochs,
              self.head_epochs is None or (isinstance(self.head_epochs, int) and self.head_epochs >= 0),
              "an integer >= 0"),
+            ("--min-steps", self.min_steps, isinstance(self.min_steps, int) and self.min_steps >= 1,
+             "an integer >= 1"),
+            ("--schedule", self.schedule, self.schedule in SCHEDULES, f"one of {SCHEDULES}"),
             ("--batch-size", self.batch_size, isinstance(self.batch_size, int) and self.batch_size >= 1,
              "an integer >= 1"),
             ("--learning-rate", self.learning_rate, 0 < float(self.learning_rate) <= 10, "in (0, 10]"),
             ("fine_tune_factor", self.fine_tune_factor, 0 < float(self.fine_tune_factor) <= 1, "in (0, 1]"),
             ("--optimizer", self.optimizer, self.optimizer in OPTIMIZERS, f"one of {OPTIMIZERS}"),
             ("--momentum", self.momentum, 0 <= float(self.momentum) < 1, "in [0, 1)"),
+            ("--head-solver", self.head_solver, self.head_solver in HEAD_SOLVERS, f"one of {HEAD_SOLVERS}"),
         ]
         for name, value, ok, expected in checks:
             if not ok:
                 raise UsageError(f"{name} must be {expected}. Received: {value}")
+        if self.head_solver == "probe" and (self.augment or not self.cache_features):
+            raise UsageError("--head-solver probe fits the head on cached features, which --augment and "
+                             "cache_features=False turn off; drop them, or use --head-solver steps")
 
 
 @dataclasses.dataclass
@@ -169,6 +199,11 @@ class FinetuneConfig:
     balance_classes: bool = HParams.balance_classes
     trainable_layers: list | None = ModelOptions.trainable_layers
     frozen_layers: list | None = ModelOptions.frozen_layers
+    head_solver: str = HParams.head_solver
+    min_steps: int = HParams.min_steps
+    schedule: str = HParams.schedule
+    early_stopping: bool = HParams.early_stopping
+    baseline: bool = HParams.baseline
 
     @classmethod
     def from_parts(cls, hparams: HParams | None = None, model_options: ModelOptions | None = None
