@@ -23,6 +23,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from kerastl.inputs.framed_dft import check_frame_sizes, mel_power, padded_dft_kernel
+
 TRAIN_SAMPLE_RATE, TRAIN_WINDOW, TRAIN_HOP, TRAIN_N_FFT = 44100, 2048, 1024, 2048
 
 
@@ -55,17 +57,6 @@ def sfx_mel_filters(sample_rate: int, n_fft: int, num_mels: int, fmin: float, fm
     return (_triangles(freqs, num_mels, fmin, fmax) / np.maximum(sums, 1e-12)[None]).astype("float32")
 
 
-def hann_dft_kernel(n_fft: int, window_length: int) -> np.ndarray:
-    """Conv1D kernel (n_fft, 1, 2 * (n_fft // 2 + 1)): cos and -sin of each bin times a periodic Hann window of
-    `window_length` centred in `n_fft` samples (as librosa pads a shorter window)."""
-    n = np.arange(window_length)
-    window = np.zeros(n_fft)
-    start = (n_fft - window_length) // 2
-    window[start:start + window_length] = 0.5 - 0.5 * np.cos(2.0 * np.pi * n / window_length)
-    angle = 2.0 * np.pi * np.outer(np.arange(n_fft), np.arange(n_fft // 2 + 1)) / n_fft
-    return (np.concatenate([np.cos(angle), -np.sin(angle)], axis=1) * window[:, None])[:, None, :].astype("float32")
-
-
 def power_scale_for(sample_rate: int, window_length: int) -> float:
     """The factor that gives a sound below the Nyquist frequency the same mel power at `sample_rate` (with a
     window as long in time) as at 44.1 kHz with 2048 samples: a tone's power in a unit-sum band grows as the
@@ -93,13 +84,8 @@ class SfxLogMel(keras.layers.Layer):
                  peak_normalize=True, **kwargs):
         kwargs["dtype"] = "float32"
         super().__init__(**kwargs)
-        if min(int(sample_rate), int(n_fft), int(window_length), int(frame_step), int(num_mels)) <= 0:
-            raise ValueError(f"SfxLogMel sizes must be positive. Received: sample_rate={sample_rate}, "
-                             f"n_fft={n_fft}, window_length={window_length}, frame_step={frame_step}, "
-                             f"num_mels={num_mels}")
-        if int(window_length) > int(n_fft):
-            raise ValueError(f"SfxLogMel needs window_length <= n_fft. Received: window_length={window_length}, "
-                             f"n_fft={n_fft}")
+        check_frame_sizes("SfxLogMel", sample_rate=sample_rate, n_fft=n_fft, window_length=window_length,
+                          frame_step=frame_step, num_mels=num_mels)
         if not 0 <= float(fmin) < float(fmax):
             raise ValueError(f"SfxLogMel needs 0 <= fmin < fmax. Received: fmin={fmin}, fmax={fmax}")
         self.sample_rate, self.n_fft, self.window_length = int(sample_rate), int(n_fft), int(window_length)
@@ -110,7 +96,7 @@ class SfxLogMel(keras.layers.Layer):
         self.log_gain, self.norm_max = float(log_gain), float(norm_max)
         self.peak_normalize = bool(peak_normalize)
         self._bins = self.n_fft // 2 + 1
-        self._kernel = hann_dft_kernel(self.n_fft, self.window_length)
+        self._kernel = padded_dft_kernel(self.n_fft, self.window_length)
         self._filters = sfx_mel_filters(self.sample_rate, self.n_fft, self.num_mels, self.fmin, self.fmax)
 
     def num_frames(self, samples: int) -> int:
@@ -123,9 +109,7 @@ class SfxLogMel(keras.layers.Layer):
             x = x / ops.where(peak > 0, peak, ops.ones_like(peak))
         pad = self.n_fft // 2
         x = ops.expand_dims(ops.pad(x, [[0, 0], [pad, pad]]), -1)
-        spectrum = ops.conv(x, ops.convert_to_tensor(self._kernel), strides=self.frame_step, padding="valid")
-        real, imag = spectrum[..., : self._bins], spectrum[..., self._bins:]
-        mel = ops.matmul(real * real + imag * imag, ops.convert_to_tensor(self._filters)) * self.power_scale
+        mel = mel_power(x, self._kernel, self._filters, self.frame_step) * self.power_scale
         logmel = ops.log(mel * self.log_gain + 1.0) * (1.0 / (np.log(10.0) * self.norm_max))
         return ops.expand_dims(logmel, -1)
 
