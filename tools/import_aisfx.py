@@ -31,7 +31,6 @@ Without --wheel the wheel is fetched with `pip download aisfx==0.1.2 --no-deps`.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import csv
 import hashlib
@@ -50,6 +49,7 @@ import numpy as np
 
 # tools/ is on sys.path when run as a script; the tests load this file by path, so add it here.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import audio_import_checks
 from torch_pickle import FormatError, RestrictedUnpickler
 
 PACKAGE, VERSION = "aisfx", "0.1.2"
@@ -61,6 +61,7 @@ NAME = "sfx-cnn9"
 SAMPLE_RATE = 16000
 CHANNELS = (64, 128, 256, 512)
 TOLERANCE = 1e-3  # largest absolute difference, on the front end and on the embeddings
+SYNTHETIC_BAND = (60, 7000)  # Hz: the synthetic check clips' tones, across the front end's mel bands
 # The package's README (its METADATA), section "License: Pre-trained Model & Paper".
 MODEL_LICENSE_SENTENCE = ("This pre-trained model and paper [1] is made available under a Creative Commons "
                           "Attribution 4.0 International License (CC BY 4.0).")
@@ -297,16 +298,9 @@ def verify(model, state: dict, clips: np.ndarray) -> dict:
 
 
 def synthetic_clips(num_samples: int, n: int = 4, seed: int = 0) -> np.ndarray:
-    """Tones, noise bursts and silence-padded clips at several levels, for checks without recordings."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(num_samples) / SAMPLE_RATE
-    clips = []
-    for i in range(n):
-        x = sum(np.sin(2 * np.pi * rng.uniform(60, 7000) * t + rng.uniform(0, 6)) for _ in range(3))
-        x = x + rng.normal(0, 0.3, num_samples) * (rng.uniform(size=num_samples) < 0.3)
-        x = x * np.where(np.arange(num_samples) < num_samples * (0.4 + 0.15 * i), 1.0, 0.0)
-        clips.append(rng.uniform(0.05, 0.9) * x / np.abs(x).max())
-    return np.stack(clips).astype("float32")
+    """`audio_import_checks.synthetic_clips` at 16 kHz with tones in `SYNTHETIC_BAND`, for checks without
+    recordings."""
+    return audio_import_checks.synthetic_clips(num_samples, SAMPLE_RATE, SYNTHETIC_BAND, n=n, seed=seed)
 
 
 def manifest_for(model, model_path: Path, num_samples: int, checks: dict, provenance: dict, datasets: dict, *,
@@ -350,29 +344,15 @@ def manifest_for(model, model_path: Path, num_samples: int, checks: dict, proven
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--wheel", type=Path, default=None, help=f"A local {WHEEL} (default: pip download it).")
-    parser.add_argument("--clip-seconds", type=float, default=1.0)
-    parser.add_argument("--check-wav", type=Path, nargs="*", default=[], help="Real recordings to verify on.")
-    parser.add_argument("--out", type=Path, default=Path("saved_models") / NAME)
-    parser.add_argument("--default", action="store_true", help='Mark it "default": true in the manifest.')
+    parser = audio_import_checks.import_arguments(__doc__.splitlines()[0], WHEEL, Path("saved_models") / NAME)
     args = parser.parse_args(argv)
-
-    from kerastl.inputs.audio import load_waveforms
 
     num_samples = round(args.clip_seconds * SAMPLE_RATE)
     with tempfile.TemporaryDirectory() as tmp:
         blob, provenance = read_wheel(args.wheel or fetch_wheel(Path(tmp)))
     state, datasets = read_zip_torch(blob)
     model = build_backbone(state, num_samples)
-    if args.check_wav:
-        missing = [str(p) for p in args.check_wav if not p.is_file()]
-        if missing:
-            raise SystemExit(f"error: --check-wav files not found: {', '.join(missing[:3])}")
-        clips = load_waveforms(args.check_wav, sample_rate=SAMPLE_RATE, num_samples=num_samples)
-        source = f"{len(clips)} recordings: " + ", ".join(p.name for p in args.check_wav[:8])
-    else:
-        clips, source = synthetic_clips(num_samples), "synthetic_clips (tones, noise bursts, silence)"
+    clips, source = audio_import_checks.check_clips(args.check_wav, num_samples, SAMPLE_RATE, SYNTHETIC_BAND)
     checks = verify(model, state, clips)
     print(f"on {checks['clips']} clips: front end at 44.1 kHz within {checks['front_end_44k_max_abs_diff']:.2e} and "
           f"at 16 kHz within {checks['front_end_max_abs_diff']:.2e} of librosa's definition; embeddings within "
