@@ -1,11 +1,14 @@
 """What the audio-backbone importers (tools/import_aisfx.py, tools/import_speech_embedding.py) share: their
-common command line (--wheel, --clip-seconds, --check-wav, --out, --default) and the clips a converted backbone
-is verified on (real recordings given with --check-wav, else `synthetic_clips`).
+common command line (--wheel, --clip-seconds, --check-wav, --out, --default), the clips a converted backbone
+is verified on (real recordings given with --check-wav, else `synthetic_clips`), and how the verified backbone
+is written (`save_backbone`).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -57,3 +60,15 @@ def check_clips(wavs: list[Path], num_samples: int, sample_rate: int,
         raise SystemExit(f"error: --check-wav files not found: {', '.join(missing[:3])}")
     clips = load_waveforms(wavs, sample_rate=sample_rate, num_samples=num_samples)
     return clips, f"{len(clips)} recordings: " + ", ".join(p.name for p in wavs[:8])
+
+
+def save_backbone(model, out: Path, manifest_for: Callable[[Path], dict], features: str) -> Path:
+    """Writes `out`/backbone.keras and `out`/manifest.json (`manifest_for(path of the saved model)`: it records
+    the saved file's sha256), prints one line (`features` says what the backbone gives), returns the model's path."""
+    out.mkdir(parents=True, exist_ok=True)
+    model_path = out / "backbone.keras"
+    model.save(model_path)
+    (out / "manifest.json").write_text(json.dumps(manifest_for(model_path), indent=2) + "\n")
+    print(f"saved {model_path} ({model_path.stat().st_size / 1e6:.2f} MB, {model.count_params()} parameters, "
+          f"{features}) and {out / 'manifest.json'}")
+    return model_path

@@ -35,7 +35,6 @@ import base64
 import csv
 import hashlib
 import io
-import json
 import os
 import subprocess
 import sys
@@ -362,14 +361,9 @@ def main(argv=None) -> int:
                 checks["embeddings_max_abs_diff"])
     if worst > TOLERANCE:
         raise SystemExit(f"error: the Keras backbone differs from the reference by {worst:.2e} > {TOLERANCE}")
-    args.out.mkdir(parents=True, exist_ok=True)
-    model_path = args.out / "backbone.keras"
-    model.save(model_path)
-    manifest = manifest_for(model, model_path, num_samples, checks, provenance, datasets, default=args.default,
-                            check_source=source)
-    (args.out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    print(f"saved {model_path} ({model_path.stat().st_size / 1e6:.2f} MB, {model.count_params()} parameters, "
-          f"512 features) and {args.out / 'manifest.json'}")
+    audio_import_checks.save_backbone(
+        model, args.out, lambda path: manifest_for(model, path, num_samples, checks, provenance, datasets,
+                                                   default=args.default, check_source=source), "512 features")
     return 0
 
 

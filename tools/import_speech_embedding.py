@@ -31,7 +31,6 @@ takes real recordings (any WAV kerastl reads); without it, the check uses the cl
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import subprocess
 import sys
@@ -384,15 +383,10 @@ def main(argv=None) -> int:
           f"within {checks['embeddings_max_abs_diff']:.2e} (largest |embedding| {checks['embeddings_max_abs']:.1f})")
     if max(checks["frames_max_abs_diff"], checks["embeddings_max_abs_diff"]) > TOLERANCE:
         raise SystemExit(f"error: the Keras backbone differs from the TFLite files by more than {TOLERANCE}")
-    args.out.mkdir(parents=True, exist_ok=True)
-    model_path = args.out / "backbone.keras"
-    model.save(model_path)
     steps = int(model.output.shape[1])
-    manifest = manifest_for(model_path, num_samples, steps, {**mel_checks, **checks}, default=args.default,
-                            check_source=source)
-    (args.out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    print(f"saved {model_path} ({model_path.stat().st_size / 1e6:.2f} MB, {model.count_params()} parameters, "
-          f"{steps} x 96 features) and {args.out / 'manifest.json'}")
+    audio_import_checks.save_backbone(
+        model, args.out, lambda path: manifest_for(path, num_samples, steps, {**mel_checks, **checks},
+                                                   default=args.default, check_source=source), f"{steps} x 96 features")
     return 0
 
 
