@@ -1,9 +1,11 @@
 """What the imported audio front ends share (`speech_mel.SpeechEmbeddingMel`, `sfx_mel.SfxLogMel`): a
 windowed DFT as one strided `Conv1D` with fixed cos/sin kernels (builtin TFLite ops only), its power spectrum
-through mel filters, and the checks of the frame sizes."""
+through mel filters, the checks of the frame sizes, and `FramedMel`, the layer base that holds the frame
+settings."""
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 from keras import ops
 
@@ -38,3 +40,36 @@ def mel_power(frames, kernel, filters, frame_step: int):
     spectrum = ops.conv(frames, ops.convert_to_tensor(kernel), strides=frame_step, padding="valid")
     real, imag = spectrum[..., :bins], spectrum[..., bins:]
     return ops.matmul(real * real + imag * imag, ops.convert_to_tensor(filters))
+
+
+class FramedMel(keras.layers.Layer):
+    """Base of a waveform → (batch, frames, mels, 1) front end with no weights, always float32: it checks and
+    keeps the frame settings, builds the DFT kernel (`padded_dft_kernel`), and gives the output shape and the
+    shared part of the config. A subclass sets `_filters` and defines `num_frames` and `call`.
+
+    Raises:
+        ValueError: a non-positive size or a window longer than the DFT (`check_frame_sizes`).
+    """
+
+    def __init__(self, sample_rate, n_fft, window_length, frame_step, num_mels, fmin, fmax, **kwargs):
+        kwargs["dtype"] = "float32"
+        super().__init__(**kwargs)
+        check_frame_sizes(type(self).__name__, sample_rate=sample_rate, n_fft=n_fft, window_length=window_length,
+                          frame_step=frame_step, num_mels=num_mels)
+        self.sample_rate, self.n_fft, self.window_length = int(sample_rate), int(n_fft), int(window_length)
+        self.frame_step, self.num_mels = int(frame_step), int(num_mels)
+        self.fmin, self.fmax = float(fmin), float(fmax)
+        self._bins = self.n_fft // 2 + 1
+        self._kernel = padded_dft_kernel(self.n_fft, self.window_length)
+
+    def num_frames(self, samples: int) -> int:
+        raise NotImplementedError
+
+    def compute_output_shape(self, input_shape):
+        frames = None if input_shape[1] is None else self.num_frames(input_shape[1])
+        return (input_shape[0], frames, self.num_mels, 1)
+
+    def get_config(self):
+        return {**super().get_config(), "sample_rate": self.sample_rate, "n_fft": self.n_fft,
+                "window_length": self.window_length, "frame_step": self.frame_step, "num_mels": self.num_mels,
+                "fmin": self.fmin, "fmax": self.fmax}

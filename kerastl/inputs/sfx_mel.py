@@ -23,7 +23,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kerastl.inputs.framed_dft import check_frame_sizes, mel_power, padded_dft_kernel
+from kerastl.inputs.framed_dft import FramedMel, mel_power
 
 TRAIN_SAMPLE_RATE, TRAIN_WINDOW, TRAIN_HOP, TRAIN_N_FFT = 44100, 2048, 1024, 2048
 
@@ -69,7 +69,7 @@ def power_scale_for(sample_rate: int, window_length: int) -> float:
 
 
 @keras.saving.register_keras_serializable(package="kerastl")
-class SfxLogMel(keras.layers.Layer):
+class SfxLogMel(FramedMel):
     """Raw waveforms (batch, samples) in [-1, 1] → aiSFX log-mel frames (batch, frames, mels, 1), see the module
     docstring. No weights: the DFT kernel and the filters are rebuilt from the config. Always float32. The first
     layer of the sfx-cnn9 backbone; it records the sample rate as `LogMelSpectrogram` does
@@ -82,21 +82,13 @@ class SfxLogMel(keras.layers.Layer):
     def __init__(self, sample_rate=16000, n_fft=1024, window_length=743, frame_step=372, num_mels=96, fmin=0.0,
                  fmax=22050.0, power_scale=None, log_gain=10000.0, norm_max=9.457798957824707,
                  peak_normalize=True, **kwargs):
-        kwargs["dtype"] = "float32"
-        super().__init__(**kwargs)
-        check_frame_sizes("SfxLogMel", sample_rate=sample_rate, n_fft=n_fft, window_length=window_length,
-                          frame_step=frame_step, num_mels=num_mels)
+        super().__init__(sample_rate, n_fft, window_length, frame_step, num_mels, fmin, fmax, **kwargs)
         if not 0 <= float(fmin) < float(fmax):
             raise ValueError(f"SfxLogMel needs 0 <= fmin < fmax. Received: fmin={fmin}, fmax={fmax}")
-        self.sample_rate, self.n_fft, self.window_length = int(sample_rate), int(n_fft), int(window_length)
-        self.frame_step, self.num_mels = int(frame_step), int(num_mels)
-        self.fmin, self.fmax = float(fmin), float(fmax)
         self.power_scale = (power_scale_for(self.sample_rate, self.window_length) if power_scale is None
                             else float(power_scale))
         self.log_gain, self.norm_max = float(log_gain), float(norm_max)
         self.peak_normalize = bool(peak_normalize)
-        self._bins = self.n_fft // 2 + 1
-        self._kernel = padded_dft_kernel(self.n_fft, self.window_length)
         self._filters = sfx_mel_filters(self.sample_rate, self.n_fft, self.num_mels, self.fmin, self.fmax)
 
     def num_frames(self, samples: int) -> int:
@@ -118,14 +110,8 @@ class SfxLogMel(keras.layers.Layer):
         frames = self.num_frames(int(self.input.shape[1]))
         return 2 * frames * (self.n_fft * 2 * self._bins + self._bins * self.num_mels)
 
-    def compute_output_shape(self, input_shape):
-        frames = None if input_shape[1] is None else self.num_frames(input_shape[1])
-        return (input_shape[0], frames, self.num_mels, 1)
-
     def get_config(self):
-        return {**super().get_config(), "sample_rate": self.sample_rate, "n_fft": self.n_fft,
-                "window_length": self.window_length, "frame_step": self.frame_step, "num_mels": self.num_mels,
-                "fmin": self.fmin, "fmax": self.fmax, "power_scale": self.power_scale, "log_gain": self.log_gain,
+        return {**super().get_config(), "power_scale": self.power_scale, "log_gain": self.log_gain,
                 "norm_max": self.norm_max, "peak_normalize": self.peak_normalize}
 
     def to_record(self) -> dict:

@@ -23,7 +23,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kerastl.inputs.framed_dft import check_frame_sizes, mel_power, padded_dft_kernel
+from kerastl.inputs.framed_dft import FramedMel, mel_power
 
 
 def _hz_to_slaney_mel(hz):
@@ -51,7 +51,7 @@ def slaney_mel_filters(sample_rate: int, n_fft: int, num_mels: int, fmin: float,
 
 
 @keras.saving.register_keras_serializable(package="kerastl")
-class SpeechEmbeddingMel(keras.layers.Layer):
+class SpeechEmbeddingMel(FramedMel):
     """Raw waveforms (batch, samples) in [-1, 1] → speech_embedding log-mel frames (batch, frames, mels, 1),
     see the module docstring. No weights: the DFT kernel and the filters are rebuilt from the config. Always
     float32. The first layer of the speech-embedding backbone, it records the sample rate as
@@ -63,19 +63,12 @@ class SpeechEmbeddingMel(keras.layers.Layer):
 
     def __init__(self, sample_rate=16000, n_fft=512, window_length=400, frame_step=160, num_mels=32, fmin=60.0,
                  fmax=3800.0, input_scale=32768.0, amin=1e-10, top_db=80.0, scale=0.1, offset=2.0, **kwargs):
-        kwargs["dtype"] = "float32"
-        super().__init__(**kwargs)
-        check_frame_sizes("SpeechEmbeddingMel", sample_rate=sample_rate, n_fft=n_fft, window_length=window_length,
-                          frame_step=frame_step, num_mels=num_mels)
+        super().__init__(sample_rate, n_fft, window_length, frame_step, num_mels, fmin, fmax, **kwargs)
         if not 0 <= float(fmin) < float(fmax) <= sample_rate / 2:
             raise ValueError(f"SpeechEmbeddingMel needs 0 <= fmin < fmax <= sample_rate / 2. Received: fmin={fmin}, "
                              f"fmax={fmax}, sample_rate={sample_rate}")
-        self.sample_rate, self.n_fft, self.window_length = int(sample_rate), int(n_fft), int(window_length)
-        self.frame_step, self.num_mels = int(frame_step), int(num_mels)
-        self.fmin, self.fmax = float(fmin), float(fmax)
         self.input_scale, self.amin, self.top_db = float(input_scale), float(amin), float(top_db)
         self.scale, self.offset = float(scale), float(offset)
-        self._kernel = padded_dft_kernel(self.n_fft, self.window_length)
         self._filters = slaney_mel_filters(self.sample_rate, self.n_fft, self.num_mels, self.fmin, self.fmax)
 
     def num_frames(self, samples: int) -> int:
@@ -88,14 +81,8 @@ class SpeechEmbeddingMel(keras.layers.Layer):
         db = ops.maximum(db, ops.max(db, axis=(1, 2), keepdims=True) - self.top_db)
         return ops.expand_dims(db * self.scale + self.offset, -1)
 
-    def compute_output_shape(self, input_shape):
-        frames = None if input_shape[1] is None else self.num_frames(input_shape[1])
-        return (input_shape[0], frames, self.num_mels, 1)
-
     def get_config(self):
-        return {**super().get_config(), "sample_rate": self.sample_rate, "n_fft": self.n_fft,
-                "window_length": self.window_length, "frame_step": self.frame_step, "num_mels": self.num_mels,
-                "fmin": self.fmin, "fmax": self.fmax, "input_scale": self.input_scale, "amin": self.amin,
+        return {**super().get_config(), "input_scale": self.input_scale, "amin": self.amin,
                 "top_db": self.top_db, "scale": self.scale, "offset": self.offset}
 
     def to_record(self) -> dict:
