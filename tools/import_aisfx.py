@@ -13,8 +13,8 @@ What this does:
 1. reads the file from the wheel and checks its sha256 against the pin below and the wheel's RECORD, and
    checks the licence (the wheel's LICENSE is Creative Commons Attribution 4.0; its METADATA classifier says
    MIT): both allow redistribution with attribution, which the manifest carries;
-2. reads the state dict without torch (a restricted unpickler: tensors, and numpy scalars in the dataset
-   table; any other global is refused);
+2. reads the state dict without torch (tools/torch_pickle.py's restricted unpickler: tensors, and numpy
+   scalars in the dataset table; any other global is refused);
 3. builds the Keras backbone: raw 16 kHz waveforms -> `kerastl.inputs.sfx_mel.SfxLogMel` (aiSFX's librosa
    front end, inside the model) -> the network with the file's weights -> (batch, 512);
 4. verifies it: the front end at aiSFX's own settings (44.1 kHz, 2048/1024) against a numpy rendering of
@@ -31,15 +31,11 @@ Without --wheel the wheel is fetched with `pip download aisfx==0.1.2 --no-deps`.
 
 from __future__ import annotations
 
-import argparse
 import base64
-import collections
 import csv
 import hashlib
 import io
-import json
 import os
-import pickle
 import subprocess
 import sys
 import tempfile
@@ -50,6 +46,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
+# tools/ is on sys.path when run as a script; the tests load this file by path, so add it here.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import audio_import_checks
+from torch_pickle import FormatError, RestrictedUnpickler
+
 PACKAGE, VERSION = "aisfx", "0.1.2"
 WHEEL = "aisfx-0.1.2-py2.py3-none-any.whl"
 MEMBER = "aisfx/models/checkpoint.pth"
@@ -59,8 +60,7 @@ NAME = "sfx-cnn9"
 SAMPLE_RATE = 16000
 CHANNELS = (64, 128, 256, 512)
 TOLERANCE = 1e-3  # largest absolute difference, on the front end and on the embeddings
-STORAGE_DTYPES = {"FloatStorage": "f4", "DoubleStorage": "f8", "HalfStorage": "f2", "LongStorage": "i8",
-                  "IntStorage": "i4", "ByteStorage": "u1", "BoolStorage": "?"}
+SYNTHETIC_BAND = (60, 7000)  # Hz: the synthetic check clips' tones, across the front end's mel bands
 # The package's README (its METADATA), section "License: Pre-trained Model & Paper".
 MODEL_LICENSE_SENTENCE = ("This pre-trained model and paper [1] is made available under a Creative Commons "
                           "Attribution 4.0 International License (CC BY 4.0).")
@@ -132,88 +132,42 @@ def read_wheel(wheel: Path) -> tuple[bytes, dict]:
 # ------------------------------------------------------------------------------------------------ torch file
 
 
-class _Storage:
-    def __init__(self, dtype, numel):
-        self.dtype, self.numel, self.array = dtype, numel, None
+def _numpy_globals() -> dict:
+    """The numpy globals the checkpoint's dataset table (its class counts, numpy scalars) names."""
+    import codecs
+    import importlib
 
-
-class _Tensor:
-    def __init__(self, storage, offset, size, stride):
-        self.storage, self.offset, self.size, self.stride = storage, int(offset), tuple(size), tuple(stride)
-
-    def materialise(self):
-        data = self.storage.array
-        if not self.size:
-            return np.array(data[self.offset])
-        view = np.lib.stride_tricks.as_strided(data[self.offset:], shape=self.size,
-                                               strides=[s * data.itemsize for s in self.stride], writeable=False)
-        return np.array(view)
-
-
-def _rebuild_tensor_v2(storage, offset, size, stride, *_rest):
-    return _Tensor(storage, offset, size, stride)
-
-
-class _StorageType:
-    def __init__(self, name):
-        self.name = name
-
-
-class _Unpickler(pickle.Unpickler):
-    """Tensors, dicts, and numpy scalars (the dataset table's class counts); any other global is refused."""
-
-    def __init__(self, file):
-        super().__init__(file)
-        self.storages = {}
-
-    def find_class(self, module, name):
-        if (module, name) == ("collections", "OrderedDict"):
-            return collections.OrderedDict
-        if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
-            return _rebuild_tensor_v2
-        if module == "torch" and name in STORAGE_DTYPES:
-            return _StorageType(name)
-        if (module, name) in (("numpy.core.multiarray", "scalar"), ("numpy", "dtype"), ("_codecs", "encode")):
-            import codecs
-            import importlib
-
-            # numpy 2 moved numpy.core to numpy._core; the pickle names the old path.
-            multiarray = importlib.import_module("numpy._core.multiarray" if hasattr(np, "_core")
-                                                 else "numpy.core.multiarray")
-            return {"scalar": multiarray.scalar, "dtype": np.dtype, "encode": codecs.encode}[name]
-        raise SystemExit(f"error: the checkpoint asks for {module}.{name}, which a state dict never needs")
-
-    def persistent_load(self, saved_id):
-        if not isinstance(saved_id, tuple) or len(saved_id) != 5 or saved_id[0] != "storage":
-            raise SystemExit(f"error: unknown persistent id {saved_id!r:.80} in the checkpoint")
-        storage_type, key, _location, numel = saved_id[1:]
-        if not isinstance(storage_type, _StorageType):
-            raise SystemExit(f"error: storage of unknown type {storage_type!r:.80}")
-        self.storages.setdefault(str(key), _Storage(STORAGE_DTYPES[storage_type.name], int(numel)))
-        return self.storages[str(key)]
+    # numpy 2 moved numpy.core to numpy._core; the pickle names the old path.
+    multiarray = importlib.import_module("numpy._core.multiarray" if hasattr(np, "_core") else "numpy.core.multiarray")
+    return {("numpy.core.multiarray", "scalar"): multiarray.scalar, ("numpy", "dtype"): np.dtype,
+            ("_codecs", "encode"): codecs.encode}
 
 
 def read_zip_torch(blob: bytes) -> tuple[dict, object]:
     """`({name: numpy array}, rest)` of a zip-format `torch.save((state_dict, rest))` file, without torch.
 
     Raises:
-        SystemExit: not that format, or storages that do not match the pickle.
+        SystemExit: not that format, a global the unpickler refuses, a tensor outside its storage, or storages
+            that do not match the pickle (one line saying which).
     """
-    with zipfile.ZipFile(io.BytesIO(blob)) as archive:
-        pickles = [n for n in archive.namelist() if n.endswith("/data.pkl")]
-        if len(pickles) != 1:
-            raise SystemExit("error: the checkpoint is not a zip-format torch file (no single data.pkl)")
-        prefix = pickles[0][: -len("data.pkl")]
-        unpickler = _Unpickler(io.BytesIO(archive.read(pickles[0])))
-        obj = unpickler.load()
-        for key, storage in unpickler.storages.items():
-            raw = archive.read(f"{prefix}data/{key}")
-            dtype = np.dtype(storage.dtype).newbyteorder("<")
-            if len(raw) != storage.numel * dtype.itemsize:
-                raise SystemExit(f"error: storage {key} holds {len(raw)} bytes, the pickle says {storage.numel} values")
-            storage.array = np.frombuffer(raw, dtype=dtype)
-    state, rest = (obj, None) if isinstance(obj, dict) else obj
-    return {name: value.materialise() for name, value in state.items()}, rest
+    try:
+        with zipfile.ZipFile(io.BytesIO(blob)) as archive:
+            pickles = [n for n in archive.namelist() if n.endswith("/data.pkl")]
+            if len(pickles) != 1:
+                raise SystemExit("error: the checkpoint is not a zip-format torch file (no single data.pkl)")
+            prefix = pickles[0][: -len("data.pkl")]
+            unpickler = RestrictedUnpickler(io.BytesIO(archive.read(pickles[0])), extra_globals=_numpy_globals())
+            obj = unpickler.load()
+            for key, storage in unpickler.storages.items():
+                raw = archive.read(f"{prefix}data/{key}")
+                dtype = np.dtype(storage.dtype).newbyteorder("<")
+                if len(raw) != storage.numel * dtype.itemsize:
+                    raise SystemExit(f"error: storage {key} holds {len(raw)} bytes, the pickle says {storage.numel} values")
+                storage.array = np.frombuffer(raw, dtype=dtype)
+        state, rest = (obj, None) if isinstance(obj, dict) else obj
+        return {name: value.materialise() for name, value in state.items()}, rest
+    except FormatError as error:
+        raise SystemExit(f"error: the checkpoint: {error}") from None
 
 
 # ------------------------------------------------------------------------------------------------ backbone
@@ -343,16 +297,9 @@ def verify(model, state: dict, clips: np.ndarray) -> dict:
 
 
 def synthetic_clips(num_samples: int, n: int = 4, seed: int = 0) -> np.ndarray:
-    """Tones, noise bursts and silence-padded clips at several levels, for checks without recordings."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(num_samples) / SAMPLE_RATE
-    clips = []
-    for i in range(n):
-        x = sum(np.sin(2 * np.pi * rng.uniform(60, 7000) * t + rng.uniform(0, 6)) for _ in range(3))
-        x = x + rng.normal(0, 0.3, num_samples) * (rng.uniform(size=num_samples) < 0.3)
-        x = x * np.where(np.arange(num_samples) < num_samples * (0.4 + 0.15 * i), 1.0, 0.0)
-        clips.append(rng.uniform(0.05, 0.9) * x / np.abs(x).max())
-    return np.stack(clips).astype("float32")
+    """`audio_import_checks.synthetic_clips` at 16 kHz with tones in `SYNTHETIC_BAND`, for checks without
+    recordings."""
+    return audio_import_checks.synthetic_clips(num_samples, SAMPLE_RATE, SYNTHETIC_BAND, n=n, seed=seed)
 
 
 def manifest_for(model, model_path: Path, num_samples: int, checks: dict, provenance: dict, datasets: dict, *,
@@ -396,29 +343,15 @@ def manifest_for(model, model_path: Path, num_samples: int, checks: dict, proven
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--wheel", type=Path, default=None, help=f"A local {WHEEL} (default: pip download it).")
-    parser.add_argument("--clip-seconds", type=float, default=1.0)
-    parser.add_argument("--check-wav", type=Path, nargs="*", default=[], help="Real recordings to verify on.")
-    parser.add_argument("--out", type=Path, default=Path("saved_models") / NAME)
-    parser.add_argument("--default", action="store_true", help='Mark it "default": true in the manifest.')
+    parser = audio_import_checks.import_arguments(__doc__.splitlines()[0], WHEEL, Path("saved_models") / NAME)
     args = parser.parse_args(argv)
-
-    from kerastl.inputs.audio import load_waveforms
 
     num_samples = round(args.clip_seconds * SAMPLE_RATE)
     with tempfile.TemporaryDirectory() as tmp:
         blob, provenance = read_wheel(args.wheel or fetch_wheel(Path(tmp)))
     state, datasets = read_zip_torch(blob)
     model = build_backbone(state, num_samples)
-    if args.check_wav:
-        missing = [str(p) for p in args.check_wav if not p.is_file()]
-        if missing:
-            raise SystemExit(f"error: --check-wav files not found: {', '.join(missing[:3])}")
-        clips = load_waveforms(args.check_wav, sample_rate=SAMPLE_RATE, num_samples=num_samples)
-        source = f"{len(clips)} recordings: " + ", ".join(p.name for p in args.check_wav[:8])
-    else:
-        clips, source = synthetic_clips(num_samples), "synthetic_clips (tones, noise bursts, silence)"
+    clips, source = audio_import_checks.check_clips(args.check_wav, num_samples, SAMPLE_RATE, SYNTHETIC_BAND)
     checks = verify(model, state, clips)
     print(f"on {checks['clips']} clips: front end at 44.1 kHz within {checks['front_end_44k_max_abs_diff']:.2e} and "
           f"at 16 kHz within {checks['front_end_max_abs_diff']:.2e} of librosa's definition; embeddings within "
@@ -428,14 +361,9 @@ def main(argv=None) -> int:
                 checks["embeddings_max_abs_diff"])
     if worst > TOLERANCE:
         raise SystemExit(f"error: the Keras backbone differs from the reference by {worst:.2e} > {TOLERANCE}")
-    args.out.mkdir(parents=True, exist_ok=True)
-    model_path = args.out / "backbone.keras"
-    model.save(model_path)
-    manifest = manifest_for(model, model_path, num_samples, checks, provenance, datasets, default=args.default,
-                            check_source=source)
-    (args.out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    print(f"saved {model_path} ({model_path.stat().st_size / 1e6:.2f} MB, {model.count_params()} parameters, "
-          f"512 features) and {args.out / 'manifest.json'}")
+    audio_import_checks.save_backbone(
+        model, args.out, lambda path: manifest_for(model, path, num_samples, checks, provenance, datasets,
+                                                   default=args.default, check_source=source), "512 features")
     return 0
 
 

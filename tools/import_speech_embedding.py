@@ -30,9 +30,7 @@ takes real recordings (any WAV kerastl reads); without it, the check uses the cl
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import json
 import os
 import subprocess
 import sys
@@ -44,6 +42,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
+# tools/ is on sys.path when run as a script; the tests load this file by path, so add it here.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import audio_import_checks
+
 PACKAGE, VERSION = "wyoming-openwakeword", "1.8.2"
 WHEEL = "wyoming_openwakeword-1.8.2-py3-none-any.whl"
 MEMBERS = {"mel": "wyoming_openwakeword/models/melspectrogram.tflite",
@@ -53,6 +55,7 @@ SHA256 = {"mel": "96fa0adccb6e8cf95cb14465409a1a2898ee4a96a85bb9ed3c7eb0e68bf163
 WINDOW_FRAMES, WINDOW_HOP = 76, 8  # openWakeWord's embedding windows: 775 ms of frames, every 80 ms
 SAMPLE_RATE = 16000
 TOLERANCE = 1e-3  # largest absolute difference from the TFLite interpreter, on frames and on embeddings
+SYNTHETIC_BAND = (100, 3500)  # Hz: the synthetic check clips' tones, in the speech band
 MEL_OPS = ["EXPAND_DIMS", "TRANSPOSE", "EXPAND_DIMS", "CONV_2D", "SQUEEZE", "TRANSPOSE", "EXPAND_DIMS", "TRANSPOSE",
            "MUL", "CONV_2D", "SQUEEZE", "TRANSPOSE", "EXPAND_DIMS", "TRANSPOSE", "MUL", "ADD", "BATCH_MATMUL",
            "MINIMUM", "MAXIMUM", "LOG", "MUL", "MUL", "MINIMUM", "REDUCE_MAX", "SUB", "MAXIMUM"]
@@ -308,16 +311,9 @@ def verify(model, blobs: dict, clips: np.ndarray) -> dict:
 
 
 def synthetic_clips(num_samples: int, n: int = 4, seed: int = 0) -> np.ndarray:
-    """Tones, a chirp, noise bursts and silence-padded clips at several levels, for checks without recordings."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(num_samples) / SAMPLE_RATE
-    clips = []
-    for i in range(n):
-        x = sum(np.sin(2 * np.pi * rng.uniform(100, 3500) * t + rng.uniform(0, 6)) for _ in range(3))
-        x = x + rng.normal(0, 0.3, num_samples) * (rng.uniform(size=num_samples) < 0.3)
-        x = x * np.where(np.arange(num_samples) < num_samples * (0.4 + 0.15 * i), 1.0, 0.0)  # digital silence after
-        clips.append(rng.uniform(0.05, 0.9) * x / np.abs(x).max())
-    return np.stack(clips).astype("float32")
+    """`audio_import_checks.synthetic_clips` at 16 kHz with tones in `SYNTHETIC_BAND`, for checks without
+    recordings."""
+    return audio_import_checks.synthetic_clips(num_samples, SAMPLE_RATE, SYNTHETIC_BAND, n=n, seed=seed)
 
 
 def manifest_for(model_path: Path, num_samples: int, steps: int, checks: dict, *, default: bool,
@@ -371,15 +367,8 @@ def model_front_end(model_path: Path) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--wheel", type=Path, default=None, help=f"A local {WHEEL} (default: pip download it).")
-    parser.add_argument("--clip-seconds", type=float, default=1.0)
-    parser.add_argument("--check-wav", type=Path, nargs="*", default=[], help="Real recordings to verify on.")
-    parser.add_argument("--out", type=Path, default=Path("saved_models/speech-embedding"))
-    parser.add_argument("--default", action="store_true", help='Mark it "default": true in the manifest.')
+    parser = audio_import_checks.import_arguments(__doc__.splitlines()[0], WHEEL, Path("saved_models/speech-embedding"))
     args = parser.parse_args(argv)
-
-    from kerastl.inputs.audio import load_waveforms
 
     num_samples = round(args.clip_seconds * SAMPLE_RATE)
     with tempfile.TemporaryDirectory() as tmp:
@@ -388,28 +377,16 @@ def main(argv=None) -> int:
     print(f"melspectrogram.tflite = SpeechEmbeddingMel: DFT kernels within {mel_checks['dft_kernel_max_abs_diff']:.2e}, "
           f"mel filters within {mel_checks['mel_filters_max_abs_diff']:.2e}")
     model = build_backbone(blobs["embedding"], num_samples)
-    if args.check_wav:
-        missing = [str(p) for p in args.check_wav if not p.is_file()]
-        if missing:
-            raise SystemExit(f"error: --check-wav files not found: {', '.join(missing[:3])}")
-        clips = load_waveforms(args.check_wav, sample_rate=SAMPLE_RATE, num_samples=num_samples)
-        source = f"{len(clips)} recordings: " + ", ".join(p.name for p in args.check_wav[:8])
-    else:
-        clips, source = synthetic_clips(num_samples), "synthetic_clips (tones, noise bursts, silence)"
+    clips, source = audio_import_checks.check_clips(args.check_wav, num_samples, SAMPLE_RATE, SYNTHETIC_BAND)
     checks = verify(model, blobs, clips)
     print(f"Keras vs TFLite on {checks['clips']} clips: frames within {checks['frames_max_abs_diff']:.2e}, embeddings "
           f"within {checks['embeddings_max_abs_diff']:.2e} (largest |embedding| {checks['embeddings_max_abs']:.1f})")
     if max(checks["frames_max_abs_diff"], checks["embeddings_max_abs_diff"]) > TOLERANCE:
         raise SystemExit(f"error: the Keras backbone differs from the TFLite files by more than {TOLERANCE}")
-    args.out.mkdir(parents=True, exist_ok=True)
-    model_path = args.out / "backbone.keras"
-    model.save(model_path)
     steps = int(model.output.shape[1])
-    manifest = manifest_for(model_path, num_samples, steps, {**mel_checks, **checks}, default=args.default,
-                            check_source=source)
-    (args.out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    print(f"saved {model_path} ({model_path.stat().st_size / 1e6:.2f} MB, {model.count_params()} parameters, "
-          f"{steps} x 96 features) and {args.out / 'manifest.json'}")
+    audio_import_checks.save_backbone(
+        model, args.out, lambda path: manifest_for(path, num_samples, steps, {**mel_checks, **checks},
+                                                   default=args.default, check_source=source), f"{steps} x 96 features")
     return 0
 
 

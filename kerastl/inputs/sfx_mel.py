@@ -23,6 +23,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from kerastl.inputs.framed_dft import FramedMel, mel_power
+
 TRAIN_SAMPLE_RATE, TRAIN_WINDOW, TRAIN_HOP, TRAIN_N_FFT = 44100, 2048, 1024, 2048
 
 
@@ -55,17 +57,6 @@ def sfx_mel_filters(sample_rate: int, n_fft: int, num_mels: int, fmin: float, fm
     return (_triangles(freqs, num_mels, fmin, fmax) / np.maximum(sums, 1e-12)[None]).astype("float32")
 
 
-def hann_dft_kernel(n_fft: int, window_length: int) -> np.ndarray:
-    """Conv1D kernel (n_fft, 1, 2 * (n_fft // 2 + 1)): cos and -sin of each bin times a periodic Hann window of
-    `window_length` centred in `n_fft` samples (as librosa pads a shorter window)."""
-    n = np.arange(window_length)
-    window = np.zeros(n_fft)
-    start = (n_fft - window_length) // 2
-    window[start:start + window_length] = 0.5 - 0.5 * np.cos(2.0 * np.pi * n / window_length)
-    angle = 2.0 * np.pi * np.outer(np.arange(n_fft), np.arange(n_fft // 2 + 1)) / n_fft
-    return (np.concatenate([np.cos(angle), -np.sin(angle)], axis=1) * window[:, None])[:, None, :].astype("float32")
-
-
 def power_scale_for(sample_rate: int, window_length: int) -> float:
     """The factor that gives a sound below the Nyquist frequency the same mel power at `sample_rate` (with a
     window as long in time) as at 44.1 kHz with 2048 samples: a tone's power in a unit-sum band grows as the
@@ -78,7 +69,7 @@ def power_scale_for(sample_rate: int, window_length: int) -> float:
 
 
 @keras.saving.register_keras_serializable(package="kerastl")
-class SfxLogMel(keras.layers.Layer):
+class SfxLogMel(FramedMel):
     """Raw waveforms (batch, samples) in [-1, 1] → aiSFX log-mel frames (batch, frames, mels, 1), see the module
     docstring. No weights: the DFT kernel and the filters are rebuilt from the config. Always float32. The first
     layer of the sfx-cnn9 backbone; it records the sample rate as `LogMelSpectrogram` does
@@ -91,26 +82,13 @@ class SfxLogMel(keras.layers.Layer):
     def __init__(self, sample_rate=16000, n_fft=1024, window_length=743, frame_step=372, num_mels=96, fmin=0.0,
                  fmax=22050.0, power_scale=None, log_gain=10000.0, norm_max=9.457798957824707,
                  peak_normalize=True, **kwargs):
-        kwargs["dtype"] = "float32"
-        super().__init__(**kwargs)
-        if min(int(sample_rate), int(n_fft), int(window_length), int(frame_step), int(num_mels)) <= 0:
-            raise ValueError(f"SfxLogMel sizes must be positive. Received: sample_rate={sample_rate}, "
-                             f"n_fft={n_fft}, window_length={window_length}, frame_step={frame_step}, "
-                             f"num_mels={num_mels}")
-        if int(window_length) > int(n_fft):
-            raise ValueError(f"SfxLogMel needs window_length <= n_fft. Received: window_length={window_length}, "
-                             f"n_fft={n_fft}")
+        super().__init__(sample_rate, n_fft, window_length, frame_step, num_mels, fmin, fmax, **kwargs)
         if not 0 <= float(fmin) < float(fmax):
             raise ValueError(f"SfxLogMel needs 0 <= fmin < fmax. Received: fmin={fmin}, fmax={fmax}")
-        self.sample_rate, self.n_fft, self.window_length = int(sample_rate), int(n_fft), int(window_length)
-        self.frame_step, self.num_mels = int(frame_step), int(num_mels)
-        self.fmin, self.fmax = float(fmin), float(fmax)
         self.power_scale = (power_scale_for(self.sample_rate, self.window_length) if power_scale is None
                             else float(power_scale))
         self.log_gain, self.norm_max = float(log_gain), float(norm_max)
         self.peak_normalize = bool(peak_normalize)
-        self._bins = self.n_fft // 2 + 1
-        self._kernel = hann_dft_kernel(self.n_fft, self.window_length)
         self._filters = sfx_mel_filters(self.sample_rate, self.n_fft, self.num_mels, self.fmin, self.fmax)
 
     def num_frames(self, samples: int) -> int:
@@ -123,9 +101,7 @@ class SfxLogMel(keras.layers.Layer):
             x = x / ops.where(peak > 0, peak, ops.ones_like(peak))
         pad = self.n_fft // 2
         x = ops.expand_dims(ops.pad(x, [[0, 0], [pad, pad]]), -1)
-        spectrum = ops.conv(x, ops.convert_to_tensor(self._kernel), strides=self.frame_step, padding="valid")
-        real, imag = spectrum[..., : self._bins], spectrum[..., self._bins:]
-        mel = ops.matmul(real * real + imag * imag, ops.convert_to_tensor(self._filters)) * self.power_scale
+        mel = mel_power(x, self._kernel, self._filters, self.frame_step) * self.power_scale
         logmel = ops.log(mel * self.log_gain + 1.0) * (1.0 / (np.log(10.0) * self.norm_max))
         return ops.expand_dims(logmel, -1)
 
@@ -134,14 +110,8 @@ class SfxLogMel(keras.layers.Layer):
         frames = self.num_frames(int(self.input.shape[1]))
         return 2 * frames * (self.n_fft * 2 * self._bins + self._bins * self.num_mels)
 
-    def compute_output_shape(self, input_shape):
-        frames = None if input_shape[1] is None else self.num_frames(input_shape[1])
-        return (input_shape[0], frames, self.num_mels, 1)
-
     def get_config(self):
-        return {**super().get_config(), "sample_rate": self.sample_rate, "n_fft": self.n_fft,
-                "window_length": self.window_length, "frame_step": self.frame_step, "num_mels": self.num_mels,
-                "fmin": self.fmin, "fmax": self.fmax, "power_scale": self.power_scale, "log_gain": self.log_gain,
+        return {**super().get_config(), "power_scale": self.power_scale, "log_gain": self.log_gain,
                 "norm_max": self.norm_max, "peak_normalize": self.peak_normalize}
 
     def to_record(self) -> dict:

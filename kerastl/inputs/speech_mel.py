@@ -23,6 +23,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from kerastl.inputs.framed_dft import FramedMel, mel_power
+
 
 def _hz_to_slaney_mel(hz):
     hz = np.asarray(hz, dtype="float64")
@@ -48,20 +50,8 @@ def slaney_mel_filters(sample_rate: int, n_fft: int, num_mels: int, fmin: float,
     return weights.T.astype("float32")
 
 
-def padded_dft_kernel(n_fft: int, window_length: int) -> np.ndarray:
-    """Conv1D kernel (n_fft, 1, 2 * (n_fft // 2 + 1)): the cos and -sin of each DFT bin times a periodic Hann
-    window of `window_length` centred in `n_fft` samples (as `torch.stft` pads a shorter window)."""
-    n = np.arange(window_length)
-    window = np.zeros(n_fft)
-    start = (n_fft - window_length) // 2
-    window[start:start + window_length] = 0.5 - 0.5 * np.cos(2.0 * np.pi * n / window_length)
-    angle = 2.0 * np.pi * np.outer(np.arange(n_fft), np.arange(n_fft // 2 + 1)) / n_fft
-    kernel = np.concatenate([np.cos(angle), -np.sin(angle)], axis=1) * window[:, None]
-    return kernel[:, None, :].astype("float32")
-
-
 @keras.saving.register_keras_serializable(package="kerastl")
-class SpeechEmbeddingMel(keras.layers.Layer):
+class SpeechEmbeddingMel(FramedMel):
     """Raw waveforms (batch, samples) in [-1, 1] → speech_embedding log-mel frames (batch, frames, mels, 1),
     see the module docstring. No weights: the DFT kernel and the filters are rebuilt from the config. Always
     float32. The first layer of the speech-embedding backbone, it records the sample rate as
@@ -73,25 +63,12 @@ class SpeechEmbeddingMel(keras.layers.Layer):
 
     def __init__(self, sample_rate=16000, n_fft=512, window_length=400, frame_step=160, num_mels=32, fmin=60.0,
                  fmax=3800.0, input_scale=32768.0, amin=1e-10, top_db=80.0, scale=0.1, offset=2.0, **kwargs):
-        kwargs["dtype"] = "float32"
-        super().__init__(**kwargs)
-        if min(int(sample_rate), int(n_fft), int(window_length), int(frame_step), int(num_mels)) <= 0:
-            raise ValueError(f"SpeechEmbeddingMel sizes must be positive. Received: sample_rate={sample_rate}, "
-                             f"n_fft={n_fft}, window_length={window_length}, frame_step={frame_step}, "
-                             f"num_mels={num_mels}")
-        if int(window_length) > int(n_fft):
-            raise ValueError(f"SpeechEmbeddingMel needs window_length <= n_fft. Received: "
-                             f"window_length={window_length}, n_fft={n_fft}")
+        super().__init__(sample_rate, n_fft, window_length, frame_step, num_mels, fmin, fmax, **kwargs)
         if not 0 <= float(fmin) < float(fmax) <= sample_rate / 2:
             raise ValueError(f"SpeechEmbeddingMel needs 0 <= fmin < fmax <= sample_rate / 2. Received: fmin={fmin}, "
                              f"fmax={fmax}, sample_rate={sample_rate}")
-        self.sample_rate, self.n_fft, self.window_length = int(sample_rate), int(n_fft), int(window_length)
-        self.frame_step, self.num_mels = int(frame_step), int(num_mels)
-        self.fmin, self.fmax = float(fmin), float(fmax)
         self.input_scale, self.amin, self.top_db = float(input_scale), float(amin), float(top_db)
         self.scale, self.offset = float(scale), float(offset)
-        self._bins = self.n_fft // 2 + 1
-        self._kernel = padded_dft_kernel(self.n_fft, self.window_length)
         self._filters = slaney_mel_filters(self.sample_rate, self.n_fft, self.num_mels, self.fmin, self.fmax)
 
     def num_frames(self, samples: int) -> int:
@@ -99,21 +76,13 @@ class SpeechEmbeddingMel(keras.layers.Layer):
 
     def call(self, inputs):
         x = ops.expand_dims(ops.cast(inputs, "float32") * self.input_scale, -1)
-        spectrum = ops.conv(x, ops.convert_to_tensor(self._kernel), strides=self.frame_step, padding="valid")
-        real, imag = spectrum[..., : self._bins], spectrum[..., self._bins:]
-        mel = ops.matmul(real * real + imag * imag, ops.convert_to_tensor(self._filters))
+        mel = mel_power(x, self._kernel, self._filters, self.frame_step)
         db = ops.log(ops.maximum(mel, self.amin)) * (10.0 / np.log(10.0))
         db = ops.maximum(db, ops.max(db, axis=(1, 2), keepdims=True) - self.top_db)
         return ops.expand_dims(db * self.scale + self.offset, -1)
 
-    def compute_output_shape(self, input_shape):
-        frames = None if input_shape[1] is None else self.num_frames(input_shape[1])
-        return (input_shape[0], frames, self.num_mels, 1)
-
     def get_config(self):
-        return {**super().get_config(), "sample_rate": self.sample_rate, "n_fft": self.n_fft,
-                "window_length": self.window_length, "frame_step": self.frame_step, "num_mels": self.num_mels,
-                "fmin": self.fmin, "fmax": self.fmax, "input_scale": self.input_scale, "amin": self.amin,
+        return {**super().get_config(), "input_scale": self.input_scale, "amin": self.amin,
                 "top_db": self.top_db, "scale": self.scale, "offset": self.offset}
 
     def to_record(self) -> dict:
