@@ -131,18 +131,20 @@ import kerastl
 from kerastl.train.resume import weights_sha256
 result = kerastl.finetune(sys.argv[1], sys.argv[2], out=sys.argv[3], verbose=0,
                           hparams=kerastl.HParams(epochs=3, batch_size=8, baseline=False, distribute="multiworker"),
-                          model_options=kerastl.ModelOptions(strategy=sys.argv[4]))
+                          model_options=kerastl.ModelOptions(strategy="head") if sys.argv[4] == "head" else
+                          kerastl.ModelOptions(from_scratch=True))
 print("files", sorted(result.files))
 print("weights", weights_sha256(result.model))
 """
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["head"])
+@pytest.mark.parametrize("strategy", ["head", "from-scratch"])
 def test_two_workers_end_in_step(strategy, tmp_path, image_folder, tiny_backbone_path):
     """Through the API: Option 1's head trains on the cached features with the distributed step (each worker
-    caches them, the batches are split between the workers); both end with the same weights, and only the
-    chief reports files."""
+    caches them, the batches are split between the workers); from scratch, every layer trains and the
+    BatchNormalization statistics each worker updates on its share are averaged after every epoch. Both workers
+    end with the same weights (statistics included), and only the chief reports files."""
     (tmp_path / "driver.py").write_text(DRIVER)
 
     def command(index):
@@ -155,4 +157,4 @@ def test_two_workers_end_in_step(strategy, tmp_path, image_folder, tiny_backbone
     files = [next(line for line in text.splitlines() if line.startswith("files")) for text in outputs]
     assert files == ["files ['labels', 'metrics', 'model', 'report']", "files []"], files
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics["strategy"] == strategy and metrics["history"][0]["phase"] == "head"
+    assert metrics["strategy"] == strategy and metrics["history"][0]["phase"] == strategy
