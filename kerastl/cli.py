@@ -194,10 +194,15 @@ def main(debug, offline):
               help="TensorFlow op determinism: with --seed, a run resumed after a crash ends with the weights of "
                    "an uninterrupted one (a killed run resumes from its last epoch either way).")
 @click.option("--trust", is_flag=True, help="Allow model files that run code (Lambda layers). See SECURITY.md.")
+@click.option("--distribute", type=click.Choice(["mirrored", "multiworker"]), default=None,
+              help="tf.distribute strategy (not which layers train; that is --strategy): mirrored over this "
+                   "machine's devices, multiworker over the machines TF_CONFIG names; --batch-size is then per "
+                   "replica. Default: one device.")
 @click.option("--out", required=True, type=_NonEmptyPath(), help="Output directory.")
 def finetune(data, backbone, weights, cut, strategy, shots, epochs, head_epochs, min_steps, schedule,
              early_stopping, batch_size, learning_rate,
-             optimizer, head_solver, image_size, augment, from_scratch, validation_split, seed, deterministic, trust, out):
+             optimizer, head_solver, image_size, augment, from_scratch, validation_split, seed, deterministic, trust,
+             distribute, out):
     """Fine-tune a pretrained backbone with a new output layer on your classes.
 
     Writes OUT/model.keras, OUT/labels.txt, OUT/metrics.json and OUT/report.png.
@@ -209,7 +214,7 @@ def finetune(data, backbone, weights, cut, strategy, shots, epochs, head_epochs,
     hparams = HParams(epochs=epochs, head_epochs=head_epochs, batch_size=batch_size, learning_rate=learning_rate,
                       optimizer=optimizer, augment=augment, shots=shots, validation_fraction=validation_split,
                       seed=seed, deterministic=deterministic, head_solver=head_solver,
-                      min_steps=min_steps, schedule=schedule, early_stopping=early_stopping)
+                      min_steps=min_steps, schedule=schedule, early_stopping=early_stopping, distribute=distribute)
     model_options = ModelOptions(strategy=strategy, from_scratch=from_scratch)
     # Checked before the digits note, and the strategy first, as finetune checks them.
     model_options.validate()

@@ -116,6 +116,7 @@ def test_backbones_lists_keras_apps_and_saved_models():
     (["finetune"], 2, "--out"),
     (["finetune", "--strategy", "sideways", "--out", "x"], 2, "--strategy"),
     (["finetune", "--epochs", "0", "--out", "x"], 2, "--epochs"),
+    (["finetune", "--distribute", "sideways", "--out", "x"], 2, "--distribute"),
     (["finetune", "--learning-rate", "-1", "--out", "x"], 2, "--learning-rate"),
     (["finetune", "--backbone", "MobileNetV2", "--out", "x"], 2, "ambiguous"),
     (["finetune", "--data", "/no/such/dir", "--backbone", "keras:MobileNetV2", "--weights", "none", "--from-scratch",

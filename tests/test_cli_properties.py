@@ -185,6 +185,14 @@ def test_finetune_bad_optimizer(world, optimizer):
 
 
 @FAST
+@given(distribute=bad_choice(["mirrored", "multiworker"]))
+def test_finetune_bad_distribute(world, distribute):
+    result = _run(*_finetune_args(world, **{"--distribute": distribute}))
+    _assert_one_line(result, codes=(2,))
+    assert "--distribute" in result.stderr
+
+
+@FAST
 @given(data=st.data())
 def test_finetune_bad_backbone_spec(world, data):
     spec = data.draw(bad_backbone_specs(world))

@@ -1,43 +1,14 @@
-"""Distributed pre-training: the tf.distribute strategy for `--strategy` (`make_distribution`), which worker
-writes the outputs (`is_chief`), and the multi-worker custom training loop (`custom_training`), because Keras 3
-`Model.fit` does not run under MultiWorkerMirroredStrategy (keras-team/keras#20585)."""
+"""Distributed pre-training: the tf.distribute strategy for `--strategy` and which worker writes the outputs
+(`make_distribution`, `is_chief`, shared with fine-tuning in `kerastl.train.distribute`), and the multi-worker
+custom training loop (`custom_training`), because Keras 3 `Model.fit` does not run under MultiWorkerMirroredStrategy (keras-team/keras#20585)."""
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from pathlib import Path
 
-from kerastl.errors import KerastlError
-
-
-def make_distribution(name: str):
-    """The tf.distribute strategy for `--strategy` (auto → the default single-device strategy)."""
-    import tensorflow as tf
-
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multiworker":
-        if "TF_CONFIG" not in os.environ:
-            raise KerastlError("--strategy multiworker needs TF_CONFIG describing the cluster and this worker's "
-                               "task; see the README section 'Pre-training on several machines'")
-        try:
-            json.loads(os.environ["TF_CONFIG"])
-        except ValueError:
-            raise KerastlError("TF_CONFIG is not valid JSON; set it to {\"cluster\": {\"worker\": [...]}, "
-                               "\"task\": {\"type\": \"worker\", \"index\": N}}") from None
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    return tf.distribute.get_strategy()
-
-
-def is_chief() -> bool:
-    """Worker 0 (or a `chief` task, or no cluster at all) writes the outputs."""
-    tf_config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
-    task = tf_config.get("task", {})
-    return task.get("type", "worker") == "chief" or (task.get("type", "worker") == "worker"
-                                                      and int(task.get("index", 0)) == 0
-                                                      and "chief" not in tf_config.get("cluster", {}))
+# The strategy and the chief are fine-tuning's too; they live in kerastl.train.distribute, and stay importable here.
+from kerastl.train.distribute import is_chief, make_distribution, task_index  # noqa: F401
 
 
 def custom_training(model, optimizer, strategy, source, config, epochs, steps_per_epoch, global_batch,
@@ -55,7 +26,7 @@ def custom_training(model, optimizer, strategy, source, config, epochs, steps_pe
     epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var)
     # Every worker writes a checkpoint (collective ops need all of them); only the chief's is kept.
-    directory = backup_dir if is_chief() else backup_dir.with_name(backup_dir.name + f".worker{_task_index()}")
+    directory = backup_dir if is_chief() else backup_dir.with_name(backup_dir.name + f".worker{task_index()}")
     note = claim_backup(directory, fingerprint)
     manager = tf.train.CheckpointManager(checkpoint, str(directory), max_to_keep=1)
     if manager.latest_checkpoint:
@@ -119,7 +90,3 @@ def custom_training(model, optimizer, strategy, source, config, epochs, steps_pe
         write_progress(directory, progress)
         manager.save()
     return logs, [note] if note else [], progress, done, seconds_before
-
-
-def _task_index() -> int:
-    return int(json.loads(os.environ.get("TF_CONFIG", "{}") or "{}").get("task", {}).get("index", 0))

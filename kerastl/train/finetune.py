@@ -55,15 +55,17 @@ def _compile(model, hparams: HParams, learning_rate: float, steps_per_execution:
              total_steps: int | None = None) -> None:
     """Compiles `model` for a phase of `total_steps` optimizer steps, with `hparams.schedule` peaking at
     `learning_rate` (None: a constant `learning_rate`)."""
+    from kerastl.train.distribute import model_scope
     from kerastl.train.schedule import learning_rate as schedule
 
     rate = learning_rate if total_steps is None else schedule(learning_rate, total_steps, hparams.schedule)
-    model.compile(
-        optimizer=make_optimizer(hparams.optimizer, rate, hparams.momentum),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-        steps_per_execution=steps_per_execution,
-    )
+    with model_scope(model):  # the optimizer's variables follow the model's strategy
+        model.compile(
+            optimizer=make_optimizer(hparams.optimizer, rate, hparams.momentum),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+            steps_per_execution=steps_per_execution,
+        )
 
 
 def compile_head(classifier, config: HParams, examples: int, total_steps: int | None = None) -> None:
@@ -102,6 +104,7 @@ def _fit(model, training, *, epochs: int, phase: str, hparams: HParams, out, val
     """
     import keras
 
+    from kerastl.train.distributed_fit import fit
     from kerastl.train.resume import (
         backup_dir,
         completed_epochs,
@@ -127,8 +130,8 @@ def _fit(model, training, *, epochs: int, phase: str, hparams: HParams, out, val
         steps = -(-len(labels) // hparams.batch_size)
         training = epoch_batches(inputs, labels, batch_size=hparams.batch_size, seed=hparams.seed,
                                  first_epoch=first, epochs=epochs, shuffle=hparams.shuffle, augment=augment)
-    history = model.fit(training, epochs=epochs, initial_epoch=first, steps_per_epoch=steps, shuffle=False,
-                        validation_data=validation, class_weight=class_weight, callbacks=callbacks, verbose=verbose)
+    history = fit(model, training, epochs=epochs, initial_epoch=first, steps_per_epoch=steps, shuffle=False,
+                  validation_data=validation, class_weight=class_weight, callbacks=callbacks, verbose=verbose)
     history.early_stopping = None if best is None else best.record()
     return history
 
@@ -311,6 +314,7 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
     from kerastl.backbones import default_backbone_spec, load_backbone
     from kerastl.core.records import Backbone
     from kerastl.data import digits_folder
+    from kerastl.train.distribute import distribution
     from kerastl.train.evaluate import classification_metrics
     from kerastl.train.strategies import (
         parse_strategy,
@@ -324,6 +328,10 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
     # The rest reads training settings from one part and model settings from the other; `config` itself is
     # kept for what records the run as a whole (the resume fingerprint, metrics["config"]).
     hparams, options = config.hparams, config.model_options
+    run = distribution(hparams.distribute, backbone)
+    # Steps take the global batch; a non-chief worker keeps its backups apart (kerastl.train.distribute).
+    hparams = dataclasses.replace(hparams, batch_size=run.global_batch(hparams.batch_size))
+    out = run.out(out)
     if out is not None and Path(out).exists() and not Path(out).is_dir():
         raise KerastlError(f"--out {out} is a file; give a directory path")  # before any training
     requested = parse_strategy(options.strategy)
@@ -345,8 +353,9 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
             spec = default_backbone_spec(detect_modality(data_dir) or "image", data_dir)
         else:
             spec = backbone
-        backbone = load_backbone(spec, weights=weights, cut=cut, image_size=image_size,
-                                 from_scratch=options.from_scratch, trust=trust)
+        with run.scope():  # the backbone's variables are the strategy's too
+            backbone = load_backbone(spec, weights=weights, cut=cut, image_size=image_size,
+                                     from_scratch=options.from_scratch, trust=trust)
     if backbone.weights == "none" and not options.from_scratch:
         _refuse_random_weights(backbone.spec, requested)
     check_modality(backbone, data_dir)
@@ -356,7 +365,8 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
     notes = [] if out is None else _claim_backups(out, backbone, config, parts,
                                                  {"weights": weights, "cut": cut, "image_size": image_size})
 
-    classifier = _build_classifier(backbone, len(parts.class_names), options, seed=hparams.seed)
+    with run.scope():
+        classifier = _build_classifier(backbone, len(parts.class_names), options, seed=hparams.seed)
     timing, history, head_fit, phases = {}, [], None, {}
     validation = data["val"] if hparams.validate_each_epoch else None
     examples = len(parts.train_files)
@@ -387,6 +397,7 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
         length = phase_budget("head", head_epochs)
         fit = _train_head(classifier, data, hparams, length.epochs, weights_by_class, verbose, timing, out=out,
                           total_steps=length.steps)
+        run.broadcast_from_chief(classifier.head_model.weights)  # each worker adapted (and probed) on its own
         if isinstance(fit, dict):
             head_fit = fit
             phases["head"] = {"solver": "probe"}
@@ -435,13 +446,14 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
         "timing": timing,
         "config": dataclasses.asdict(config),
         "notes": notes,
+        "distribute": run.record(config.batch_size),
     })
     model = classifier.model
     files = {}
     if out is not None:
         from kerastl.train.resume import clear_backups
 
-        files = save_outputs(out, model, parts.class_names, metrics)
+        files = save_outputs(out, model, parts.class_names, metrics) if run.chief else run.discard(out)
         clear_backups(out)  # only once every output is in place
     return FinetuneResult(model=model, class_names=parts.class_names, metrics=metrics, files=files)
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 
 from kerastl.errors import UsageError
+from kerastl.train.distribute import DISTRIBUTE
 from kerastl.train.schedule import MIN_STEPS, SCHEDULES
 
 OPTIMIZERS = ("adam", "sgd")
@@ -70,6 +71,9 @@ class HParams:
             (`kerastl.train.probe`), which needs the feature cache (no `augment`, `cache_features` on).
         baseline: also fit the input type's classical baseline (a logistic regression on pixels, log-spectrum
             statistics or TF-IDF) on the same split, and report it beside the result (`kerastl.train.baseline`).
+        distribute: the tf.distribute strategy (`kerastl.train.distribute`): None, the default one device;
+            "mirrored", the local devices; "multiworker", the machines `TF_CONFIG` describes. `batch_size` is then
+            per replica: a step takes `batch_size` × replicas examples.
     """
 
     epochs: int | None = None
@@ -93,6 +97,7 @@ class HParams:
     balance_classes: bool = True
     head_solver: str = "steps"
     baseline: bool = True
+    distribute: str | None = None
 
     def validate(self) -> None:
         """Checks the optimisation and schedule settings.
@@ -117,6 +122,8 @@ class HParams:
             ("--optimizer", self.optimizer, self.optimizer in OPTIMIZERS, f"one of {OPTIMIZERS}"),
             ("--momentum", self.momentum, 0 <= float(self.momentum) < 1, "in [0, 1)"),
             ("--head-solver", self.head_solver, self.head_solver in HEAD_SOLVERS, f"one of {HEAD_SOLVERS}"),
+            ("--distribute", self.distribute, self.distribute is None or self.distribute in DISTRIBUTE,
+             f"one of {DISTRIBUTE} (or None: the default strategy)"),
         ]
         for name, value, ok, expected in checks:
             if not ok:
@@ -204,6 +211,7 @@ class FinetuneConfig:
     schedule: str = HParams.schedule
     early_stopping: bool = HParams.early_stopping
     baseline: bool = HParams.baseline
+    distribute: str | None = HParams.distribute
 
     @classmethod
     def from_parts(cls, hparams: HParams | None = None, model_options: ModelOptions | None = None
