@@ -275,3 +275,21 @@ def test_cli_finetune_learning_rate_auto_says_so(image_folder, tiny_backbone_pat
     assert "found by the range test: head " in result.output
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["lr_find"]["head"]["phase"] == "head"
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_from_scratch_at_the_default_rate_follows_the_measured_switch(on, monkeypatch):
+    from kerastl.train import range_test as module
+
+    monkeypatch.setattr(module, "SCRATCH_FINDS_RATE", on)
+    assert finds_rate(HParams(), "from-scratch") is on
+    assert not finds_rate(HParams(learning_rate=2e-3), "from-scratch")  # a rate given is a rate kept
+    assert not finds_rate(HParams(), "head") and not finds_rate(HParams(), "full")
+
+
+def test_finetune_from_scratch_records_its_found_rate(image_folder, tiny_backbone_path):
+    from kerastl.train.finetune import finetune
+
+    config = FinetuneConfig(from_scratch=True, strategy="full", epochs=1, batch_size=8, learning_rate="auto")
+    found = finetune(image_folder, str(tiny_backbone_path), config=config, verbose=0).metrics["lr_find"]
+    assert list(found) == ["from-scratch"] and found["from-scratch"]["rule"].startswith("valley")
