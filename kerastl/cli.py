@@ -47,6 +47,17 @@ class _NumberRange(click.FloatRange):
         return number
 
 
+class _RateOrAuto(_NumberRange):
+    """A learning rate in (0, 10], or "auto" (the learning-rate range test's suggestion, each phase)."""
+
+    name = "rate"
+
+    def convert(self, value, param, ctx):
+        if value == "auto":
+            return value
+        return super().convert(value, param, ctx)
+
+
 def _quiet_tensorflow() -> None:
     """Keeps TensorFlow's start-up chatter out of the user's terminal.
 
@@ -176,8 +187,9 @@ def main(debug, offline):
 @click.option("--early-stopping/--no-early-stopping", default=True, show_default=True,
               help="Stop a phase when the validation loss stops improving, and keep its best epoch.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--learning-rate", type=_NumberRange(min=0, min_open=True, max=10), default=1e-3,
-              show_default=True, help="Head learning rate; full/top:N fine-tuning uses a tenth of it.")
+@click.option("--learning-rate", type=_RateOrAuto(min=0, min_open=True, max=10), default=1e-3,
+              show_default=True, help="Head learning rate; full/top:N fine-tuning uses a tenth of it. auto: each "
+              "phase runs the learning-rate range test first and takes its suggestion (see kerastl lr-find).")
 @click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True,
               help="adam, or sgd with momentum 0.9.")
 @click.option("--head-solver", type=click.Choice(["steps", "probe"]), default="steps", show_default=True,
@@ -224,6 +236,49 @@ def finetune(data, backbone, weights, cut, strategy, shots, epochs, head_epochs,
     result = run(data, backbone, out=out, hparams=hparams, model_options=model_options, weights=weights, cut=cut,
                  image_size=image_size, trust=trust, verbose=1 if sys.stdout.isatty() else 2)
     _echo(text.finetune_summary_lines(result))
+
+
+@main.command("lr-find")
+@click.argument("data", type=_NonEmptyPath(file_okay=False))
+@click.option("--backbone", default=None, metavar="SPEC", help="As finetune's --backbone. Default: the shipped "
+              "pretrained backbone that suits the data.")
+@click.option("--weights", default=None, metavar="imagenet|none|PATH",
+              help="Weights of a keras: backbone (none: random, only with --from-scratch).")
+@click.option("--strategy", default="auto", show_default=True,
+              help="The finetune strategy whose last phase is tested: head (the new layer on cached features), "
+                   "full or top:N (after the head is trained), or auto.")
+@click.option("--from-scratch", is_flag=True, help="Test the whole network from random weights.")
+@click.option("--shots", type=click.IntRange(min=1), default=None, help="Train on N examples per class.")
+@click.option("--validation-split", type=_NumberRange(0, 1, max_open=True), default=0.2, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True)
+@click.option("--augment", is_flag=True, help="As finetune's --augment (the head then trains on the whole model).")
+@click.option("--lr-min", type=_NumberRange(min=0, min_open=True, max=10), default=1e-7, show_default=True)
+@click.option("--lr-max", type=_NumberRange(min=0, min_open=True, max=100), default=10.0, show_default=True)
+@click.option("--steps", type=click.IntRange(10, 10_000), default=100, show_default=True,
+              help="The most steps (the test stops earlier once the loss diverges).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--trust", is_flag=True, help="Allow model files that run code (Lambda layers). See SECURITY.md.")
+@click.option("--out", type=_NonEmptyPath(), default=None, help="Directory for lr_find.json and lr_find.png "
+              "(other files in it are kept). Default: print only.")
+def lr_find(data, backbone, weights, strategy, from_scratch, shots, validation_split, batch_size, optimizer, augment,
+            lr_min, lr_max, steps, seed, trust, out):
+    """The learning-rate range test: train briefly with the rate rising from --lr-min to --lr-max, and suggest
+    a rate (fastai's valley rule) for the phase finetune would train last with these options.
+    """
+    _quiet_tensorflow()
+    from kerastl.train.lr_find import lr_find as run
+    from kerastl.train.options import HParams, ModelOptions
+    from kerastl.train.range_test import check_range
+
+    hparams = HParams(batch_size=batch_size, optimizer=optimizer, augment=augment, shots=shots,
+                      validation_fraction=validation_split, seed=seed)
+    model_options = ModelOptions(strategy=strategy, from_scratch=from_scratch)
+    model_options.validate()
+    hparams.validate()
+    check_range(lr_min, lr_max, steps)
+    _echo(text.lr_find_lines(run(data, backbone, out=out, hparams=hparams, model_options=model_options,
+                                 weights=weights, trust=trust, lr_min=lr_min, lr_max=lr_max, steps=steps)))
 
 
 @main.command()

@@ -151,7 +151,9 @@ def missing_paths(world):
 FINETUNE_NUMBERS = {
     "--epochs": bad_ints(1), "--batch-size": bad_ints(1), "--shots": bad_ints(1), "--head-epochs": bad_ints(0),
     "--image-size": bad_ints(8, 1024), "--seed": TEXT.filter(_fails(int)),
-    "--learning-rate": bad_floats(0, 10, low_open=True), "--validation-split": bad_floats(0, 1, high_open=True),
+    # "auto" is a learning rate too (the range test's suggestion).
+    "--learning-rate": bad_floats(0, 10, low_open=True).filter(lambda v: v != "auto"),
+    "--validation-split": bad_floats(0, 1, high_open=True),
 }
 
 
@@ -168,6 +170,23 @@ def test_finetune_bad_numbers(world, data):
     option = data.draw(st.sampled_from(sorted(FINETUNE_NUMBERS)))
     value = data.draw(FINETUNE_NUMBERS[option])
     _assert_one_line(_run(*_finetune_args(world, **{option: value})), codes=(2,))
+
+
+LR_FIND_NUMBERS = {
+    "--lr-min": bad_floats(0, 10, low_open=True), "--lr-max": bad_floats(0, 100, low_open=True),
+    "--steps": bad_ints(10, 10_000), "--batch-size": bad_ints(1), "--shots": bad_ints(1),
+    "--validation-split": bad_floats(0, 1, high_open=True),
+}
+
+
+@FAST
+@given(data=st.data())
+def test_lr_find_bad_numbers(world, data):
+    option = data.draw(st.sampled_from(sorted(LR_FIND_NUMBERS)))
+    value = data.draw(LR_FIND_NUMBERS[option])
+    args = {"--backbone": world["backbone"], "--steps": "10", option: value, "--out": world["never"]}
+    result = _run("lr-find", str(world["data"]), *[str(x) for pair in args.items() for x in pair])
+    _assert_one_line(result, codes=(2,))
 
 
 @FAST

@@ -55,3 +55,44 @@ def plot_report(history: list[dict], metrics: dict, path, *, title: str = "") ->
     fig.tight_layout()
     fig.savefig(path, dpi=90, format="png")
     plt.close(fig)
+
+
+def plot_lr_find(lrs, losses, suggestion: float, path, *, title: str = "", stopped: str | None = None) -> None:
+    """Writes a PNG of a learning-rate range test: the smoothed loss against the learning rate (log axis), the
+    suggested rate marked by a vertical line and a dot on the curve.
+
+    Args:
+        lrs, losses: the rates tried and the smoothed loss after each (`kerastl.train.range_test.RangeTest`).
+        suggestion: the suggested rate.
+        path: the PNG path (written as is; callers make it atomic).
+        stopped: why the test ended ("diverged" or "steps"), shown in the legend.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers and CI
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    lrs = np.asarray(lrs, dtype=float)
+    losses = np.asarray(losses, dtype=float)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.plot(lrs, losses, "-", label="smoothed training loss" + (f" ({stopped})" if stopped else ""))
+    ax.set_xscale("log")
+    ax.axvline(suggestion, color="tab:red", lw=1, ls="--", label=f"suggestion {suggestion:.2e}")
+    if lrs.size:
+        at = int(np.argmin(np.abs(np.log(lrs) - np.log(suggestion))))
+        ax.plot([lrs[at]], [losses[at]], "o", color="tab:red")
+    finite = losses[np.isfinite(losses)]
+    if finite.size:
+        # The divergent tail can be orders of magnitude above the rest: keep the descent readable.
+        low = float(finite.min())
+        high = float(min(finite.max(), 1.1 * max(finite[0], 4 * low)))
+        ax.set_ylim(low - 0.05 * (high - low + 1e-12), high + 0.05 * (high - low + 1e-12))
+    ax.set_xlabel("learning rate (log scale)")
+    ax.set_ylabel("loss")
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90, format="png")
+    plt.close(fig)

@@ -33,6 +33,7 @@ def finetune_summary_lines(result) -> list[str]:
         lines.append(f"note      {note}")
     lines.append(f"strategy  {m['strategy']}" + (f"  [auto: {m['auto_rule']}]" if m.get("auto_rule") else ""))
     lines.append(f"trained on {m['train_examples']} examples; evaluated on {m['n']} held-out examples")
+    lines.extend(found_rate_lines(m.get("lr_find")))
     if m["accuracy"] is not None:
         lines.append(f"accuracy  {m['accuracy']:.2%}")
         lines.extend(per_class_lines(m["per_class"]))
@@ -45,6 +46,29 @@ def finetune_summary_lines(result) -> list[str]:
     if m["skipped"]:
         lines.append(f"skipped {len(m['skipped'])} files (each listed with the reason in metrics.json), e.g. "
                      f"{m['skipped'][0]['path']}: {m['skipped'][0]['reason']}")
+    for key, path in result.files.items():
+        lines.append(f"{key:<8}  {path}")
+    return lines
+
+
+def found_rate_lines(found: dict | None) -> list[str]:
+    """After fine-tuning: one line naming the learning rate the range test found for each phase it ran
+    before (`metrics["lr_find"]`); none when no phase ran it."""
+    if not found:
+        return []
+    rates = ", ".join(f"{phase} {record['suggestion']:.2e}" for phase, record in found.items())
+    rule = next(iter(found.values()))["rule"]
+    return [f"learning rate  found by the range test: {rates} ({rule}; curves under lr_find in metrics.json)"]
+
+
+def lr_find_lines(result) -> list[str]:
+    """`kerastl lr-find`'s output: the suggestion in one line (phase, rule, the range covered and how the test
+    ended), then the files written (`result` is a `kerastl.train.lr_find.LRFindResult`)."""
+    test = result.record["range_test"]
+    ended = "the loss diverged" if test["stopped"] == "diverged" else "all steps taken"
+    lines = [(f"suggested learning rate {test['suggestion']:.2e} for the {result.phase} phase of "
+              f"{result.record['backbone']} ({test['rule']}; {test['steps']} steps from {test['lr_min']:.0e} to "
+              f"{test['lr_max_reached']:.2e}, {ended})")]
     for key, path in result.files.items():
         lines.append(f"{key:<8}  {path}")
     return lines

@@ -153,16 +153,19 @@ def train_head_on_features(classifier, train_features, train_labels, *, config: 
 
 
 def _train_head(classifier, data, hparams: HParams, epochs, class_weight, verbose, timing, out=None,
-                total_steps=None):
+                total_steps=None, found=None):
     """Trains the head with the backbone frozen: on cached features (by `epochs` of the optimizer, or solved as
     a linear probe: `hparams.head_solver`), or with a plain `fit` under augmentation. Returns the Keras History,
     the probe's record (`kerastl.train.probe.ProbeFit.record`), or None when `epochs` is 0.
 
     Either way the frozen backbone's features of the (unaugmented) training images are computed once first,
-    to standardise them (`Classifier.adapt`); the cached path then trains on them directly.
+    to standardise them (`Classifier.adapt`); the cached path then trains on them directly. With
+    `learning_rate="auto"` the steps are preceded by the range test (`kerastl.train.range_test`, its record in
+    `found["head"]`).
     """
     import numpy as np
 
+    from kerastl.train.range_test import phase_rate
     from kerastl.train.strategies import Strategy, set_backbone_trainable
 
     set_backbone_trainable(classifier.backbone, Strategy("head"))
@@ -186,6 +189,10 @@ def _train_head(classifier, data, hparams: HParams, epochs, class_weight, verbos
         set_head(classifier, fit)
         timing["head_train_seconds"] = round(time.perf_counter() - start, 3)
         return fit.record()
+    hparams = dataclasses.replace(hparams, learning_rate=phase_rate(
+        hparams, "head", classifier.head_model if cached else classifier.model, make_optimizer, found=found,
+        training=(train_x, np.asarray(data["train_labels"]), None) if cached else data["training"],
+        class_weight=class_weight))
     if cached:
         history = train_head_on_features(classifier, train_x, data["train_labels"], config=hparams, epochs=epochs,
                                          validation=validation, class_weight=class_weight, verbose=verbose,
@@ -316,6 +323,8 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
     from kerastl.data import digits_folder
     from kerastl.train.distribute import distribution
     from kerastl.train.evaluate import classification_metrics
+    from kerastl.train.range_test import phase_rate
+    from kerastl.train.scratch import refuse_random_weights, settle_batchnorm_quickly
     from kerastl.train.strategies import (
         parse_strategy,
         resolve_auto,
@@ -343,7 +352,7 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
     data_dir = Path(data_dir) if data_dir is not None else digits_folder()
 
     if weights == "none" and not options.from_scratch:
-        _refuse_random_weights(backbone if isinstance(backbone, str) else "the backbone", requested)
+        refuse_random_weights(backbone if isinstance(backbone, str) else "the backbone", requested)
     if not isinstance(backbone, Backbone):
         if backbone is None:
             from kerastl.data import detect_modality
@@ -357,7 +366,7 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
             backbone = load_backbone(spec, weights=weights, cut=cut, image_size=image_size,
                                      from_scratch=options.from_scratch, trust=trust)
     if backbone.weights == "none" and not options.from_scratch:
-        _refuse_random_weights(backbone.spec, requested)
+        refuse_random_weights(backbone.spec, requested)
     check_modality(backbone, data_dir)
     scan, parts, weights_by_class, data = _prepare_data(data_dir, backbone, hparams)
     min_per_class = min(parts.train_counts())
@@ -367,7 +376,7 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
 
     with run.scope():
         classifier = _build_classifier(backbone, len(parts.class_names), options, seed=hparams.seed)
-    timing, history, head_fit, phases = {}, [], None, {}
+    timing, history, head_fit, phases, found = {}, [], None, {}, {}
     validation = data["val"] if hparams.validate_each_epoch else None
     examples = len(parts.train_files)
 
@@ -384,11 +393,13 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
 
     start = time.perf_counter()
     if options.from_scratch:
-        _settle_batchnorm_quickly(classifier.backbone)
+        settle_batchnorm_quickly(classifier.backbone)
         set_backbone_trainable(classifier.backbone, parse_strategy("full"))
         _apply_patterns(classifier, options, set_trainable_by_pattern)
         length = phase_budget("from-scratch", hparams.epochs)
-        _compile(classifier.model, hparams, hparams.learning_rate, total_steps=length.steps)
+        rate = phase_rate(hparams, "from-scratch", classifier.model, make_optimizer, training=data["training"],
+                          class_weight=weights_by_class, found=found)
+        _compile(classifier.model, hparams, rate, total_steps=length.steps)
         fit = _fit(classifier.model, data["training"], epochs=length.epochs, phase="from-scratch",
                    hparams=hparams, out=out, validation=validation, class_weight=weights_by_class, verbose=verbose)
         history += record("from-scratch", fit)
@@ -396,7 +407,7 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
         head_epochs = hparams.epochs if strategy.kind == "head" or hparams.head_epochs is None else hparams.head_epochs
         length = phase_budget("head", head_epochs)
         fit = _train_head(classifier, data, hparams, length.epochs, weights_by_class, verbose, timing, out=out,
-                          total_steps=length.steps)
+                          total_steps=length.steps, found=found)
         run.broadcast_from_chief(classifier.head_model.weights)  # each worker adapted (and probed) on its own
         if isinstance(fit, dict):
             head_fit = fit
@@ -409,8 +420,9 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
             name = str(strategy)
             length = phase_budget(name, hparams.epochs)
             # Recompile: `trainable` changes take effect only at compile time.
-            _compile(classifier.model, hparams, hparams.learning_rate * hparams.fine_tune_factor,
-                     total_steps=length.steps)
+            rate = phase_rate(hparams, name, classifier.model, make_optimizer, training=data["training"],
+                              class_weight=weights_by_class, factor=hparams.fine_tune_factor, found=found)
+            _compile(classifier.model, hparams, rate, total_steps=length.steps)
             fit = _fit(classifier.model, data["training"], epochs=length.epochs, phase=name.replace(":", "-"),
                        hparams=hparams, out=out, validation=validation, class_weight=weights_by_class, verbose=verbose)
             history += record(name, fit)
@@ -441,6 +453,7 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
         "ignored_files": len(scan.ignored),
         "history": history,
         "head_fit": head_fit,
+        "lr_find": found,
         "phases": {name: {key: (value.record() if hasattr(value, "record") else value) for key, value in p.items()}
                    for name, p in phases.items()},
         "timing": timing,
@@ -505,18 +518,6 @@ def _build_classifier(backbone, num_classes: int, options: ModelOptions, *, seed
                             seed=seed, zero_init=not options.from_scratch)
 
 
-def _refuse_random_weights(spec, strategy) -> None:
-    """A pretrained strategy on random weights trains into garbage (MobileNetV3Small, `--weights none
-    --strategy full`: loss 10,934, 10% accuracy): `head` learns on random features, and `full` starts from a
-    zero head, frozen BatchNormalization statistics of 0 and 1, and a tenth of the learning rate. The
-    from-scratch recipe is the one that trains random weights, so the user is sent there rather than
-    switched silently."""
-    raise UsageError(
-        f"--weights none gives {spec} random weights, but --strategy {strategy} fine-tunes pretrained ones; "
-        "pass --from-scratch to train the random network (the no-transfer baseline), or drop --weights none"
-    )
-
-
 def _claim_backups(out, backbone, config: FinetuneConfig, parts, options: dict) -> list[str]:
     """Keeps `out`'s backups only if this same run made them (`kerastl.train.resume.claim_backup`): the same
     options and config, the same training and validation files (sizes and modification times) and the same
@@ -530,19 +531,6 @@ def _claim_backups(out, backbone, config: FinetuneConfig, parts, options: dict) 
         backbone={**backbone.record(), "weights_sha256": weights_sha256(backbone.model)})
     note = claim_backup(Path(out) / BACKUP_DIR, fingerprint)
     return [note] if note else []
-
-
-def _settle_batchnorm_quickly(model, momentum: float = 0.9) -> None:
-    """From scratch, BatchNormalization statistics start at 0 and 1: a momentum of 0.99–0.999 (the Keras
-    applications use 0.999) leaves them far from the data after the few hundred steps of a small run, and the
-    model then predicts one class at inference. 0.9 lets them settle, so the baseline is a fair one."""
-    import keras
-
-    from kerastl.core.graph import walk_layers
-
-    for layer in walk_layers(model):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = min(float(layer.momentum), momentum)
 
 
 def _apply_patterns(classifier, options: ModelOptions, set_trainable_by_pattern):

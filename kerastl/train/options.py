@@ -22,6 +22,7 @@ with the model options.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 
 from kerastl.errors import UsageError
 from kerastl.train.distribute import DISTRIBUTE
@@ -49,6 +50,8 @@ class HParams:
             `kerastl.train.schedule.patience(epochs)` epochs, and restore its best epoch's weights.
         batch_size: examples per step.
         learning_rate: the head's learning rate; full/top:N fine-tuning uses `learning_rate * fine_tune_factor`.
+            "auto": every trained phase takes the rate the learning-rate range test suggests
+            (`kerastl.train.range_test`; metrics.json records each phase's test under `lr_find`).
         fine_tune_factor: see `learning_rate`.
         optimizer: adam, or sgd (with `momentum`).
         momentum: SGD momentum.
@@ -82,7 +85,7 @@ class HParams:
     schedule: str = "cosine"
     early_stopping: bool = True
     batch_size: int = 32
-    learning_rate: float = 1e-3
+    learning_rate: float | str = 1e-3
     fine_tune_factor: float = 0.1
     optimizer: str = "adam"
     momentum: float = 0.9
@@ -117,7 +120,7 @@ class HParams:
             ("--schedule", self.schedule, self.schedule in SCHEDULES, f"one of {SCHEDULES}"),
             ("--batch-size", self.batch_size, isinstance(self.batch_size, int) and self.batch_size >= 1,
              "an integer >= 1"),
-            ("--learning-rate", self.learning_rate, 0 < float(self.learning_rate) <= 10, "in (0, 10]"),
+            ("--learning-rate", self.learning_rate, _is_rate(self.learning_rate), "in (0, 10], or auto"),
             ("fine_tune_factor", self.fine_tune_factor, 0 < float(self.fine_tune_factor) <= 1, "in (0, 1]"),
             ("--optimizer", self.optimizer, self.optimizer in OPTIMIZERS, f"one of {OPTIMIZERS}"),
             ("--momentum", self.momentum, 0 <= float(self.momentum) < 1, "in [0, 1)"),
@@ -131,6 +134,15 @@ class HParams:
         if self.head_solver == "probe" and (self.augment or not self.cache_features):
             raise UsageError("--head-solver probe fits the head on cached features, which --augment and "
                              "cache_features=False turn off; drop them, or use --head-solver steps")
+
+
+def _is_rate(value) -> bool:
+    """A learning rate `HParams` takes: a number in (0, 10], or "auto" (the range test's)."""
+    if value == "auto":
+        return True
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    return 0 < float(value) <= 10
 
 
 @dataclasses.dataclass
@@ -188,7 +200,7 @@ class FinetuneConfig:
     epochs: int = HParams.epochs
     head_epochs: int | None = HParams.head_epochs
     batch_size: int = HParams.batch_size
-    learning_rate: float = HParams.learning_rate
+    learning_rate: float | str = HParams.learning_rate
     fine_tune_factor: float = HParams.fine_tune_factor
     optimizer: str = HParams.optimizer
     momentum: float = HParams.momentum
