@@ -19,7 +19,7 @@ CONFIG_FIELDS = ["strategy", "epochs", "head_epochs", "batch_size", "learning_ra
                  "momentum", "dropout", "pooling", "augment", "from_scratch", "shots", "validation_fraction", "seed",
                  "cache_features", "shuffle", "validate_each_epoch", "deterministic", "balance_classes",
                  "trainable_layers", "frozen_layers", "head_solver", "min_steps", "schedule", "early_stopping",
-                 "baseline"]
+                 "baseline", "augment_views"]
 
 
 def _names(cls) -> list[str]:
@@ -41,8 +41,9 @@ def _names(cls) -> list[str]:
     (dict(optimizer="rmsprop"), "--optimizer must be one of ('adam', 'sgd'). Received: rmsprop"),
     (dict(momentum=1.0), "--momentum must be in [0, 1). Received: 1.0"),
     (dict(head_solver="sgd"), "--head-solver must be one of ('steps', 'probe'). Received: sgd"),
-    (dict(head_solver="probe", augment=True), ("--head-solver probe fits the head on cached features, which "
-     "--augment and cache_features=False turn off; drop them, or use --head-solver steps")),
+    (dict(head_solver="probe", cache_features=False), ("--head-solver probe fits the head on cached features, "
+     "which cache_features=False turns off; drop it, or use --head-solver steps")),
+    (dict(augment_views=0), "--augment-views must be an integer >= 1. Received: 0"),
 ])
 def test_hparams_name_the_invalid_value(change, message):
     with pytest.raises(UsageError, match=f"^{re.escape(message)}$"):
@@ -130,19 +131,20 @@ def test_from_parts_refuses_swapped_parts():
 
 def test_the_resume_fingerprint_of_the_settings_is_pinned():
     """`run_fingerprint` hashes `dataclasses.asdict(config)`. The split into parts kept the hashes; the recipe's
-    settings (head_solver, min_steps, schedule, early_stopping, baseline) changed them once (a backup of an
-    older kerastl is then not resumed, and the run says so). These pins catch any other change. Built from the parts, the same settings hash the same."""
+    settings (head_solver, min_steps, schedule, early_stopping, baseline) changed them once, and augment_views
+    (the cached augmented views) once more (a backup of an older kerastl is then not resumed, and the run says
+    so). These pins catch any other change. Built from the parts, the same settings hash the same."""
     def sha(config):
         return hashlib.sha256(json.dumps(dataclasses.asdict(config), sort_keys=True, default=str).encode()
                               ).hexdigest()
 
     from kerastl.train.resume import run_fingerprint
 
-    assert sha(FinetuneConfig()) == "e366ceaaf3be2382f3e83e2700116b2d17962cde64c857ee89c1ba4425d870b2"
+    assert sha(FinetuneConfig()) == "562e810dad076ce2d0c9ead7fd59e23b096fbd4c0131b9af7b024733f5567c80"
     config = FinetuneConfig(strategy="top:2", epochs=3, head_epochs=1, batch_size=8, learning_rate=0.01,
                             optimizer="sgd", dropout=0.1, pooling="max", augment=True, shots=4, seed=5,
                             deterministic=True, trainable_layers=["conv*"], frozen_layers=["bn1"])
-    assert sha(config) == "b4ad12e6d33dac581250cf51a5b29de9e163e557fa687ada009784c3dbb36e9d"
+    assert sha(config) == "c4d66fbf32c55472d18580f048e80b64d4ed8ee4d7f9d1e4bca8e94d405a14cc"
     rebuilt = FinetuneConfig.from_parts(config.hparams, config.model_options)
     assert run_fingerprint("finetune", options={}, config=dataclasses.asdict(rebuilt)) == run_fingerprint(
         "finetune", options={}, config=dataclasses.asdict(config))

@@ -25,6 +25,7 @@ import dataclasses
 
 from kerastl.errors import UsageError
 from kerastl.train.schedule import MIN_STEPS, SCHEDULES
+from kerastl.train.views import DEFAULT_VIEWS
 
 OPTIMIZERS = ("adam", "sgd")
 #: How Option 1's head is fitted on cached features: optimizer steps, or solved as a cross-validated linear
@@ -52,8 +53,8 @@ class HParams:
         optimizer: adam, or sgd (with `momentum`).
         momentum: SGD momentum.
         augment: the modality's stateless augmentation of the training examples (images: translation,
-            rotation, zoom, contrast; audio: time shift and gain; text has none), which disables the feature
-            cache.
+            rotation, zoom, contrast; audio: time shift and gain; text has none). The head then trains on the
+            cached features of `augment_views` views of each example (`kerastl.train.views`).
         shots: train on N examples per class (the rest validate).
         validation_fraction: share of each class held out when `shots` is not given.
         seed: seeds the split, the initialisation, shuffling, dropout and augmentation.
@@ -67,9 +68,14 @@ class HParams:
         head_solver: how the head is fitted on cached features (Option 1, and the head phase before full and
             top:N): "steps", `epochs` of the optimizer; "probe", a multinomial logistic regression solved by
             L-BFGS with its L2 penalty chosen by k-fold cross-validation on the training examples
-            (`kerastl.train.probe`), which needs the feature cache (no `augment`, `cache_features` on).
+            (`kerastl.train.probe`), which needs the feature cache (`cache_features`; with `augment`, on the views).
         baseline: also fit the input type's classical baseline (a logistic regression on pixels, log-spectrum
             statistics or TF-IDF) on the same split, and report it beside the result (`kerastl.train.baseline`).
+        augment_views: with `augment` and the feature cache, the views of each training example whose
+            features the head trains on (the head strategy and the head phase of full/top:N): view 0 is the
+            example itself, the others its augmentations, computed once (`kerastl.train.views`; the default
+            and why: `kerastl.train.views.DEFAULT_VIEWS`). 1: the plain example only, so the head phase sees
+            no augmentation; `cache_features=False` augments afresh every epoch instead, running the backbone.
     """
 
     epochs: int | None = None
@@ -93,6 +99,7 @@ class HParams:
     balance_classes: bool = True
     head_solver: str = "steps"
     baseline: bool = True
+    augment_views: int = DEFAULT_VIEWS
 
     def validate(self) -> None:
         """Checks the optimisation and schedule settings.
@@ -117,13 +124,16 @@ class HParams:
             ("--optimizer", self.optimizer, self.optimizer in OPTIMIZERS, f"one of {OPTIMIZERS}"),
             ("--momentum", self.momentum, 0 <= float(self.momentum) < 1, "in [0, 1)"),
             ("--head-solver", self.head_solver, self.head_solver in HEAD_SOLVERS, f"one of {HEAD_SOLVERS}"),
+            ("--augment-views", self.augment_views,
+             isinstance(self.augment_views, int) and not isinstance(self.augment_views, bool)
+             and self.augment_views >= 1, "an integer >= 1"),
         ]
         for name, value, ok, expected in checks:
             if not ok:
                 raise UsageError(f"{name} must be {expected}. Received: {value}")
-        if self.head_solver == "probe" and (self.augment or not self.cache_features):
-            raise UsageError("--head-solver probe fits the head on cached features, which --augment and "
-                             "cache_features=False turn off; drop them, or use --head-solver steps")
+        if self.head_solver == "probe" and not self.cache_features:
+            raise UsageError("--head-solver probe fits the head on cached features, which cache_features=False "
+                             "turns off; drop it, or use --head-solver steps")
 
 
 @dataclasses.dataclass
@@ -204,6 +214,7 @@ class FinetuneConfig:
     schedule: str = HParams.schedule
     early_stopping: bool = HParams.early_stopping
     baseline: bool = HParams.baseline
+    augment_views: int = HParams.augment_views
 
     @classmethod
     def from_parts(cls, hparams: HParams | None = None, model_options: ModelOptions | None = None
