@@ -112,7 +112,8 @@ def test_probe_folds_keep_the_views_of_an_example_together(monkeypatch):
 
 def test_finetune_head_with_two_augmented_views(tmp_path, tiny_backbone_path):
     """`--augment --augment-views 2` on the head strategy trains on the view cache (the backbone does not run
-    every epoch), deterministically for a seed; the views are kept in the backup while the run is in progress."""
+    every epoch), deterministically for a seed, with or without an output directory; one view (the plain
+    example) trains another head."""
     from kerastl.train.finetune import finetune
 
     folder = make_image_folder(tmp_path / "images", per_class=8)
