@@ -198,7 +198,10 @@ def main(debug, offline):
 @click.option("--image-size", type=click.IntRange(8, 1024), default=None,
               help="Input size for keras:, hub: and kerashub: image backbones (others have a fixed input; another size is refused).")
 @click.option("--augment", is_flag=True, help="Images: random shifts, rotations, zooms and contrast; audio: "
-              "time shifts and gain (slower: the backbone then runs every epoch). Text has none.")
+              "time shifts and gain. Text has none.")
+@click.option("--augment-views", type=click.IntRange(min=1), default=8, show_default=True,
+              help="With --augment: the views of each training example (the first unaugmented) whose features "
+                   "the head trains on, computed once.")
 @click.option("--from-scratch", is_flag=True, help="Same architecture with random weights: the no-transfer baseline.")
 @click.option("--validation-split", type=_NumberRange(0, 1, max_open=True), default=0.2, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -213,8 +216,8 @@ def main(debug, offline):
 @click.option("--out", required=True, type=_NonEmptyPath(), help="Output directory.")
 def finetune(data, backbone, weights, cut, strategy, shots, epochs, head_epochs, min_steps, schedule,
              early_stopping, batch_size, learning_rate,
-             optimizer, head_solver, image_size, augment, from_scratch, validation_split, seed, deterministic, trust,
-             distribute, out):
+             optimizer, head_solver, image_size, augment, augment_views, from_scratch, validation_split, seed,
+             deterministic, trust, distribute, out):
     """Fine-tune a pretrained backbone with a new output layer on your classes.
 
     Writes OUT/model.keras, OUT/labels.txt, OUT/metrics.json and OUT/report.png.
@@ -226,7 +229,8 @@ def finetune(data, backbone, weights, cut, strategy, shots, epochs, head_epochs,
     hparams = HParams(epochs=epochs, head_epochs=head_epochs, batch_size=batch_size, learning_rate=learning_rate,
                       optimizer=optimizer, augment=augment, shots=shots, validation_fraction=validation_split,
                       seed=seed, deterministic=deterministic, head_solver=head_solver,
-                      min_steps=min_steps, schedule=schedule, early_stopping=early_stopping, distribute=distribute)
+                      min_steps=min_steps, schedule=schedule, early_stopping=early_stopping, distribute=distribute,
+                      augment_views=augment_views)
     model_options = ModelOptions(strategy=strategy, from_scratch=from_scratch)
     # Checked before the digits note, and the strategy first, as finetune checks them.
     model_options.validate()

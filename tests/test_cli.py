@@ -118,6 +118,7 @@ def test_backbones_lists_keras_apps_and_saved_models():
     (["finetune", "--epochs", "0", "--out", "x"], 2, "--epochs"),
     (["finetune", "--distribute", "sideways", "--out", "x"], 2, "--distribute"),
     (["finetune", "--learning-rate", "-1", "--out", "x"], 2, "--learning-rate"),
+    (["finetune", "--augment", "--augment-views", "0", "--out", "x"], 2, "--augment-views"),
     (["finetune", "--backbone", "MobileNetV2", "--out", "x"], 2, "ambiguous"),
     (["finetune", "--data", "/no/such/dir", "--backbone", "keras:MobileNetV2", "--weights", "none", "--from-scratch",
       "--out", "x"], 1, "not found"),

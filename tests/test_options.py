@@ -19,7 +19,7 @@ CONFIG_FIELDS = ["strategy", "epochs", "head_epochs", "batch_size", "learning_ra
                  "momentum", "dropout", "pooling", "augment", "from_scratch", "shots", "validation_fraction", "seed",
                  "cache_features", "shuffle", "validate_each_epoch", "deterministic", "balance_classes",
                  "trainable_layers", "frozen_layers", "head_solver", "min_steps", "schedule", "early_stopping",
-                 "baseline", "distribute"]
+                 "baseline", "distribute", "augment_views"]
 
 
 def _names(cls) -> list[str]:
@@ -43,8 +43,9 @@ def _names(cls) -> list[str]:
     (dict(head_solver="sgd"), "--head-solver must be one of ('steps', 'probe'). Received: sgd"),
     (dict(distribute="sideways"), ("--distribute must be one of ('mirrored', 'multiworker') (or None: the default "
      "strategy). Received: sideways")),
-    (dict(head_solver="probe", augment=True), ("--head-solver probe fits the head on cached features, which "
-     "--augment and cache_features=False turn off; drop them, or use --head-solver steps")),
+    (dict(head_solver="probe", cache_features=False), ("--head-solver probe fits the head on cached features, "
+     "which cache_features=False turns off; drop it, or use --head-solver steps")),
+    (dict(augment_views=0), "--augment-views must be an integer >= 1. Received: 0"),
 ])
 def test_hparams_name_the_invalid_value(change, message):
     with pytest.raises(UsageError, match=f"^{re.escape(message)}$"):
@@ -132,8 +133,9 @@ def test_from_parts_refuses_swapped_parts():
 
 def test_the_resume_fingerprint_of_the_settings_is_pinned():
     """`run_fingerprint` hashes `dataclasses.asdict(config)`. The split into parts kept the hashes; the recipe's
-    settings (head_solver, min_steps, schedule, early_stopping, baseline) changed them once, and `distribute`
-    once more (a backup of an older kerastl is then not resumed, and the run says so). These pins catch any other change. Built from the parts, the same settings hash the same."""
+    settings (head_solver, min_steps, schedule, early_stopping, baseline) changed them once, and the settings
+    added since (distribute, augment_views, ...) once more each (a backup of an older kerastl is then not resumed,
+    and the run says so). These pins catch any other change. Built from the parts, the same settings hash the same."""
     def sha(config):
         return hashlib.sha256(json.dumps(dataclasses.asdict(config), sort_keys=True, default=str).encode()
                               ).hexdigest()

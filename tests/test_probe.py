@@ -117,7 +117,9 @@ def test_the_cli_takes_head_solver(tmp_path):
                                        "--head-solver", "probe", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert json.loads((out / "metrics.json").read_text())["head_fit"]["folds"] == 4
-    bad = CliRunner().invoke(main, ["finetune", "--data", str(data), "--head-solver", "probe", "--augment", "--out",
-                                    str(tmp_path / "bad")])
-    assert bad.exit_code != 0 and "--head-solver probe fits the head on cached features" in bad.output
+    # With --augment the probe fits on the cached augmented views (tests/test_views.py), so only the API's
+    # cache_features=False (tests/test_options.py) is refused; a bad view count is refused in one line.
+    bad = CliRunner().invoke(main, ["finetune", "--data", str(data), "--head-solver", "probe", "--augment",
+                                    "--augment-views", "0", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "--augment-views" in bad.output
     assert "Traceback" not in bad.output and not (tmp_path / "bad").exists()

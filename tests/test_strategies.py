@@ -180,8 +180,10 @@ def test_cached_features_give_the_same_model_as_the_slow_path(image_folder, tiny
     np.testing.assert_allclose(fast.model.predict(x, verbose=0), slow.model.predict(x, verbose=0), atol=1e-4)
 
 
-def test_augmentation_falls_back_to_the_full_path(image_folder, tiny_backbone_path):
-    result = _run(image_folder, tiny_backbone_path, "head", augment=True)
+def test_augmentation_trains_on_cached_views_unless_the_cache_is_off(image_folder, tiny_backbone_path):
+    result = _run(image_folder, tiny_backbone_path, "head", augment=True, augment_views=2)
+    assert "feature_cache_seconds" in result.metrics["timing"] and "view_cache_seconds" in result.metrics["timing"]
+    result = _run(image_folder, tiny_backbone_path, "head", augment=True, cache_features=False)
     assert "feature_cache_seconds" not in result.metrics["timing"]
 
 

@@ -2,9 +2,9 @@
 
 Strategies (see `kerastl.train.strategies`):
 - `head` (Option 1): only the new output layer trains. The frozen backbone's pooled features are computed
-  once and cached, the head trains on them, and the trained head is put back on the backbone. Augmentation
-  changes the images every epoch, so with `augment=True` the backbone must run every epoch and the slow
-  path (a plain frozen `fit`) is used instead. The new layer starts at zero weights (see `kerastl.train.head`).
+  once and cached, the head trains on them, and the trained head is put back on the backbone. With
+  `augment=True` the cache holds the features of `augment_views` views of each example (`kerastl.train.views`);
+  `cache_features=False` is the slow path (a plain frozen `fit`). The new layer starts at zero weights.
 - `full` (Option 2): the head is trained first (as above), then every layer at a lower learning rate
   (`learning_rate * fine_tune_factor`), recompiled after `trainable` changes.
 - `top:N`: as `full`, but only the last N weighted backbone layers are unfrozen in the second phase.
@@ -146,8 +146,11 @@ def train_head_on_features(classifier, train_features, train_labels, *, config: 
     """
     import numpy as np
 
+    from kerastl.train.views import pick_view
+
     compile_head(classifier, config, len(train_labels), total_steps=total_steps)
-    training = (np.asarray(train_features), np.asarray(train_labels), None)
+    features = np.asarray(train_features)  # (N, width), or (N, K, width) views: one is drawn per example
+    training = (features, np.asarray(train_labels), pick_view if features.ndim == 3 else None)
     return _fit(classifier.head_model, training, epochs=epochs, phase="head", hparams=config, out=out,
                 validation=validation, class_weight=class_weight, verbose=verbose)
 
@@ -155,7 +158,7 @@ def train_head_on_features(classifier, train_features, train_labels, *, config: 
 def _train_head(classifier, data, hparams: HParams, epochs, class_weight, verbose, timing, out=None,
                 total_steps=None, found=None):
     """Trains the head with the backbone frozen: on cached features (by `epochs` of the optimizer, or solved as
-    a linear probe: `hparams.head_solver`), or with a plain `fit` under augmentation. Returns the Keras History,
+    a linear probe: `hparams.head_solver`), or with a plain frozen `fit` (no cache). Returns the Keras History,
     the probe's record (`kerastl.train.probe.ProbeFit.record`), or None when `epochs` is 0.
 
     Either way the frozen backbone's features of the (unaugmented) training images are computed once first,
@@ -165,6 +168,7 @@ def _train_head(classifier, data, hparams: HParams, epochs, class_weight, verbos
     """
     import numpy as np
 
+    from kerastl.train import views
     from kerastl.train.range_test import phase_rate
     from kerastl.train.strategies import Strategy, set_backbone_trainable
 
@@ -172,7 +176,7 @@ def _train_head(classifier, data, hparams: HParams, epochs, class_weight, verbos
     start = time.perf_counter()
     train_x = classifier.feature_model.predict(data["train_plain"], verbose=0)
     classifier.adapt(train_x)
-    cached = hparams.cache_features and not hparams.augment
+    cached = hparams.cache_features
     validation = data["val"] if hparams.validate_each_epoch else None
     if cached and validation is not None:
         validation = (classifier.feature_model.predict(data["val"], verbose=0), np.asarray(data["val_labels"]))
@@ -180,12 +184,15 @@ def _train_head(classifier, data, hparams: HParams, epochs, class_weight, verbos
         time.perf_counter() - start, 3)
     if epochs <= 0:
         return None
+    if cached and hparams.augment:  # the features of K views of each example (kerastl.train.views)
+        train_x = views.training_views(classifier, data["training"], train_x, views=hparams.augment_views,
+                                       seed=hparams.seed, out=out, timing=timing)
     start = time.perf_counter()
     if cached and hparams.head_solver == "probe":
-        from kerastl.train.probe import fit_probe, set_head, standardised
+        from kerastl.train.probe import fit_probe, set_head
 
-        fit = fit_probe(standardised(classifier, train_x), data["train_labels"], int(classifier.predictions.units),
-                        class_weight=class_weight, seed=hparams.seed)
+        fit = fit_probe(**views.probe_inputs(classifier, train_x, data["train_labels"]),
+                        num_classes=int(classifier.predictions.units), class_weight=class_weight, seed=hparams.seed)
         set_head(classifier, fit)
         timing["head_train_seconds"] = round(time.perf_counter() - start, 3)
         return fit.record()

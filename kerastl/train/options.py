@@ -27,6 +27,7 @@ import numbers
 from kerastl.errors import UsageError
 from kerastl.train.distribute import DISTRIBUTE
 from kerastl.train.schedule import MIN_STEPS, SCHEDULES
+from kerastl.train.views import DEFAULT_VIEWS
 
 OPTIMIZERS = ("adam", "sgd")
 #: How Option 1's head is fitted on cached features: optimizer steps, or solved as a cross-validated linear
@@ -56,8 +57,8 @@ class HParams:
         optimizer: adam, or sgd (with `momentum`).
         momentum: SGD momentum.
         augment: the modality's stateless augmentation of the training examples (images: translation,
-            rotation, zoom, contrast; audio: time shift and gain; text has none), which disables the feature
-            cache.
+            rotation, zoom, contrast; audio: time shift and gain; text has none). The head then trains on the
+            cached features of `augment_views` views of each example (`kerastl.train.views`).
         shots: train on N examples per class (the rest validate).
         validation_fraction: share of each class held out when `shots` is not given.
         seed: seeds the split, the initialisation, shuffling, dropout and augmentation.
@@ -71,12 +72,17 @@ class HParams:
         head_solver: how the head is fitted on cached features (Option 1, and the head phase before full and
             top:N): "steps", `epochs` of the optimizer; "probe", a multinomial logistic regression solved by
             L-BFGS with its L2 penalty chosen by k-fold cross-validation on the training examples
-            (`kerastl.train.probe`), which needs the feature cache (no `augment`, `cache_features` on).
+            (`kerastl.train.probe`), which needs the feature cache (`cache_features`; with `augment`, on the views).
         baseline: also fit the input type's classical baseline (a logistic regression on pixels, log-spectrum
             statistics or TF-IDF) on the same split, and report it beside the result (`kerastl.train.baseline`).
         distribute: the tf.distribute strategy (`kerastl.train.distribute`): None, the default one device;
             "mirrored", the local devices; "multiworker", the machines `TF_CONFIG` describes. `batch_size` is then
             per replica: a step takes `batch_size` × replicas examples.
+        augment_views: with `augment` and the feature cache, the views of each training example whose
+            features the head trains on (the head strategy and the head phase of full/top:N): view 0 is the
+            example itself, the others its augmentations, computed once (`kerastl.train.views`; the default
+            and why: `kerastl.train.views.DEFAULT_VIEWS`). 1: the plain example only, so the head phase sees
+            no augmentation; `cache_features=False` augments afresh every epoch instead, running the backbone.
     """
 
     epochs: int | None = None
@@ -101,6 +107,7 @@ class HParams:
     head_solver: str = "steps"
     baseline: bool = True
     distribute: str | None = None
+    augment_views: int = DEFAULT_VIEWS
 
     def validate(self) -> None:
         """Checks the optimisation and schedule settings.
@@ -127,13 +134,16 @@ class HParams:
             ("--head-solver", self.head_solver, self.head_solver in HEAD_SOLVERS, f"one of {HEAD_SOLVERS}"),
             ("--distribute", self.distribute, self.distribute is None or self.distribute in DISTRIBUTE,
              f"one of {DISTRIBUTE} (or None: the default strategy)"),
+            ("--augment-views", self.augment_views,
+             isinstance(self.augment_views, int) and not isinstance(self.augment_views, bool)
+             and self.augment_views >= 1, "an integer >= 1"),
         ]
         for name, value, ok, expected in checks:
             if not ok:
                 raise UsageError(f"{name} must be {expected}. Received: {value}")
-        if self.head_solver == "probe" and (self.augment or not self.cache_features):
-            raise UsageError("--head-solver probe fits the head on cached features, which --augment and "
-                             "cache_features=False turn off; drop them, or use --head-solver steps")
+        if self.head_solver == "probe" and not self.cache_features:
+            raise UsageError("--head-solver probe fits the head on cached features, which cache_features=False "
+                             "turns off; drop it, or use --head-solver steps")
 
 
 def _is_rate(value) -> bool:
@@ -224,6 +234,7 @@ class FinetuneConfig:
     early_stopping: bool = HParams.early_stopping
     baseline: bool = HParams.baseline
     distribute: str | None = HParams.distribute
+    augment_views: int = HParams.augment_views
 
     @classmethod
     def from_parts(cls, hparams: HParams | None = None, model_options: ModelOptions | None = None

@@ -69,7 +69,7 @@ def _solver(c: float, class_weight, seed: int):
 
 
 def fit_probe(features, labels, num_classes: int, *, class_weight: dict | None = None, seed: int = 0,
-              grid=C_GRID, default_c: float = 1.0) -> ProbeFit:
+              grid=C_GRID, default_c: float = 1.0, groups=None) -> ProbeFit:
     """Fits the head as a multinomial logistic regression on standardised features.
 
     Args:
@@ -81,6 +81,8 @@ def fit_probe(features, labels, num_classes: int, *, class_weight: dict | None =
         seed: seeds the folds.
         grid: the C values to cross-validate.
         default_c: the C used when cross-validation is impossible (a class with one example).
+        groups: N group ids (e.g. the example each augmented view came from, `kerastl.train.views`): the
+            folds then keep each group whole, and are counted by the groups of the smallest class.
 
     Returns:
         A `ProbeFit` whose `kernel` and `bias` go into the Dense layer as they are.
@@ -94,7 +96,7 @@ def fit_probe(features, labels, num_classes: int, *, class_weight: dict | None =
     import scipy.sparse
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.metrics import log_loss
-    from sklearn.model_selection import StratifiedKFold
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
     # A TF-IDF matrix stays sparse: the solver takes it as it is.
     x = features.tocsr() if scipy.sparse.issparse(features) else np.asarray(features, dtype="float64")
@@ -103,7 +105,11 @@ def fit_probe(features, labels, num_classes: int, *, class_weight: dict | None =
     if present.size < 2:
         raise ValueError(f"a probe needs at least 2 classes with examples; got labels {present.tolist()}")
     weights = None if class_weight is None else {int(k): float(v) for k, v in class_weight.items()}
-    folds = min(MAX_FOLDS, int(np.bincount(y)[present].min()))
+    if groups is None:
+        folds = min(MAX_FOLDS, int(np.bincount(y)[present].min()))
+    else:
+        groups = np.asarray(groups)
+        folds = min(MAX_FOLDS, min(np.unique(groups[y == label]).size for label in present))
     cv_by_c, accuracy_by_c = {}, {}
     from threadpoolctl import threadpool_limits
 
@@ -113,8 +119,11 @@ def fit_probe(features, labels, num_classes: int, *, class_weight: dict | None =
         # A separable few-shot set drives the weights up slowly at large C; the grid's other values cover it.
         warnings.simplefilter("ignore", ConvergenceWarning)
         if folds >= 2:
-            splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-            splits = list(splitter.split(x, y))
+            if groups is None:
+                splits = list(StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(x, y))
+            else:
+                splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+                splits = list(splitter.split(x, y, groups))
             for c in grid:
                 losses, accuracies = [], []
                 for train, held in splits:
