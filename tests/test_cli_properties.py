@@ -152,6 +152,7 @@ FINETUNE_NUMBERS = {
     "--epochs": bad_ints(1), "--batch-size": bad_ints(1), "--shots": bad_ints(1), "--head-epochs": bad_ints(0),
     "--image-size": bad_ints(8, 1024), "--seed": TEXT.filter(_fails(int)),
     "--learning-rate": bad_floats(0, 10, low_open=True), "--validation-split": bad_floats(0, 1, high_open=True),
+    "--label-smoothing": bad_floats(0, 1, high_open=True), "--layer-decay": bad_floats(0, 1, low_open=True),
 }
 
 

@@ -19,7 +19,7 @@ CONFIG_FIELDS = ["strategy", "epochs", "head_epochs", "batch_size", "learning_ra
                  "momentum", "dropout", "pooling", "augment", "from_scratch", "shots", "validation_fraction", "seed",
                  "cache_features", "shuffle", "validate_each_epoch", "deterministic", "balance_classes",
                  "trainable_layers", "frozen_layers", "head_solver", "min_steps", "schedule", "early_stopping",
-                 "baseline"]
+                 "baseline", "label_smoothing", "layer_decay", "mixup", "cutmix"]
 
 
 def _names(cls) -> list[str]:
@@ -130,19 +130,20 @@ def test_from_parts_refuses_swapped_parts():
 
 def test_the_resume_fingerprint_of_the_settings_is_pinned():
     """`run_fingerprint` hashes `dataclasses.asdict(config)`. The split into parts kept the hashes; the recipe's
-    settings (head_solver, min_steps, schedule, early_stopping, baseline) changed them once (a backup of an
-    older kerastl is then not resumed, and the run says so). These pins catch any other change. Built from the parts, the same settings hash the same."""
+    settings (head_solver, min_steps, schedule, early_stopping, baseline) changed them once, and its regularisers
+    (label_smoothing, layer_decay, mixup, cutmix) once more (a backup of an older kerastl is then not resumed,
+    and the run says so). These pins catch any other change. Built from the parts, the same settings hash the same."""
     def sha(config):
         return hashlib.sha256(json.dumps(dataclasses.asdict(config), sort_keys=True, default=str).encode()
                               ).hexdigest()
 
     from kerastl.train.resume import run_fingerprint
 
-    assert sha(FinetuneConfig()) == "e366ceaaf3be2382f3e83e2700116b2d17962cde64c857ee89c1ba4425d870b2"
+    assert sha(FinetuneConfig()) == "8b841b545dd5e493a7dc7dd84b4912442ea334636894882737f8804c40a1c76b"
     config = FinetuneConfig(strategy="top:2", epochs=3, head_epochs=1, batch_size=8, learning_rate=0.01,
                             optimizer="sgd", dropout=0.1, pooling="max", augment=True, shots=4, seed=5,
                             deterministic=True, trainable_layers=["conv*"], frozen_layers=["bn1"])
-    assert sha(config) == "b4ad12e6d33dac581250cf51a5b29de9e163e557fa687ada009784c3dbb36e9d"
+    assert sha(config) == "b983dd8203e8f4b9021053168c412d18f6c646702fe50d510fb7f7c217e71502"
     rebuilt = FinetuneConfig.from_parts(config.hparams, config.model_options)
     assert run_fingerprint("finetune", options={}, config=dataclasses.asdict(rebuilt)) == run_fingerprint(
         "finetune", options={}, config=dataclasses.asdict(config))

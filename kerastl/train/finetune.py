@@ -52,16 +52,20 @@ def make_optimizer(name: str, learning_rate: float, momentum: float = 0.9):
 
 
 def _compile(model, hparams: HParams, learning_rate: float, steps_per_execution: int = 1,
-             total_steps: int | None = None) -> None:
+             total_steps: int | None = None, backbone=None) -> None:
     """Compiles `model` for a phase of `total_steps` optimizer steps, with `hparams.schedule` peaking at
-    `learning_rate` (None: a constant `learning_rate`)."""
+    `learning_rate` (None: a constant `learning_rate`), `backbone`'s rates decaying by `hparams.layer_decay`
+    (`kerastl.train.optimizers`) and the loss `kerastl.train.losses.loss_and_metrics` gives."""
+    from kerastl.train.losses import loss_and_metrics
+    from kerastl.train.optimizers import with_layer_decay
     from kerastl.train.schedule import learning_rate as schedule
 
     rate = learning_rate if total_steps is None else schedule(learning_rate, total_steps, hparams.schedule)
+    loss, metrics = loss_and_metrics(hparams)
     model.compile(
-        optimizer=make_optimizer(hparams.optimizer, rate, hparams.momentum),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
+        optimizer=with_layer_decay(make_optimizer(hparams.optimizer, rate, hparams.momentum), backbone,
+                                   hparams.layer_decay),
+        loss=loss, metrics=metrics,
         steps_per_execution=steps_per_execution,
     )
 
@@ -90,7 +94,7 @@ def _history_rows(history, phase: str) -> list[dict]:
 
 
 def _fit(model, training, *, epochs: int, phase: str, hparams: HParams, out, validation, class_weight,
-         verbose):
+         verbose, mix=None):
     """`model.fit` over `training = (inputs, labels, augment)` held in memory, or a tf.data.Dataset.
 
     With `hparams.early_stopping` and `validation`, the phase stops early and ends on its best epoch's weights
@@ -99,6 +103,7 @@ def _fit(model, training, *, epochs: int, phase: str, hparams: HParams, out, val
     In-memory examples are batched by `checkpointing.epoch_batches`, so each epoch's order and augmentation
     depend only on (seed, epoch); every random layer's seed state is reset from (seed, epoch) too. With `out`,
     the phase is backed up each epoch into `out`, and a re-run of the same run (`_claim_backups`) resumes it.
+    `mix` (`kerastl.train.mixing.batch_mixer`) blends the in-memory batches into soft targets.
     """
     import keras
 
@@ -127,6 +132,7 @@ def _fit(model, training, *, epochs: int, phase: str, hparams: HParams, out, val
         steps = -(-len(labels) // hparams.batch_size)
         training = epoch_batches(inputs, labels, batch_size=hparams.batch_size, seed=hparams.seed,
                                  first_epoch=first, epochs=epochs, shuffle=hparams.shuffle, augment=augment)
+        training = training if mix is None else mix(training, first_epoch=first, steps_per_epoch=steps)
     history = model.fit(training, epochs=epochs, initial_epoch=first, steps_per_epoch=steps, shuffle=False,
                         validation_data=validation, class_weight=class_weight, callbacks=callbacks, verbose=verbose)
     history.early_stopping = None if best is None else best.record()
@@ -166,7 +172,7 @@ def _train_head(classifier, data, hparams: HParams, epochs, class_weight, verbos
     start = time.perf_counter()
     train_x = classifier.feature_model.predict(data["train_plain"], verbose=0)
     classifier.adapt(train_x)
-    cached = hparams.cache_features and not hparams.augment
+    cached = hparams.cache_features and not (hparams.augment or hparams.mixes_batches)
     validation = data["val"] if hparams.validate_each_epoch else None
     if cached and validation is not None:
         validation = (classifier.feature_model.predict(data["val"], verbose=0), np.asarray(data["val_labels"]))
@@ -190,7 +196,7 @@ def _train_head(classifier, data, hparams: HParams, epochs, class_weight, verbos
     else:
         _compile(classifier.model, hparams, hparams.learning_rate, total_steps=total_steps)
         history = _fit(classifier.model, data["training"], epochs=epochs, phase="head", hparams=hparams, out=out,
-                       validation=validation, class_weight=class_weight, verbose=verbose)
+                       validation=validation, class_weight=class_weight, verbose=verbose, mix=data["mix"])
     timing["head_train_seconds"] = round(time.perf_counter() - start, 3)
     return history
 
@@ -204,6 +210,7 @@ def _prepare_data(data_dir, backbone, hparams: HParams):
         scan_folder,
         split,
     )
+    from kerastl.train.mixing import batch_mixer
 
     spec = input_spec(backbone.model)
     scan = drop_undecodable(scan_folder(data_dir, spec.modality))
@@ -217,6 +224,7 @@ def _prepare_data(data_dir, backbone, hparams: HParams):
         "train_labels": parts.train_labels,
         "val": make_dataset(spec, parts.val_files, parts.val_labels, **common) if has_val else None,
         "val_labels": parts.val_labels,
+        "mix": batch_mixer(spec, hparams, len(parts.class_names)),
     }
 
 
@@ -379,8 +387,8 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
         _apply_patterns(classifier, options, set_trainable_by_pattern)
         length = phase_budget("from-scratch", hparams.epochs)
         _compile(classifier.model, hparams, hparams.learning_rate, total_steps=length.steps)
-        fit = _fit(classifier.model, data["training"], epochs=length.epochs, phase="from-scratch",
-                   hparams=hparams, out=out, validation=validation, class_weight=weights_by_class, verbose=verbose)
+        fit = _fit(classifier.model, data["training"], epochs=length.epochs, phase="from-scratch", hparams=hparams,
+                   out=out, validation=validation, class_weight=weights_by_class, verbose=verbose, mix=data["mix"])
         history += record("from-scratch", fit)
     else:
         head_epochs = hparams.epochs if strategy.kind == "head" or hparams.head_epochs is None else hparams.head_epochs
@@ -399,9 +407,10 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
             length = phase_budget(name, hparams.epochs)
             # Recompile: `trainable` changes take effect only at compile time.
             _compile(classifier.model, hparams, hparams.learning_rate * hparams.fine_tune_factor,
-                     total_steps=length.steps)
+                     total_steps=length.steps, backbone=classifier.backbone)
             fit = _fit(classifier.model, data["training"], epochs=length.epochs, phase=name.replace(":", "-"),
-                       hparams=hparams, out=out, validation=validation, class_weight=weights_by_class, verbose=verbose)
+                       hparams=hparams, out=out, validation=validation, class_weight=weights_by_class, verbose=verbose,
+                       mix=data["mix"])
             history += record(name, fit)
         elif options.trainable_layers or options.frozen_layers:
             raise UsageError("layer patterns apply to full and top:N fine-tuning; the head strategy trains "
@@ -572,13 +581,14 @@ def save_outputs(out, model, class_names, metrics) -> dict:
         REPORT_FILE,
         output_record,
     )
+    from kerastl.train.optimizers import saveable
 
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise KerastlError(f"--out {out} is a file; give a directory path")
     names = {"model": MODEL_FILE, "labels": LABELS_FILE, "metrics": METRICS_FILE, "report": REPORT_FILE}
     with staged_directory(out) as staged:
-        restore_batchnorm(model).save(staged / MODEL_FILE)
+        restore_batchnorm(saveable(model)).save(staged / MODEL_FILE)
         (staged / LABELS_FILE).write_text("".join(f"{name}\n" for name in class_names), encoding="utf-8")
         metrics["outputs"] = output_record(staged, [MODEL_FILE, LABELS_FILE])
         (staged / METRICS_FILE).write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

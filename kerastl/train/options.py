@@ -70,6 +70,15 @@ class HParams:
             (`kerastl.train.probe`), which needs the feature cache (no `augment`, `cache_features` on).
         baseline: also fit the input type's classical baseline (a logistic regression on pixels, log-spectrum
             statistics or TF-IDF) on the same split, and report it beside the result (`kerastl.train.baseline`).
+        label_smoothing: in [0, 1): every optimizer phase's targets become `(1 - s) * target + s / classes`
+            (`kerastl.train.losses`); 0 trains on the hard labels. The probe solver is unaffected.
+        layer_decay: full and top:N only: the fine-tuning phase's learning rate for the new head, times
+            `layer_decay ** depth` for each backbone unit, the top one at depth 1 (`kerastl.train.optimizers`);
+            None (or 1) gives every layer the same rate.
+        mixup: the Beta(alpha, alpha) concentration of mixup on training batches (each example blended with
+            another, labels likewise); 0 is off. Images only; disables the feature cache.
+        cutmix: as `mixup` for cutmix (a box of another example pasted in, labels weighted by its area); with
+            both, each batch takes one of the two at random (`kerastl.train.mixing`).
     """
 
     epochs: int | None = None
@@ -93,6 +102,16 @@ class HParams:
     balance_classes: bool = True
     head_solver: str = "steps"
     baseline: bool = True
+    label_smoothing: float = 0.0
+    layer_decay: float | None = None
+    mixup: float = 0.0
+    cutmix: float = 0.0
+
+    @property
+    def mixes_batches(self) -> bool:
+        """Whether mixup or cutmix blend the training batches (which, like `augment`, needs the backbone to
+        run on every batch, so the feature cache is off)."""
+        return float(self.mixup) > 0 or float(self.cutmix) > 0
 
     def validate(self) -> None:
         """Checks the optimisation and schedule settings.
@@ -117,6 +136,7 @@ class HParams:
             ("--optimizer", self.optimizer, self.optimizer in OPTIMIZERS, f"one of {OPTIMIZERS}"),
             ("--momentum", self.momentum, 0 <= float(self.momentum) < 1, "in [0, 1)"),
             ("--head-solver", self.head_solver, self.head_solver in HEAD_SOLVERS, f"one of {HEAD_SOLVERS}"),
+            *_recipe_checks(self),
         ]
         for name, value, ok, expected in checks:
             if not ok:
@@ -124,6 +144,33 @@ class HParams:
         if self.head_solver == "probe" and (self.augment or not self.cache_features):
             raise UsageError("--head-solver probe fits the head on cached features, which --augment and "
                              "cache_features=False turn off; drop them, or use --head-solver steps")
+        if self.head_solver == "probe" and self.mixes_batches:
+            raise UsageError("--head-solver probe fits the head on cached features, which --mixup and --cutmix "
+                             "turn off; drop them, or use --head-solver steps")
+
+
+def _number(value) -> float | None:
+    """`value` as a finite float, or None (not a number, nan or infinite), so a range check refuses it."""
+    import math
+
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) and not isinstance(value, bool) else None
+
+
+def _recipe_checks(hparams: HParams) -> list:
+    """`HParams.validate`'s rows for label smoothing, layer-wise decay, mixup and cutmix."""
+    smoothing, decay = _number(hparams.label_smoothing), _number(hparams.layer_decay)
+    mixup, cutmix = _number(hparams.mixup), _number(hparams.cutmix)
+    return [
+        ("--label-smoothing", hparams.label_smoothing, smoothing is not None and 0 <= smoothing < 1, "in [0, 1)"),
+        ("--layer-decay", hparams.layer_decay, hparams.layer_decay is None or (decay is not None and 0 < decay <= 1),
+         "in (0, 1]"),
+        ("--mixup", hparams.mixup, mixup is not None and mixup >= 0, "a number >= 0 (0: off)"),
+        ("--cutmix", hparams.cutmix, cutmix is not None and cutmix >= 0, "a number >= 0 (0: off)"),
+    ]
 
 
 @dataclasses.dataclass
@@ -204,6 +251,10 @@ class FinetuneConfig:
     schedule: str = HParams.schedule
     early_stopping: bool = HParams.early_stopping
     baseline: bool = HParams.baseline
+    label_smoothing: float = HParams.label_smoothing
+    layer_decay: float | None = HParams.layer_decay
+    mixup: float = HParams.mixup
+    cutmix: float = HParams.cutmix
 
     @classmethod
     def from_parts(cls, hparams: HParams | None = None, model_options: ModelOptions | None = None
@@ -242,6 +293,10 @@ class FinetuneConfig:
 
         # The strategy is named first, as it was before the split; the head's options come last because
         # before the split they were only checked once the model was built.
-        parse_strategy(self.strategy)
+        strategy = parse_strategy(self.strategy)
         self.hparams.validate()
         self.model_options.validate()
+        if self.layer_decay is not None and (strategy.kind == "head" or self.from_scratch):
+            raise UsageError("--layer-decay sets the backbone's learning rates in full and top:N fine-tuning; "
+                             f"drop it, or use --strategy full or top:N. Received: "
+                             f"{'--from-scratch' if self.from_scratch else '--strategy head'}")

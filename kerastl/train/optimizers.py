@@ -1,0 +1,91 @@
+"""Layer-wise learning-rate decay (discriminative learning rates) for full and top:N fine-tuning.
+
+The new head keeps the phase's learning rate; the backbone's units (`kerastl.train.strategies.weighted_layers`,
+what top:N counts), numbered from the top, get `rate * decay ** depth`, the top unit at depth 1. Layers near
+the input hold the most general features, which a small set should move least (ULMFiT's discriminative
+fine-tuning, Howard & Ruder 2018; BEiT's and timm's layer decay).
+
+Keras 3 has no per-variable learning rate (Keras 2's `MultiOptimizer` from TF Addons is gone), but every
+optimizer's step ends in `update_step(gradient, variable, learning_rate)`, called once per variable with the
+step's scheduled rate. `with_layer_decay` therefore makes the phase's optimizer an instance of a subclass of
+its own class whose `update_step` multiplies that rate by the variable's factor before the class's own
+update: Adam's moments, SGD's momentum, the cosine schedule (evaluated once per step, as before) and the
+optimizer's variables are the base class's, so a backup of the phase (`keras.callbacks.BackupAndRestore`)
+restores it exactly as a plain one. The factors are constants chosen when the graph is traced.
+
+The factors belong to one model's variables, so the optimizer's config is its base class's settings only and
+names a class plain Keras does not know; `saveable` gives the model to write without its compile state, so
+model.keras loads in plain Keras without kerastl.
+"""
+
+from __future__ import annotations
+
+import json
+
+import keras
+from keras import ops
+
+
+class _LayerDecay:
+    """The mixin `with_layer_decay` puts before an optimizer class (see the module docstring)."""
+
+    _factors: dict
+
+    def set_learning_rate_factors(self, factors) -> None:
+        """`factors`: `(variable, factor)` pairs; a variable not listed keeps the step's rate."""
+        self._factors = {self._var_key(variable): float(factor) for variable, factor in factors}
+
+    def learning_rate_factor(self, variable) -> float:
+        return getattr(self, "_factors", {}).get(self._var_key(variable), 1.0)
+
+    def update_step(self, gradient, variable, learning_rate):
+        factor = self.learning_rate_factor(variable)
+        if factor != 1.0:
+            learning_rate = ops.multiply(ops.cast(learning_rate, variable.dtype), factor)
+        return super().update_step(gradient, variable, learning_rate)
+
+
+_CLASSES: dict = {}
+
+
+def _decayed_class(base: type) -> type:
+    if base not in _CLASSES:
+        # Registered so that Keras can rebuild it in this process (`clone_model` recompiles a clone from the
+        # compile config); the rebuilt one has no factors, a plain optimizer of its base class.
+        _CLASSES[base] = keras.saving.register_keras_serializable(package="kerastl")(
+            type(f"LayerDecay{base.__name__}", (_LayerDecay, base), {}))
+    return _CLASSES[base]
+
+
+def layer_factors(backbone, decay: float) -> list:
+    """`(variable, decay ** depth)` for every trainable variable of `backbone`'s units, the top unit at depth
+    1 (frozen units count towards the depth but have nothing to train)."""
+    from kerastl.train.strategies import weighted_layers
+
+    units = weighted_layers(backbone)
+    return [(variable, float(decay) ** (len(units) - index))
+            for index, unit in enumerate(units) for variable in unit.trainable_variables]
+
+
+def with_layer_decay(optimizer, backbone, decay: float | None):
+    """`optimizer`, or with `decay` (not None, below 1) and a `backbone`, a new optimizer of the same class
+    and settings (its learning rate or schedule included) whose step scales each backbone variable's rate by
+    `layer_factors(backbone, decay)`. Call it after the phase's `trainable` flags are set."""
+    if backbone is None or decay is None or float(decay) == 1.0:
+        return optimizer
+    decayed = _decayed_class(type(optimizer)).from_config(optimizer.get_config())
+    decayed.set_learning_rate_factors(layer_factors(backbone, decay))
+    return decayed
+
+
+def saveable(model):
+    """`model`, or when it was compiled with an object plain Keras cannot rebuild (kerastl's layer-decay
+    optimizer, `kerastl.train.losses`' loss and metric), the same layers in a new uncompiled functional model,
+    so that model.keras loads with `keras.saving.load_model` alone. The weights are shared, not copied."""
+    if not getattr(model, "compiled", False):
+        return model
+    decayed = isinstance(getattr(model, "optimizer", None), _LayerDecay)
+    if not decayed and '"kerastl>' not in json.dumps(model.get_compile_config(), default=str):
+        return model
+    # `input`/`output` rather than the lists: a one-input model keeps its tensor, not a list of one.
+    return keras.Model(model.input, model.output, name=model.name)
