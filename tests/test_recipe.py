@@ -121,6 +121,10 @@ def test_layer_decay_model_fits_and_saves_without_kerastl_compile_objects(tmp_pa
                                model.predict(x, verbose=0), rtol=1e-6)
     uncompiled, _ = _tiny()
     assert saveable(uncompiled) is uncompiled
+    uncompiled.compile(optimizer="adam", loss=SoftTargetCrossentropy(0.1))  # the loss alone
+    assert saveable(uncompiled) is not uncompiled
+    uncompiled.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    assert saveable(uncompiled) is uncompiled
 
 
 # ------------------------------------------------------------------------------------------------ mixing

@@ -9,8 +9,8 @@ Label smoothing then applies to either: the target becomes `(1 - s) * target + s
 2016), as `keras.losses.CategoricalCrossentropy(label_smoothing=s)` computes it; Keras 3's
 `SparseCategoricalCrossentropy` has no `label_smoothing`.
 
-Both objects are registered under the `kerastl` package; the saved model.keras carries neither
-(`kerastl.train.optimizers.saveable` writes it uncompiled), so it loads in plain Keras.
+Neither is registered with Keras' serialisation: they are training objects, and the saved model.keras carries
+neither (`kerastl.train.optimizers.saveable` writes it uncompiled), so it loads in plain Keras.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ def soft_targets(y_true, y_pred):
     return ops.one_hot(labels, classes, dtype=y_pred.dtype)
 
 
-@keras.saving.register_keras_serializable(package="kerastl")
 class SoftTargetCrossentropy(keras.losses.Loss):
     """Categorical cross-entropy of softmax probabilities against integer labels or soft target rows
     (`soft_targets`), with optional label smoothing.
@@ -60,7 +59,6 @@ class SoftTargetCrossentropy(keras.losses.Loss):
         return {**super().get_config(), "label_smoothing": self.label_smoothing}
 
 
-@keras.saving.register_keras_serializable(package="kerastl")
 def soft_accuracy(y_true, y_pred):
     """1 where the most probable class is the label (integer labels) or the target's heaviest class (soft
     rows, e.g. the larger share of a mixed pair), else 0; the metric is reported as "accuracy"."""

@@ -50,10 +50,7 @@ _CLASSES: dict = {}
 
 def _decayed_class(base: type) -> type:
     if base not in _CLASSES:
-        # Registered so that Keras can rebuild it in this process (`clone_model` recompiles a clone from the
-        # compile config); the rebuilt one has no factors, a plain optimizer of its base class.
-        _CLASSES[base] = keras.saving.register_keras_serializable(package="kerastl")(
-            type(f"LayerDecay{base.__name__}", (_LayerDecay, base), {}))
+        _CLASSES[base] = type(f"LayerDecay{base.__name__}", (_LayerDecay, base), {})
     return _CLASSES[base]
 
 
@@ -79,13 +76,17 @@ def with_layer_decay(optimizer, backbone, decay: float | None):
 
 
 def saveable(model):
-    """`model`, or when it was compiled with an object plain Keras cannot rebuild (kerastl's layer-decay
-    optimizer, `kerastl.train.losses`' loss and metric), the same layers in a new uncompiled functional model,
-    so that model.keras loads with `keras.saving.load_model` alone. The weights are shared, not copied."""
+    """`model`, or when it was compiled with an object Keras cannot rebuild from its config (kerastl's
+    layer-decay optimizer, `kerastl.train.losses`' loss and metric, none of them registered), the same layers
+    in a new uncompiled functional model, so that model.keras loads with `keras.saving.load_model` alone. The
+    weights are shared, not copied. Take it before `keras.models.clone_model`, which recompiles a clone from
+    the compile config."""
     if not getattr(model, "compiled", False):
         return model
     decayed = isinstance(getattr(model, "optimizer", None), _LayerDecay)
-    if not decayed and '"kerastl>' not in json.dumps(model.get_compile_config(), default=str):
+    if not decayed and '"module": "kerastl.' not in json.dumps(model.get_compile_config(), default=str):
         return model
-    # `input`/`output` rather than the lists: a one-input model keeps its tensor, not a list of one.
-    return keras.Model(model.input, model.output, name=model.name)
+    # A one-input, one-output model keeps its tensors rather than lists of one (`model.output` is a tensor).
+    inputs, outputs = list(model.inputs), list(model.outputs)
+    return keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs[0] if len(outputs) == 1 else outputs,
+                       name=model.name)
