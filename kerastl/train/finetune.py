@@ -103,7 +103,7 @@ def _fit(model, training, *, epochs: int, phase: str, hparams: HParams, out, val
     In-memory examples are batched by `checkpointing.epoch_batches`, so each epoch's order and augmentation
     depend only on (seed, epoch); every random layer's seed state is reset from (seed, epoch) too. With `out`,
     the phase is backed up each epoch into `out`, and a re-run of the same run (`_claim_backups`) resumes it.
-    `mix` (`kerastl.train.mixing.batch_mixer`) blends the in-memory batches into soft targets.
+    `mix` (`kerastl.train.mixing.batch_mixer`) blends the training batches and makes their labels soft targets.
     """
     import keras
 
