@@ -195,6 +195,15 @@ def main(debug, offline):
 @click.option("--head-solver", type=click.Choice(["steps", "probe"]), default="steps", show_default=True,
               help="How the head is fitted on cached features: --epochs of the optimizer, or solved as a "
                    "logistic regression with its L2 penalty chosen by cross-validation.")
+@click.option("--label-smoothing", type=_NumberRange(0, 1, max_open=True), default=0.0, show_default=True,
+              help="Train on (1 - S) * label + S / classes instead of the hard labels, in every optimizer phase.")
+@click.option("--layer-decay", type=_NumberRange(0, 1, min_open=True), default=None,
+              help="full/top:N: the head keeps the fine-tuning rate, each backbone unit below it gets it times "
+                   "DECAY**depth (the top unit at depth 1). Default: one rate for all.")
+@click.option("--mixup", type=_NumberRange(min=0), default=0.0, show_default=True, metavar="ALPHA",
+              help="Images: blend training pairs and their labels, shares drawn from Beta(ALPHA, ALPHA); 0 is off.")
+@click.option("--cutmix", type=_NumberRange(min=0), default=0.0, show_default=True, metavar="ALPHA",
+              help="Images: paste a box of another training image, labels weighted by its area; 0 is off.")
 @click.option("--image-size", type=click.IntRange(8, 1024), default=None,
               help="Input size for keras:, hub: and kerashub: image backbones (others have a fixed input; another size is refused).")
 @click.option("--augment", is_flag=True, help="Images: random shifts, rotations, zooms and contrast; audio: "
@@ -216,8 +225,8 @@ def main(debug, offline):
 @click.option("--out", required=True, type=_NonEmptyPath(), help="Output directory.")
 def finetune(data, backbone, weights, cut, strategy, shots, epochs, head_epochs, min_steps, schedule,
              early_stopping, batch_size, learning_rate,
-             optimizer, head_solver, image_size, augment, augment_views, from_scratch, validation_split, seed,
-             deterministic, trust, distribute, out):
+             optimizer, head_solver, label_smoothing, layer_decay, mixup, cutmix, image_size, augment,
+             augment_views, from_scratch, validation_split, seed, deterministic, trust, distribute, out):
     """Fine-tune a pretrained backbone with a new output layer on your classes.
 
     Writes OUT/model.keras, OUT/labels.txt, OUT/metrics.json and OUT/report.png.
@@ -230,7 +239,8 @@ def finetune(data, backbone, weights, cut, strategy, shots, epochs, head_epochs,
                       optimizer=optimizer, augment=augment, shots=shots, validation_fraction=validation_split,
                       seed=seed, deterministic=deterministic, head_solver=head_solver,
                       min_steps=min_steps, schedule=schedule, early_stopping=early_stopping, distribute=distribute,
-                      augment_views=augment_views)
+                      augment_views=augment_views, label_smoothing=label_smoothing, layer_decay=layer_decay,
+                      mixup=mixup, cutmix=cutmix)
     model_options = ModelOptions(strategy=strategy, from_scratch=from_scratch)
     # Checked before the digits note, and the strategy first, as finetune checks them.
     model_options.validate()

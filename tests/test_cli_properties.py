@@ -154,6 +154,7 @@ FINETUNE_NUMBERS = {
     # "auto" is a learning rate too (the range test's suggestion).
     "--learning-rate": bad_floats(0, 10, low_open=True).filter(lambda v: v != "auto"),
     "--validation-split": bad_floats(0, 1, high_open=True),
+    "--label-smoothing": bad_floats(0, 1, high_open=True), "--layer-decay": bad_floats(0, 1, low_open=True),
 }
 
 

@@ -155,6 +155,16 @@ class Modality:
         """
         raise UsageError(f"--augment has no {self.noun} augmentation to apply: drop --augment")
 
+    def batch_mixing(self, kind: str, alpha: float):
+        """`mix(inputs, targets, key) -> (inputs, targets)`, the `kind` ("mixup" or "cutmix") of blending
+        training batches with concentration `alpha`: `targets` are (batch, classes) rows of class weights and
+        `key` a stateless seed (see `kerastl.train.mixing`).
+
+        Raises:
+            UsageError: the modality has no such mixing (the default: blending inputs is defined for images).
+        """
+        raise UsageError(f"--{kind} blends images, not {self.plural or self.name}: drop --{kind} for {self.name} data")
+
     def classical_features(self, spec, train_files, other_files):
         """`(train_x, other_x)`: the classical baseline's input features for a logistic regression, of
         `train_files` and of `other_files`, fitted on the training files only (standardisation, a TF-IDF

@@ -1,5 +1,5 @@
 """Images: the preprocessing layer baked into image models, decoding (`decode_image`, `load_images`) and the
-one stateless augmentation (`augment_images`).
+one stateless augmentation (`augment_images`), and mixup and cutmix (`mix_images`).
 
 `ImagePreprocessing` turns raw pixels (0–255) into what a backbone was trained on, inside the model, so that
 exported SavedModels and TFLite files take raw pixels and train/deploy preprocessing cannot drift apart. It is
@@ -156,6 +156,76 @@ def augment_images(images, key, *, translate: float = 0.1, rotate_degrees: float
     factor = 1.0 + u[:, 4] * contrast
     mean = tf.reduce_mean(warped, axis=[1, 2, 3], keepdims=True)
     return tf.clip_by_value((warped - mean) * factor[:, None, None, None] + mean, 0.0, 255.0)
+
+
+MIXING_KINDS = ("mixup", "cutmix")
+
+
+def mix_images(images, targets, key, *, kind: str, alpha: float):
+    """Mixup or cutmix of a batch: `(images, targets)` -> `(mixed images, mixed targets)`, a graph function.
+
+    `images` is (batch, height, width, channels) float pixels, `targets` (batch, classes) rows of class
+    weights (one-hot labels). Each example is paired with another of the batch by a random permutation and a
+    share `lam ~ Beta(alpha, alpha)` is drawn for the batch (Zhang et al., 2018; Yun et al., 2019, as timm
+    does it):
+
+    - mixup: `lam * x + (1 - lam) * x[partner]`, and the targets likewise;
+    - cutmix: a box of `1 - lam` of the image's area, centred at a uniform point and clipped to the image,
+      holds the partner's pixels; the targets are weighted by the pixels each example really keeps, so the
+      weights sum to 1 and the partner's equals the clipped box's share of the area.
+
+    Stateless: every draw is keyed on `key` (a shape-[2] int seed), so a resumed run mixes the same batches.
+
+    Raises:
+        UsageError: an unknown `kind`, an `alpha` not above 0, or (cutmix) inputs that are not 2-D images.
+    """
+    import tensorflow as tf
+
+    from kerastl.errors import UsageError
+
+    if kind not in MIXING_KINDS:
+        raise UsageError(f"batch mixing must be one of {MIXING_KINDS}. Received: {kind}")
+    if not float(alpha) > 0:
+        raise UsageError(f"--{kind} must be above 0 to mix batches. Received: {alpha}")
+    images = tf.convert_to_tensor(images, tf.float32)
+    if kind == "cutmix" and images.shape.rank != 4:
+        raise UsageError(f"--cutmix pastes boxes of 2-D images (batch, height, width, channels); these inputs "
+                         f"have shape {tuple(images.shape)}: use --mixup")
+    targets = tf.cast(targets, tf.float32)
+    keys = tf.random.experimental.stateless_split(tf.cast(key, tf.int64), 4)
+    batch = tf.shape(images)[0]
+    partner = tf.argsort(tf.random.stateless_uniform([batch], seed=keys[0]))
+    first = tf.random.stateless_gamma([], seed=keys[1], alpha=float(alpha))
+    second = tf.random.stateless_gamma([], seed=keys[2], alpha=float(alpha))
+    lam = first / tf.maximum(first + second, 1e-12)
+    other = tf.gather(images, partner)
+    if kind == "mixup":
+        mixed = lam * images + (1.0 - lam) * other
+        return mixed, lam * targets + (1.0 - lam) * tf.gather(targets, partner)
+    height, width = tf.shape(images)[1], tf.shape(images)[2]
+    mask, kept = cutmix_box(height, width, 1.0 - lam, keys[3])
+    mixed = tf.where(mask[None, :, :, None], other, images)
+    return mixed, kept * targets + (1.0 - kept) * tf.gather(targets, partner)
+
+
+def cutmix_box(height, width, area, key):
+    """A cutmix box covering about `area` of a `height` x `width` image: `(mask, kept)`, the (height, width)
+    boolean mask of the box (a uniform centre, sides `sqrt(area)` of the image's, clipped at its borders) and
+    `kept`, the share of pixels outside it."""
+    import tensorflow as tf
+
+    h, w = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+    side = tf.sqrt(tf.clip_by_value(area, 0.0, 1.0))
+    centre = tf.random.stateless_uniform([2], seed=key)
+    cy, cx = centre[0] * h, centre[1] * w
+    top = tf.cast(tf.round(tf.clip_by_value(cy - side * h / 2, 0.0, h)), tf.int32)
+    bottom = tf.cast(tf.round(tf.clip_by_value(cy + side * h / 2, 0.0, h)), tf.int32)
+    left = tf.cast(tf.round(tf.clip_by_value(cx - side * w / 2, 0.0, w)), tf.int32)
+    right = tf.cast(tf.round(tf.clip_by_value(cx + side * w / 2, 0.0, w)), tf.int32)
+    rows, cols = tf.range(height), tf.range(width)
+    mask = ((rows >= top) & (rows < bottom))[:, None] & ((cols >= left) & (cols < right))[None, :]
+    kept = 1.0 - tf.cast((bottom - top) * (right - left), tf.float32) / (h * w)
+    return mask, kept
 
 
 # Limits on what one file may cost to read; files beyond them are skipped with the reason. Decoding allocates

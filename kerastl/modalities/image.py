@@ -107,6 +107,13 @@ class Image(Modality):
 
         return augment_images
 
+    def batch_mixing(self, kind, alpha):
+        import functools
+
+        from kerastl.inputs.image import mix_images
+
+        return functools.partial(mix_images, kind=kind, alpha=float(alpha))
+
     # ---------------------------------------------------------------------------------------------- hub
     def hub_claims(self, signature, declared):
         # Anything but strings and rank-1/2 floats (which the text and audio modalities claim or refuse); the

@@ -26,8 +26,12 @@ from pathlib import Path
 from kerastl.errors import KerastlError, UsageError
 from kerastl.reporting.text import with_article
 
+# A phase's optimizer and compile live in kerastl.train.optimizers; make_optimizer is still importable here.
+from kerastl.train.optimizers import compile_phase as _compile
+from kerastl.train.optimizers import make_optimizer
+
 # The settings live in kerastl.train.options; FinetuneConfig and OPTIMIZERS are still importable from here.
-from kerastl.train.options import OPTIMIZERS, FinetuneConfig, HParams, ModelOptions
+from kerastl.train.options import OPTIMIZERS, FinetuneConfig, HParams, ModelOptions  # noqa: F401
 
 
 @dataclasses.dataclass
@@ -38,34 +42,6 @@ class FinetuneResult:
     class_names: list
     metrics: dict
     files: dict
-
-
-def make_optimizer(name: str, learning_rate: float, momentum: float = 0.9):
-    """Adam, or SGD with momentum."""
-    import keras
-
-    if name == "adam":
-        return keras.optimizers.Adam(learning_rate)
-    if name == "sgd":
-        return keras.optimizers.SGD(learning_rate, momentum=momentum)
-    raise UsageError(f"--optimizer must be one of {OPTIMIZERS}. Received: {name}")
-
-
-def _compile(model, hparams: HParams, learning_rate: float, steps_per_execution: int = 1,
-             total_steps: int | None = None) -> None:
-    """Compiles `model` for a phase of `total_steps` optimizer steps, with `hparams.schedule` peaking at
-    `learning_rate` (None: a constant `learning_rate`)."""
-    from kerastl.train.distribute import model_scope
-    from kerastl.train.schedule import learning_rate as schedule
-
-    rate = learning_rate if total_steps is None else schedule(learning_rate, total_steps, hparams.schedule)
-    with model_scope(model):  # the optimizer's variables follow the model's strategy
-        model.compile(
-            optimizer=make_optimizer(hparams.optimizer, rate, hparams.momentum),
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
-            steps_per_execution=steps_per_execution,
-        )
 
 
 def compile_head(classifier, config: HParams, examples: int, total_steps: int | None = None) -> None:
@@ -92,7 +68,7 @@ def _history_rows(history, phase: str) -> list[dict]:
 
 
 def _fit(model, training, *, epochs: int, phase: str, hparams: HParams, out, validation, class_weight,
-         verbose):
+         verbose, mix=None):
     """`model.fit` over `training = (inputs, labels, augment)` held in memory, or a tf.data.Dataset.
 
     With `hparams.early_stopping` and `validation`, the phase stops early and ends on its best epoch's weights
@@ -101,6 +77,7 @@ def _fit(model, training, *, epochs: int, phase: str, hparams: HParams, out, val
     In-memory examples are batched by `checkpointing.epoch_batches`, so each epoch's order and augmentation
     depend only on (seed, epoch); every random layer's seed state is reset from (seed, epoch) too. With `out`,
     the phase is backed up each epoch into `out`, and a re-run of the same run (`_claim_backups`) resumes it.
+    `mix` (`kerastl.train.mixing.batch_mixer`) blends the training batches and makes their labels soft targets.
     """
     import keras
 
@@ -130,6 +107,7 @@ def _fit(model, training, *, epochs: int, phase: str, hparams: HParams, out, val
         steps = -(-len(labels) // hparams.batch_size)
         training = epoch_batches(inputs, labels, batch_size=hparams.batch_size, seed=hparams.seed,
                                  first_epoch=first, epochs=epochs, shuffle=hparams.shuffle, augment=augment)
+        training = training if mix is None else mix(training, first_epoch=first, steps_per_epoch=steps)
     history = fit(model, training, epochs=epochs, initial_epoch=first, steps_per_epoch=steps, shuffle=False,
                   validation_data=validation, class_weight=class_weight, callbacks=callbacks, verbose=verbose)
     history.early_stopping = None if best is None else best.record()
@@ -176,7 +154,7 @@ def _train_head(classifier, data, hparams: HParams, epochs, class_weight, verbos
     start = time.perf_counter()
     train_x = classifier.feature_model.predict(data["train_plain"], verbose=0)
     classifier.adapt(train_x)
-    cached = hparams.cache_features
+    cached = hparams.cache_features and not hparams.mixes_batches
     validation = data["val"] if hparams.validate_each_epoch else None
     if cached and validation is not None:
         validation = (classifier.feature_model.predict(data["val"], verbose=0), np.asarray(data["val_labels"]))
@@ -207,7 +185,7 @@ def _train_head(classifier, data, hparams: HParams, epochs, class_weight, verbos
     else:
         _compile(classifier.model, hparams, hparams.learning_rate, total_steps=total_steps)
         history = _fit(classifier.model, data["training"], epochs=epochs, phase="head", hparams=hparams, out=out,
-                       validation=validation, class_weight=class_weight, verbose=verbose)
+                       validation=validation, class_weight=class_weight, verbose=verbose, mix=data["mix"])
     timing["head_train_seconds"] = round(time.perf_counter() - start, 3)
     return history
 
@@ -221,6 +199,7 @@ def _prepare_data(data_dir, backbone, hparams: HParams):
         scan_folder,
         split,
     )
+    from kerastl.train.mixing import batch_mixer
 
     spec = input_spec(backbone.model)
     scan = drop_undecodable(scan_folder(data_dir, spec.modality))
@@ -234,6 +213,7 @@ def _prepare_data(data_dir, backbone, hparams: HParams):
         "train_labels": parts.train_labels,
         "val": make_dataset(spec, parts.val_files, parts.val_labels, **common) if has_val else None,
         "val_labels": parts.val_labels,
+        "mix": batch_mixer(spec, hparams, len(parts.class_names)),
     }
 
 
@@ -407,8 +387,8 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
         rate = phase_rate(hparams, "from-scratch", classifier.model, make_optimizer, training=data["training"],
                           class_weight=weights_by_class, found=found)
         _compile(classifier.model, hparams, rate, total_steps=length.steps)
-        fit = _fit(classifier.model, data["training"], epochs=length.epochs, phase="from-scratch",
-                   hparams=hparams, out=out, validation=validation, class_weight=weights_by_class, verbose=verbose)
+        fit = _fit(classifier.model, data["training"], epochs=length.epochs, phase="from-scratch", hparams=hparams,
+                   out=out, validation=validation, class_weight=weights_by_class, verbose=verbose, mix=data["mix"])
         history += record("from-scratch", fit)
     else:
         head_epochs = hparams.epochs if strategy.kind == "head" or hparams.head_epochs is None else hparams.head_epochs
@@ -429,9 +409,10 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
             # Recompile: `trainable` changes take effect only at compile time.
             rate = phase_rate(hparams, name, classifier.model, make_optimizer, training=data["training"],
                               class_weight=weights_by_class, factor=hparams.fine_tune_factor, found=found)
-            _compile(classifier.model, hparams, rate, total_steps=length.steps)
+            _compile(classifier.model, hparams, rate, total_steps=length.steps, backbone=classifier.backbone)
             fit = _fit(classifier.model, data["training"], epochs=length.epochs, phase=name.replace(":", "-"),
-                       hparams=hparams, out=out, validation=validation, class_weight=weights_by_class, verbose=verbose)
+                       hparams=hparams, out=out, validation=validation, class_weight=weights_by_class, verbose=verbose,
+                       mix=data["mix"])
             history += record(name, fit)
         elif options.trainable_layers or options.frozen_layers:
             raise UsageError("layer patterns apply to full and top:N fine-tuning; the head strategy trains "
@@ -579,13 +560,14 @@ def save_outputs(out, model, class_names, metrics) -> dict:
         REPORT_FILE,
         output_record,
     )
+    from kerastl.train.optimizers import saveable
 
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise KerastlError(f"--out {out} is a file; give a directory path")
     names = {"model": MODEL_FILE, "labels": LABELS_FILE, "metrics": METRICS_FILE, "report": REPORT_FILE}
     with staged_directory(out) as staged:
-        restore_batchnorm(model).save(staged / MODEL_FILE)
+        restore_batchnorm(saveable(model)).save(staged / MODEL_FILE)
         (staged / LABELS_FILE).write_text("".join(f"{name}\n" for name in class_names), encoding="utf-8")
         metrics["outputs"] = output_record(staged, [MODEL_FILE, LABELS_FILE])
         (staged / METRICS_FILE).write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

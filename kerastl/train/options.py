@@ -83,6 +83,15 @@ class HParams:
             example itself, the others its augmentations, computed once (`kerastl.train.views`; the default
             and why: `kerastl.train.views.DEFAULT_VIEWS`). 1: the plain example only, so the head phase sees
             no augmentation; `cache_features=False` augments afresh every epoch instead, running the backbone.
+        label_smoothing: in [0, 1): every optimizer phase's targets become `(1 - s) * target + s / classes`
+            (`kerastl.train.losses`); 0 trains on the hard labels. The probe solver is unaffected.
+        layer_decay: full and top:N only: the fine-tuning phase's learning rate for the new head, times
+            `layer_decay ** depth` for each backbone unit, the top one at depth 1 (`kerastl.train.optimizers`);
+            None (or 1) gives every layer the same rate.
+        mixup: the Beta(alpha, alpha) concentration of mixup on training batches (each example blended with
+            another, labels likewise); 0 is off. Images only; disables the feature cache.
+        cutmix: as `mixup` for cutmix (a box of another example pasted in, labels weighted by its area); with
+            both, each batch takes one of the two at random (`kerastl.train.mixing`).
     """
 
     epochs: int | None = None
@@ -108,6 +117,16 @@ class HParams:
     baseline: bool = True
     distribute: str | None = None
     augment_views: int = DEFAULT_VIEWS
+    label_smoothing: float = 0.0
+    layer_decay: float | None = None
+    mixup: float = 0.0
+    cutmix: float = 0.0
+
+    @property
+    def mixes_batches(self) -> bool:
+        """Whether mixup or cutmix blend the training batches (which, like `augment`, needs the backbone to
+        run on every batch, so the feature cache is off)."""
+        return float(self.mixup) > 0 or float(self.cutmix) > 0
 
     def validate(self) -> None:
         """Checks the optimisation and schedule settings.
@@ -137,6 +156,7 @@ class HParams:
             ("--augment-views", self.augment_views,
              isinstance(self.augment_views, int) and not isinstance(self.augment_views, bool)
              and self.augment_views >= 1, "an integer >= 1"),
+            *_recipe_checks(self),
         ]
         for name, value, ok, expected in checks:
             if not ok:
@@ -144,6 +164,9 @@ class HParams:
         if self.head_solver == "probe" and not self.cache_features:
             raise UsageError("--head-solver probe fits the head on cached features, which cache_features=False "
                              "turns off; drop it, or use --head-solver steps")
+        if self.head_solver == "probe" and self.mixes_batches:
+            raise UsageError("--head-solver probe fits the head on cached features, which --mixup and --cutmix "
+                             "turn off; drop them, or use --head-solver steps")
 
 
 def _is_rate(value) -> bool:
@@ -153,6 +176,30 @@ def _is_rate(value) -> bool:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return False
     return 0 < float(value) <= 10
+
+
+def _number(value) -> float | None:
+    """`value` as a finite float, or None (not a number, nan or infinite), so a range check refuses it."""
+    import math
+
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) and not isinstance(value, bool) else None
+
+
+def _recipe_checks(hparams: HParams) -> list:
+    """`HParams.validate`'s rows for label smoothing, layer-wise decay, mixup and cutmix."""
+    smoothing, decay = _number(hparams.label_smoothing), _number(hparams.layer_decay)
+    mixup, cutmix = _number(hparams.mixup), _number(hparams.cutmix)
+    return [
+        ("--label-smoothing", hparams.label_smoothing, smoothing is not None and 0 <= smoothing < 1, "in [0, 1)"),
+        ("--layer-decay", hparams.layer_decay, hparams.layer_decay is None or (decay is not None and 0 < decay <= 1),
+         "in (0, 1]"),
+        ("--mixup", hparams.mixup, mixup is not None and mixup >= 0, "a number >= 0 (0: off)"),
+        ("--cutmix", hparams.cutmix, cutmix is not None and cutmix >= 0, "a number >= 0 (0: off)"),
+    ]
 
 
 @dataclasses.dataclass
@@ -235,6 +282,10 @@ class FinetuneConfig:
     baseline: bool = HParams.baseline
     distribute: str | None = HParams.distribute
     augment_views: int = HParams.augment_views
+    label_smoothing: float = HParams.label_smoothing
+    layer_decay: float | None = HParams.layer_decay
+    mixup: float = HParams.mixup
+    cutmix: float = HParams.cutmix
 
     @classmethod
     def from_parts(cls, hparams: HParams | None = None, model_options: ModelOptions | None = None
@@ -273,6 +324,10 @@ class FinetuneConfig:
 
         # The strategy is named first, as it was before the split; the head's options come last because
         # before the split they were only checked once the model was built.
-        parse_strategy(self.strategy)
+        strategy = parse_strategy(self.strategy)
         self.hparams.validate()
         self.model_options.validate()
+        if self.layer_decay is not None and (strategy.kind == "head" or self.from_scratch):
+            raise UsageError("--layer-decay sets the backbone's learning rates in full and top:N fine-tuning; "
+                             f"drop it, or use --strategy full or top:N. Received: "
+                             f"{'--from-scratch' if self.from_scratch else '--strategy head'}")
