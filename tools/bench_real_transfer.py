@@ -472,16 +472,17 @@ def logistic_regression(train_x, train_y, test_x, test_y, seed: int, front=stand
     return accuracy, float(search.best_params_["logisticregression__C"])
 
 
-def pooled_features(spec: str, files) -> object:
+def pooled_features(spec: str, files, pooling: str = "avg") -> object:
     """The frozen backbone's pooled features of `files`, as kerastl's head sees them (before its
-    standardisation): the same decoding, resizing, preprocessing and pooling."""
+    standardisation): the same decoding, resizing, preprocessing and pooling (`pooling`, the head's option, for
+    a backbone that ends in a feature map or a sequence of frames)."""
     from kerastl.backbones import load_backbone
     from kerastl.data import input_spec, load_inputs
     from kerastl.train.head import build_classifier
     from kerastl.train.strategies import prepare_backbone
 
     backbone = load_backbone(spec)
-    classifier = build_classifier(prepare_backbone(backbone.model), 2)
+    classifier = build_classifier(prepare_backbone(backbone.model), 2, pooling=pooling)
     return classifier.feature_model.predict(load_inputs(input_spec(backbone.model), files), batch_size=32,
                                             verbose=0)
 
@@ -499,6 +500,8 @@ def finetune_config(method: str, shots: int, seed: int, args):
     common.update(shots=shots, seed=seed)
     if method in ("head", "full") and getattr(args, "head_solver", None) is not None:
         common["head_solver"] = args.head_solver
+    if getattr(args, "pooling", None) is not None:
+        common["pooling"] = args.pooling
     if method == "scratch":
         # The same architecture and as long as Option 2's two phases (head, then every layer): twice the epochs
         # given, else twice kerastl's step budget.
@@ -570,7 +573,8 @@ def measure(task: RealTask, args, save: Callable[[dict], None]) -> dict:
         classical_seconds = time.perf_counter() - start
         start = time.perf_counter()
         methods = [m for m in args.methods if m in task.methods]
-        features = pooled_features(spec, every) if "probe" in methods else None
+        pooling = getattr(args, "pooling", None) or "avg"
+        features = pooled_features(spec, every, pooling) if "probe" in methods else None
         feature_seconds = time.perf_counter() - start
         print(f"{task.name}: {len(every)} files, {len(class_names)} classes, backbone {shown}; pooled "
               f"features {feature_seconds:.0f} s", flush=True)
@@ -588,6 +592,7 @@ def measure(task: RealTask, args, save: Callable[[dict], None]) -> dict:
             "settings": {"shots": args.shots, "seeds": args.seeds, "epochs": args.epochs,
                          "batch_size": args.batch_size, "learning_rate": args.learning_rate,
                          "scratch_epochs": args.scratch_epochs, "C_grid": C_GRID,
+                         "pooling": getattr(args, "pooling", None),
                          "finetune": "FinetuneConfig(strategy=..., shots=N, seed=S) with the settings above "
                                      "(null: kerastl's default); auto always FinetuneConfig(shots=N, seed=S)"},
             "runs": runs,
@@ -804,6 +809,9 @@ def main():
     parser.add_argument("--learning-rate", type=float, default=None, help="Default: kerastl's.")
     parser.add_argument("--head-solver", default=None, choices=("steps", "probe"),
                         help="head and full: how the head is fitted on cached features. Default: kerastl's.")
+    parser.add_argument("--pooling", default=None, choices=("avg", "max"),
+                        help="The head's pooling of a backbone's feature map or frames, for every method but auto "
+                             "(always kerastl's default) and the probe's features. Default: kerastl's (avg).")
     parser.add_argument("--scratch-epochs", type=int, default=None, help="Default: twice the epochs.")
     parser.add_argument("--per-class", type=int, default=40, help="At most this many examples per class.")
     parser.add_argument("--min-per-class", type=int, default=None,
