@@ -16,17 +16,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from .conftest import load_tool
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_real_transfer", ROOT / "tools" / "bench_real_transfer.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks its module up while being defined
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    yield load_tool("bench_real_transfer")
+    sys.modules.pop("bench_real_transfer", None)
 
 
 def _stamp(path: Path, colour, size=(20, 12)):

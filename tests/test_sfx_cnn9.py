@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from . import audio_backbone_checks as shared
+from .conftest import load_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKBONE = ROOT / "saved_models" / "sfx-cnn9"
@@ -21,7 +22,7 @@ FRAMES = 5  # 1 s at 23 ms hops, after three 2x2 max poolings
 
 
 def _tool():
-    return shared.load_tool("import_aisfx")
+    return load_tool("import_aisfx")
 
 
 backbone = shared.backbone_fixture(BACKBONE)

@@ -24,7 +24,7 @@ from pathlib import Path
 TOOLS = Path(__file__).resolve().parent
 if str(TOOLS) not in sys.path:
     sys.path.insert(0, str(TOOLS))
-import bench_real_transfer as bench  # noqa: E402
+import bench_real_transfer as bench
 
 RESULTS = TOOLS / "results_audio_pooling.json"
 POOLINGS = ("avg", "max")
