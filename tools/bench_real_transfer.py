@@ -778,15 +778,38 @@ def readme_lines(saved: dict, names: list[str]) -> list[str]:
     return lines
 
 
-def merge_record(path: Path, record: dict) -> None:
+def merge_record(path: Path, record: dict, *, add_methods: bool = False) -> None:
     """Writes `record` into the JSON at `path` under its task, keeping every other task's record as the file
     holds it now (another run of the tool may have written it meanwhile: the file is re-read under a lock and
-    replaced atomically)."""
+    replaced atomically).
+
+    With `add_methods` (`--add-methods`), the methods of `record` are added to the task's saved record instead
+    of replacing it: its rows of the other methods are kept. That splits one measurement into runs of a few
+    methods each (a long from-scratch column after the others). The saved record must be of the same files,
+    backbone and settings, so that every column is still scored on the same held-out examples.
+
+    Raises:
+        SystemExit: `add_methods` and the saved record is of other files, another backbone or other settings.
+    """
     import fcntl
 
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         saved = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        old = saved.get(record["task"])
+        if add_methods and old is not None:
+            keys = ("backbone", "held_out_per_seed")
+            if (old["dataset"]["files"] != record["dataset"]["files"] or any(old[k] != record[k] for k in keys)
+                    or old["settings"] != record["settings"]):
+                raise SystemExit(f"--add-methods: the saved {record['task']} record in {path} is of other files, "
+                                 "another backbone or other settings; run every method without --add-methods")
+            methods = {row["method"] for row in record["runs"]}
+            record = {**record, "runs": [r for r in old["runs"] if r["method"] not in methods] + record["runs"]}
+            record["summary"] = summarise(record["runs"])
+            # Each run's wall time, by the methods it ran (a re-save of the same run replaces its own entry).
+            earlier = old.get("wall_seconds_by_methods") or {
+                "+".join(sorted({r["method"] for r in old["runs"]})): old.get("wall_seconds")}
+            record["wall_seconds_by_methods"] = {**earlier, "+".join(sorted(methods)): record.get("wall_seconds")}
         saved[record["task"]] = record
         part = path.with_suffix(".json.part")
         part.write_text(json.dumps(saved, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -823,6 +846,9 @@ def main():
     parser.add_argument("--debs", type=Path, nargs="*", default=[], help="Audio .deb files already at hand.")
     parser.add_argument("--json", default=str(RESULTS), help="Where the raw results go (one record per set, "
                         "merged into what the file holds).")
+    parser.add_argument("--add-methods", action="store_true",
+                        help="Add this run's methods to each set's saved record (same files, backbone and "
+                             "settings) instead of replacing it: e.g. --methods scratch after the others.")
     parser.add_argument("--print-readme", action="store_true",
                         help="Print the README tables from the JSON (no training).")
     args = parser.parse_args()
@@ -846,7 +872,7 @@ def main():
 
     def save(record):
         record["wall_seconds"] = round(time.perf_counter() - start, 1)
-        merge_record(path, record)
+        merge_record(path, record, add_methods=args.add_methods)
 
     records = {}
     for name in tasks:
