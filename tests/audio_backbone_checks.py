@@ -5,7 +5,6 @@ wheel on PyPI. Each test file keeps its own test names and the assertions partic
 shared flow and its assertions live here.
 """
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -21,14 +20,6 @@ from .conftest import finetune_cli
 from .test_audio import speak_folder
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def load_tool(name: str):
-    """tools/`name`.py as a module (tools/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def backbone_fixture(backbone_dir: Path):

@@ -1,7 +1,10 @@
 """Shared test fixtures and helpers: tiny image folders and tiny backbones, made on the fly (no downloads), and
 the CLI calls and checks that the per-modality tests share."""
 
+import importlib.util
 import os
+import sys
+from pathlib import Path
 
 # Quiet TensorFlow's C++ logging and pin determinism before TensorFlow is imported anywhere.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -9,6 +12,18 @@ os.environ.setdefault("KERASTL_OFFLINE", "1")
 
 import numpy as np
 import pytest
+
+TOOLS = Path(__file__).resolve().parent.parent / "tools"
+
+
+def load_tool(name: str):
+    """tools/`name`.py as a module (tools/ is not a package), registered in `sys.modules` under `name`: a
+    dataclass looks its module up while being defined. (The tools put tools/ on `sys.path` themselves.)"""
+    spec = importlib.util.spec_from_file_location(name, TOOLS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def pattern_image(label: int, rng, size: int = 16) -> np.ndarray:

@@ -2,17 +2,15 @@
 cycles (function-level imports counted), imports pointing one way, no modality branch or modality-keyed table
 outside kerastl/modalities/, and no module over the size limit."""
 
-import importlib.util
 from pathlib import Path
+
+from .conftest import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _checker():
-    spec = importlib.util.spec_from_file_location("check_architecture", ROOT / "tools" / "check_architecture.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("check_architecture")
 
 
 def test_package_shape():

@@ -16,17 +16,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from .conftest import load_tool
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_real_transfer", ROOT / "tools" / "bench_real_transfer.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks its module up while being defined
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    yield load_tool("bench_real_transfer")
+    sys.modules.pop("bench_real_transfer", None)
 
 
 def _stamp(path: Path, colour, size=(20, 12)):
@@ -149,6 +147,30 @@ def _wav(frequency: float, seconds: float = 0.6, rate: int = 8000, noise: float 
 def _audio_args(tmp_path, per_class=6, min_per_class=4):
     return argparse.Namespace(per_class=per_class, min_per_class=min_per_class, deb_cache=str(tmp_path / "debs"),
                               debs=[])
+
+
+
+def test_added_methods_join_the_saved_record_of_the_same_splits_only(bench, tmp_path):
+    """`--add-methods`: the saved rows of the other methods stay and the summary covers both runs; a record of
+    other files is refused in one line."""
+    def row(method, accuracy, seed=0):
+        return {"method": method, "accuracy": accuracy, "shots": 5, "seed": seed, "seconds": 1.0}
+
+    def record(runs, files=("a.wav",), wall=10.0):
+        return {"task": "drums", "dataset": {"files": list(files)}, "backbone": "b", "held_out_per_seed": 3,
+                "settings": {"shots": [5]}, "runs": runs, "wall_seconds": wall}
+
+    path = tmp_path / "results.json"
+    bench.merge_record(path, record([row("head", 0.5), row("scratch", 0.1)]))
+    bench.merge_record(path, record([row("scratch", 0.3)], wall=4.0), add_methods=True)
+    bench.merge_record(path, record([row("scratch", 0.3), row("scratch", 0.5, seed=1)], wall=7.0), add_methods=True)
+    saved = json.loads(path.read_text())["drums"]
+    assert sorted((r["method"], r["accuracy"]) for r in saved["runs"]) == [("head", 0.5), ("scratch", 0.3),
+                                                                          ("scratch", 0.5)]
+    assert saved["summary"]["5"]["scratch"]["mean"] == 0.4 and saved["summary"]["5"]["head"]["mean"] == 0.5
+    assert saved["wall_seconds_by_methods"] == {"head+scratch": 10.0, "scratch": 7.0}
+    with pytest.raises(SystemExit, match="other files"):
+        bench.merge_record(path, record([row("probe", 0.2)], files=("b.wav",)), add_methods=True)
 
 
 @needs_dpkg

@@ -5,7 +5,6 @@ the default-backbone rule by the data's colour, the fixed input size, and (slow)
 reloading in safe mode and exporting a TFLite file MediaPipe runs."""
 
 import collections
-import importlib.util
 import io
 import json
 import pickle
@@ -19,19 +18,13 @@ import pytest
 
 from kerastl.errors import UsageError
 
+from .conftest import load_tool
+
 ROOT = Path(__file__).resolve().parent.parent
 BACKBONE = ROOT / "saved_models" / "efficientnet-lite0-imagenet"
 
 
-def _importer():
-    spec = importlib.util.spec_from_file_location("import_efficientnet_lite0",
-                                                  ROOT / "tools" / "import_efficientnet_lite0.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-importer = _importer()
+importer = load_tool("import_efficientnet_lite0")
 
 
 _photo = importer.photo_path

@@ -13,14 +13,16 @@ import numpy as np
 import pytest
 
 from . import audio_backbone_checks as shared
+from .conftest import load_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKBONE = ROOT / "saved_models" / "sfx-cnn9"
 RATE, SAMPLES, PARAMETERS = 16000, 16000, 4689984
+FRAMES = 5  # 1 s at 23 ms hops, after three 2x2 max poolings
 
 
 def _tool():
-    return shared.load_tool("import_aisfx")
+    return load_tool("import_aisfx")
 
 
 backbone = shared.backbone_fixture(BACKBONE)
@@ -53,7 +55,7 @@ def test_manifest_records_provenance_and_licence():
     assert provenance["license"] == "CC-BY-4.0" and "Ma" in provenance["attribution"]
     assert provenance["files"][tool.MEMBER]["sha256"] == tool.SHA256
     assert manifest["modality"] == "audio" and manifest["input"]["shape"] == [SAMPLES]
-    assert manifest["input"]["sample_rate"] == RATE and manifest["feature_shape"] == [512]
+    assert manifest["input"]["sample_rate"] == RATE and manifest["feature_shape"] == [FRAMES, 512]
     assert manifest["parameters"] == PARAMETERS
     verification = manifest["verification"]
     assert verification["clips"] >= 10 and "recordings" in verification["clips_from"]
@@ -63,12 +65,13 @@ def test_manifest_records_provenance_and_licence():
 
 def test_backbone_is_a_trainable_audio_backbone(backbone):
     """The front end first (it marks the model as audio at 16 kHz and has no weights), every network weight
-    trainable, (batch, 512) features, and the front end is what dynamic quantization keeps float."""
+    trainable, (batch, frames, 512) features (the head pools the frames), and the front end is what dynamic
+    quantization keeps float."""
     from kerastl.inputs.sfx_mel import SfxLogMel
 
     shared.check_audio_front_end(backbone, SfxLogMel, "sfx_mel", "sfx_log_mel", SAMPLES, RATE, 512)
     model = backbone.model
-    assert tuple(model.output.shape) == (None, 512)
+    assert tuple(model.output.shape) == (None, FRAMES, 512)
     assert model.count_params() == PARAMETERS
     assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == PARAMETERS - 2 * sum(
         int(np.prod(w.shape)) for layer in model.layers if "_bn" in layer.name for w in layer.weights[:1])
@@ -110,9 +113,11 @@ def test_front_end_normalises_each_clip_by_its_peak():
 
 def test_network_is_the_pytorch_forward_pass(backbone):
     """The shipped network against aiSFX's EmbeddingNet.forward, rendered in numpy from the shipped weights put
-    back under their PyTorch names: conv/BatchNorm/ReLU blocks, 2x2 max pooling, mean over frequency, max over
-    time."""
+    back under their PyTorch names: conv/BatchNorm/ReLU blocks, 2x2 max pooling, mean over frequency; and the
+    maximum of the frames over time, what `pooling="max"` in kerastl's head computes, is aiSFX's embedding."""
     import keras
+
+    from kerastl.train.head import build_classifier
 
     tool = _tool()
     model = backbone.model
@@ -121,8 +126,11 @@ def test_network_is_the_pytorch_forward_pass(backbone):
     frames = np.asarray(keras.Model(model.input, model.get_layer("sfx_mel").output)(clips))[..., 0]
     embeddings = np.asarray(model(clips))
     state = state_dict_of(model)
-    for spec, embedding in zip(frames, embeddings):
-        np.testing.assert_allclose(embedding, tool.reference_embedding(state, spec), atol=1e-4)
+    pooled_max = np.asarray(build_classifier(model, 2, pooling="max").feature_model(clips))
+    for spec, embedding, pooled in zip(frames, embeddings, pooled_max):
+        reference = tool.reference_embedding(state, spec)
+        np.testing.assert_allclose(embedding, reference, atol=1e-4)
+        np.testing.assert_allclose(pooled, reference.max(axis=0), atol=1e-4)
 
 
 def test_the_torch_reader_refuses_code():

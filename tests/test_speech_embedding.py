@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from . import audio_backbone_checks as shared
+from .conftest import load_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKBONE = ROOT / "saved_models" / "speech-embedding"
@@ -19,7 +20,7 @@ RATE, SAMPLES, STEPS = 16000, 16000, 3
 
 
 def _tool():
-    return shared.load_tool("import_speech_embedding")
+    return load_tool("import_speech_embedding")
 
 
 backbone = shared.backbone_fixture(BACKBONE)

@@ -77,9 +77,12 @@ def bench(modality: str, args, work: Path) -> list[tuple]:
             spoken_words(data, args.clips)
         else:
             library_docstrings(data, args.per_class)
-    run = work / f"{modality}-run"
+    spec = default_backbone_spec(modality)
+    # A fine-tuned run is kept in --work for the next invocation, keyed by the backbone it was trained from:
+    # once the default backbone changes, the old run is not the default's any more.
+    run = work / f"{modality}-run-{Path(spec).name}"
     if not (run / "model.keras").is_file():
-        finetune(data, default_backbone_spec(modality), out=run, verbose=0,
+        finetune(data, spec, out=run, verbose=0,
                  config=FinetuneConfig(strategy="full", epochs=args.epochs, head_epochs=args.epochs, seed=0))
     rows = []
     for quantize in ("none", "float16", "dynamic"):
@@ -93,7 +96,7 @@ def bench(modality: str, args, work: Path) -> list[tuple]:
         rows.append(("dynamic, front end too (TFLite converter)",
                      direct(model, samples, reference, samples.y_true)))
     rows.append(("int8, everything (refused)", direct(model, samples, reference, samples.y_true, int8=True)))
-    return keras_accuracy, samples.description["n"], rows
+    return keras_accuracy, samples.description["n"], rows, Path(spec).name
 
 
 def main():
@@ -104,10 +107,11 @@ def main():
     started = time.perf_counter()
     raw = {}
     for modality in args.modality:
-        keras_accuracy, n, rows = bench(modality, args, work)
-        raw[modality] = {"keras_accuracy": keras_accuracy, "n": n, "rows": {name: f for name, f in rows}}
+        keras_accuracy, n, rows, backbone = bench(modality, args, work)
+        raw[modality] = {"backbone": backbone, "keras_accuracy": keras_accuracy, "n": n,
+                         "rows": {name: f for name, f in rows}}
         base = rows[0][1]
-        print(f"\n{modality}: {n} held-out examples, Keras accuracy {keras_accuracy:.2%}\n")
+        print(f"\n{modality} ({backbone}): {n} held-out examples, Keras accuracy {keras_accuracy:.2%}\n")
         print("| TFLite | size | size ratio | median latency | latency ratio | top-1 = Keras | accuracy | max abs diff |")
         print("|---|---:|---:|---:|---:|---:|---:|---:|")
         for name, f in rows:

@@ -472,16 +472,17 @@ def logistic_regression(train_x, train_y, test_x, test_y, seed: int, front=stand
     return accuracy, float(search.best_params_["logisticregression__C"])
 
 
-def pooled_features(spec: str, files) -> object:
+def pooled_features(spec: str, files, pooling: str = "avg") -> object:
     """The frozen backbone's pooled features of `files`, as kerastl's head sees them (before its
-    standardisation): the same decoding, resizing, preprocessing and pooling."""
+    standardisation): the same decoding, resizing, preprocessing and pooling (`pooling`, the head's option, for
+    a backbone that ends in a feature map or a sequence of frames)."""
     from kerastl.backbones import load_backbone
     from kerastl.data import input_spec, load_inputs
     from kerastl.train.head import build_classifier
     from kerastl.train.strategies import prepare_backbone
 
     backbone = load_backbone(spec)
-    classifier = build_classifier(prepare_backbone(backbone.model), 2)
+    classifier = build_classifier(prepare_backbone(backbone.model), 2, pooling=pooling)
     return classifier.feature_model.predict(load_inputs(input_spec(backbone.model), files), batch_size=32,
                                             verbose=0)
 
@@ -499,6 +500,8 @@ def finetune_config(method: str, shots: int, seed: int, args):
     common.update(shots=shots, seed=seed)
     if method in ("head", "full") and getattr(args, "head_solver", None) is not None:
         common["head_solver"] = args.head_solver
+    if getattr(args, "pooling", None) is not None:
+        common["pooling"] = args.pooling
     if method == "scratch":
         # The same architecture and as long as Option 2's two phases (head, then every layer): twice the epochs
         # given, else twice kerastl's step budget.
@@ -570,7 +573,8 @@ def measure(task: RealTask, args, save: Callable[[dict], None]) -> dict:
         classical_seconds = time.perf_counter() - start
         start = time.perf_counter()
         methods = [m for m in args.methods if m in task.methods]
-        features = pooled_features(spec, every) if "probe" in methods else None
+        pooling = getattr(args, "pooling", None) or "avg"
+        features = pooled_features(spec, every, pooling) if "probe" in methods else None
         feature_seconds = time.perf_counter() - start
         print(f"{task.name}: {len(every)} files, {len(class_names)} classes, backbone {shown}; pooled "
               f"features {feature_seconds:.0f} s", flush=True)
@@ -588,6 +592,7 @@ def measure(task: RealTask, args, save: Callable[[dict], None]) -> dict:
             "settings": {"shots": args.shots, "seeds": args.seeds, "epochs": args.epochs,
                          "batch_size": args.batch_size, "learning_rate": args.learning_rate,
                          "scratch_epochs": args.scratch_epochs, "C_grid": C_GRID,
+                         "pooling": getattr(args, "pooling", None),
                          "finetune": "FinetuneConfig(strategy=..., shots=N, seed=S) with the settings above "
                                      "(null: kerastl's default); auto always FinetuneConfig(shots=N, seed=S)"},
             "runs": runs,
@@ -773,15 +778,38 @@ def readme_lines(saved: dict, names: list[str]) -> list[str]:
     return lines
 
 
-def merge_record(path: Path, record: dict) -> None:
+def merge_record(path: Path, record: dict, *, add_methods: bool = False) -> None:
     """Writes `record` into the JSON at `path` under its task, keeping every other task's record as the file
     holds it now (another run of the tool may have written it meanwhile: the file is re-read under a lock and
-    replaced atomically)."""
+    replaced atomically).
+
+    With `add_methods` (`--add-methods`), the methods of `record` are added to the task's saved record instead
+    of replacing it: its rows of the other methods are kept. That splits one measurement into runs of a few
+    methods each (a long from-scratch column after the others). The saved record must be of the same files,
+    backbone and settings, so that every column is still scored on the same held-out examples.
+
+    Raises:
+        SystemExit: `add_methods` and the saved record is of other files, another backbone or other settings.
+    """
     import fcntl
 
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         saved = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        old = saved.get(record["task"])
+        if add_methods and old is not None:
+            keys = ("backbone", "held_out_per_seed")
+            if (old["dataset"]["files"] != record["dataset"]["files"] or any(old[k] != record[k] for k in keys)
+                    or old["settings"] != record["settings"]):
+                raise SystemExit(f"--add-methods: the saved {record['task']} record in {path} is of other files, "
+                                 "another backbone or other settings; run every method without --add-methods")
+            methods = {row["method"] for row in record["runs"]}
+            record = {**record, "runs": [r for r in old["runs"] if r["method"] not in methods] + record["runs"]}
+            record["summary"] = summarise(record["runs"])
+            # Each run's wall time, by the methods it ran (a re-save of the same run replaces its own entry).
+            earlier = old.get("wall_seconds_by_methods") or {
+                "+".join(sorted({r["method"] for r in old["runs"]})): old.get("wall_seconds")}
+            record["wall_seconds_by_methods"] = {**earlier, "+".join(sorted(methods)): record.get("wall_seconds")}
         saved[record["task"]] = record
         part = path.with_suffix(".json.part")
         part.write_text(json.dumps(saved, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -804,6 +832,9 @@ def main():
     parser.add_argument("--learning-rate", type=float, default=None, help="Default: kerastl's.")
     parser.add_argument("--head-solver", default=None, choices=("steps", "probe"),
                         help="head and full: how the head is fitted on cached features. Default: kerastl's.")
+    parser.add_argument("--pooling", default=None, choices=("avg", "max"),
+                        help="The head's pooling of a backbone's feature map or frames, for every method but auto "
+                             "(always kerastl's default) and the probe's features. Default: kerastl's (avg).")
     parser.add_argument("--scratch-epochs", type=int, default=None, help="Default: twice the epochs.")
     parser.add_argument("--per-class", type=int, default=40, help="At most this many examples per class.")
     parser.add_argument("--min-per-class", type=int, default=None,
@@ -815,6 +846,9 @@ def main():
     parser.add_argument("--debs", type=Path, nargs="*", default=[], help="Audio .deb files already at hand.")
     parser.add_argument("--json", default=str(RESULTS), help="Where the raw results go (one record per set, "
                         "merged into what the file holds).")
+    parser.add_argument("--add-methods", action="store_true",
+                        help="Add this run's methods to each set's saved record (same files, backbone and "
+                             "settings) instead of replacing it: e.g. --methods scratch after the others.")
     parser.add_argument("--print-readme", action="store_true",
                         help="Print the README tables from the JSON (no training).")
     args = parser.parse_args()
@@ -838,7 +872,7 @@ def main():
 
     def save(record):
         record["wall_seconds"] = round(time.perf_counter() - start, 1)
-        merge_record(path, record)
+        merge_record(path, record, add_methods=args.add_methods)
 
     records = {}
     for name in tasks:
