@@ -212,7 +212,17 @@ def main(debug, offline):
               help="With --augment: the views of each training example (the first unaugmented) whose features "
                    "the head trains on, computed once.")
 @click.option("--from-scratch", is_flag=True, help="Same architecture with random weights: the no-transfer baseline.")
-@click.option("--validation-split", type=_NumberRange(0, 1, max_open=True), default=0.2, show_default=True)
+@click.option("--validation-split", type=_NumberRange(0, 1, max_open=True), default=None,
+              help="Hold out this share of each class (a fixed split). Default: 0.2, or none with "
+                   "--cross-validation.")
+@click.option("--cross-validation", is_flag=True,
+              help="k-fold cross-validation chooses the strategy (auto: head, top:N or full), the training "
+                   "length and the learning rate on your labels, then the model is refit on all of them.")
+@click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True,
+              help="Folds of cross-validation (fewer when the smallest class has fewer examples).")
+@click.option("--budget", type=_NumberRange(min=0, min_open=True), default=600.0, show_default=True,
+              metavar="SECONDS", help="Time cross-validation and auto's comparison may take; candidates that "
+                                       "would not fit are skipped and reported.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--deterministic", is_flag=True,
               help="TensorFlow op determinism: with --seed, a run resumed after a crash ends with the weights of "
@@ -226,7 +236,8 @@ def main(debug, offline):
 def finetune(data, backbone, weights, cut, strategy, shots, epochs, head_epochs, min_steps, schedule,
              early_stopping, batch_size, learning_rate,
              optimizer, head_solver, label_smoothing, layer_decay, mixup, cutmix, image_size, augment,
-             augment_views, from_scratch, validation_split, seed, deterministic, trust, distribute, out):
+             augment_views, from_scratch, validation_split, cross_validation, folds, budget, seed, deterministic,
+             trust, distribute, out):
     """Fine-tune a pretrained backbone with a new output layer on your classes.
 
     Writes OUT/model.keras, OUT/labels.txt, OUT/metrics.json and OUT/report.png.
@@ -240,7 +251,8 @@ def finetune(data, backbone, weights, cut, strategy, shots, epochs, head_epochs,
                       seed=seed, deterministic=deterministic, head_solver=head_solver,
                       min_steps=min_steps, schedule=schedule, early_stopping=early_stopping, distribute=distribute,
                       augment_views=augment_views, label_smoothing=label_smoothing, layer_decay=layer_decay,
-                      mixup=mixup, cutmix=cutmix)
+                      mixup=mixup, cutmix=cutmix, cross_validation=cross_validation, folds=folds,
+                      budget=budget)
     model_options = ModelOptions(strategy=strategy, from_scratch=from_scratch)
     # Checked before the digits note, and the strategy first, as finetune checks them.
     model_options.validate()
@@ -263,7 +275,8 @@ def finetune(data, backbone, weights, cut, strategy, shots, epochs, head_epochs,
                    "full or top:N (after the head is trained), or auto.")
 @click.option("--from-scratch", is_flag=True, help="Test the whole network from random weights.")
 @click.option("--shots", type=click.IntRange(min=1), default=None, help="Train on N examples per class.")
-@click.option("--validation-split", type=_NumberRange(0, 1, max_open=True), default=0.2, show_default=True)
+@click.option("--validation-split", type=_NumberRange(0, 1, max_open=True), default=None,
+              help="As finetune's: the examples held out are not tested. Default: as finetune splits.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True)
 @click.option("--augment", is_flag=True, help="As finetune's --augment (the head then trains on the whole model).")

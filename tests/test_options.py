@@ -19,7 +19,7 @@ CONFIG_FIELDS = ["strategy", "epochs", "head_epochs", "batch_size", "learning_ra
                  "momentum", "dropout", "pooling", "augment", "from_scratch", "shots", "validation_fraction", "seed",
                  "cache_features", "shuffle", "validate_each_epoch", "deterministic", "balance_classes",
                  "trainable_layers", "frozen_layers", "head_solver", "min_steps", "schedule", "early_stopping",
-                 "baseline", "distribute", "augment_views", "label_smoothing", "layer_decay", "mixup", "cutmix"]
+                 "baseline", "distribute", "augment_views", "label_smoothing", "layer_decay", "mixup", "cutmix", "cross_validation", "folds", "budget"]
 
 
 def _names(cls) -> list[str]:
@@ -134,7 +134,7 @@ def test_from_parts_refuses_swapped_parts():
 def test_the_resume_fingerprint_of_the_settings_is_pinned():
     """`run_fingerprint` hashes `dataclasses.asdict(config)`. The split into parts kept the hashes; the recipe's
     settings (head_solver, min_steps, schedule, early_stopping, baseline) changed them once, and the settings
-    added since (distribute, augment_views, the regularisers) once more each (a backup of an older kerastl is then not resumed,
+    added since (distribute, augment_views, the regularisers, cross-validation with its folds and budget) once more each (a backup of an older kerastl is then not resumed,
     and the run says so). These pins catch any other change. Built from the parts, the same settings hash the same."""
     def sha(config):
         return hashlib.sha256(json.dumps(dataclasses.asdict(config), sort_keys=True, default=str).encode()
@@ -142,11 +142,11 @@ def test_the_resume_fingerprint_of_the_settings_is_pinned():
 
     from kerastl.train.resume import run_fingerprint
 
-    assert sha(FinetuneConfig()) == "dd2e3c481015b64e14546481771122ff86443f371fb767705d802f7cc4435d89"
+    assert sha(FinetuneConfig()) == "f00eb61c3dc4d0fa0fa9f1f7bf4d679df2e1e6d3d7665060fa566184dc252b6c"
     config = FinetuneConfig(strategy="top:2", epochs=3, head_epochs=1, batch_size=8, learning_rate=0.01,
                             optimizer="sgd", dropout=0.1, pooling="max", augment=True, shots=4, seed=5,
                             deterministic=True, trainable_layers=["conv*"], frozen_layers=["bn1"])
-    assert sha(config) == "a7c8caa71dd6f99280036b6c1fca326861bf7f6c8df40dcdc26244188df32e84"
+    assert sha(config) == "bac5f6da8c50318f5433d373a5f29bc473e4e4a266fe750841c7465fa06bffea"
     rebuilt = FinetuneConfig.from_parts(config.hparams, config.model_options)
     assert run_fingerprint("finetune", options={}, config=dataclasses.asdict(rebuilt)) == run_fingerprint(
         "finetune", options={}, config=dataclasses.asdict(config))

@@ -32,22 +32,45 @@ def finetune_summary_lines(result) -> list[str]:
     for note in m["backbone"].get("notes", []):
         lines.append(f"note      {note}")
     lines.append(f"strategy  {m['strategy']}" + (f"  [auto: {m['auto_rule']}]" if m.get("auto_rule") else ""))
-    lines.append(f"trained on {m['train_examples']} examples; evaluated on {m['n']} held-out examples")
+    cv = m.get("cross_validation")
+    folds = cv is not None and cv["evaluation"] != "the validation split"
+    if folds:
+        lines.append(f"trained on all {m['train_examples']} examples after {cv['evaluation']}; the accuracy "
+                     f"below is its estimate from {m['n']} out-of-fold predictions, not a held-out test")
+    else:
+        lines.append(f"trained on {m['train_examples']} examples; evaluated on {m['n']} held-out examples")
+    lines.extend(comparison_lines(cv))
     lines.extend(found_rate_lines(m.get("lr_find")))
     if m["accuracy"] is not None:
-        lines.append(f"accuracy  {m['accuracy']:.2%}")
+        lines.append(f"accuracy  {m['accuracy']:.2%}" + (" (cross-validated estimate)" if folds else ""))
         lines.extend(per_class_lines(m["per_class"]))
     base = m.get("baseline")
     if base and m["accuracy"] is not None:
         verdict = ("transfer beat it" if base["margin"] > 0 else
                    "transfer did not beat it" if base["margin"] < 0 else "a tie")
-        lines.append(f"baseline  {base['method']}: {base['accuracy']:.2%} on the same split; {verdict} "
+        lines.append(f"baseline  {base['method']}: {base['accuracy']:.2%} on the same "
+                     f"{'folds' if base.get('folds') else 'split'}; {verdict} "
                      f"({100 * base['margin']:+.1f} points)")
     if m["skipped"]:
         lines.append(f"skipped {len(m['skipped'])} files (each listed with the reason in metrics.json), e.g. "
                      f"{m['skipped'][0]['path']}: {m['skipped'][0]['reason']}")
     for key, path in result.files.items():
         lines.append(f"{key:<8}  {path}")
+    return lines
+
+
+def comparison_lines(record: dict | None) -> list[str]:
+    """After fine-tuning: what cross-validation or auto's comparison measured (`metrics["cross_validation"]`):
+    each candidate's held-out accuracy (mean ± std over folds) and what the budget skipped."""
+    if not record:
+        return []
+    lines = [(f"measured  by {record['evaluation']} in {record['seconds']:.0f} s (budget "
+             f"{record['budget_seconds']:g} s); chosen: {record['chosen']}")]
+    for c in record["candidates"]:
+        spread = f" ± {100 * c['accuracy_std']:.1f}" if c["folds"] > 1 else ""
+        lines.append(f"  {c['candidate']:<24} {100 * c['accuracy_mean']:5.1f}%{spread}  ({c['seconds']:.0f} s)")
+    for s in record["skipped"]:
+        lines.append(f"  {s['candidate']:<24} skipped: {s['reason']}")
     return lines
 
 

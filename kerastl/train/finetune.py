@@ -8,7 +8,8 @@ Strategies (see `kerastl.train.strategies`):
 - `full` (Option 2): the head is trained first (as above), then every layer at a lower learning rate
   (`learning_rate * fine_tune_factor`), recompiled after `trainable` changes.
 - `top:N`: as `full`, but only the last N weighted backbone layers are unfrozen in the second phase.
-- `auto`: `head` or `full` from the number of labelled examples per class.
+- `auto`: with `cross_validation`, head, top:N or full, whichever scores best on the folds
+  (`kerastl.train.crossval`); without it, `head` or `full` from the number of labelled examples per class.
 - `from_scratch`: the same architecture and training with random initial weights: the baseline that shows
   what transfer bought. Every layer trains from the start, and BatchNormalization learns its statistics as
   usual (frozen random statistics would handicap the baseline).
@@ -25,13 +26,17 @@ from pathlib import Path
 
 from kerastl.errors import KerastlError, UsageError
 from kerastl.reporting.text import with_article
+from kerastl.train import crossval
 
-# A phase's optimizer and compile live in kerastl.train.optimizers; make_optimizer is still importable here.
-from kerastl.train.optimizers import compile_phase as _compile
-from kerastl.train.optimizers import make_optimizer
+# A phase's optimizer and compile live in kerastl.train.optimizers, the phases in kerastl.train.phases; these
+# names are still importable from here.
+from kerastl.train.optimizers import compile_phase as _compile  # noqa: F401
+from kerastl.train.optimizers import make_optimizer  # noqa: F401
 
 # The settings live in kerastl.train.options; FinetuneConfig and OPTIMIZERS are still importable from here.
 from kerastl.train.options import OPTIMIZERS, FinetuneConfig, HParams, ModelOptions  # noqa: F401
+from kerastl.train.phases import build_classifier as _build_classifier
+from kerastl.train.phases import compile_head, train_head_on_features  # noqa: F401
 
 
 @dataclasses.dataclass
@@ -44,186 +49,98 @@ class FinetuneResult:
     files: dict
 
 
-def compile_head(classifier, config: HParams, examples: int, total_steps: int | None = None) -> None:
-    """Compiles the head for training on cached features with `config`'s optimiser, learning rate and batch
-    size (an `HParams`, or a `FinetuneConfig`, which has every field of one).
-
-    The head is one small Dense layer, so a step costs less than Keras' per-step dispatch: running a whole
-    epoch's steps per call (`steps_per_execution`) removes that overhead without changing the steps taken.
-    """
-    steps = max(1, -(-int(examples) // config.batch_size))
-    _compile(classifier.head_model, config, config.learning_rate, steps_per_execution=steps, total_steps=total_steps)
-
-
-def _history_rows(history, phase: str) -> list[dict]:
-    rows = []
-    logs = history.history if history is not None else {}
-    for epoch in range(len(logs.get("loss", []))):
-        row = {"phase": phase, "epoch": epoch + 1}
-        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
-            if key in logs:
-                row[key] = round(float(logs[key][epoch]), 6)
-        rows.append(row)
-    return rows
-
-
-def _fit(model, training, *, epochs: int, phase: str, hparams: HParams, out, validation, class_weight,
-         verbose, mix=None):
-    """`model.fit` over `training = (inputs, labels, augment)` held in memory, or a tf.data.Dataset.
-
-    With `hparams.early_stopping` and `validation`, the phase stops early and ends on its best epoch's weights
-    (`kerastl.train.schedule.restore_best_callback`); the History then carries `early_stopping`, its record.
-
-    In-memory examples are batched by `checkpointing.epoch_batches`, so each epoch's order and augmentation
-    depend only on (seed, epoch); every random layer's seed state is reset from (seed, epoch) too. With `out`,
-    the phase is backed up each epoch into `out`, and a re-run of the same run (`_claim_backups`) resumes it.
-    `mix` (`kerastl.train.mixing.batch_mixer`) blends the training batches and makes their labels soft targets.
-    """
-    import keras
-
-    from kerastl.train.distributed_fit import fit
-    from kerastl.train.resume import (
-        backup_dir,
-        completed_epochs,
-        epoch_batches,
-        epoch_seeds_callback,
-    )
-    from kerastl.train.schedule import patience, restore_best_callback
-
-    callbacks = [epoch_seeds_callback(model, hparams.seed)]
-    first = 0
-    directory = None if out is None else backup_dir(out, phase)
-    best = None
-    if hparams.early_stopping and validation is not None:
-        # Before BackupAndRestore: the best epoch's record is then never behind the backup.
-        best = restore_best_callback(model, patience_epochs=patience(epochs), directory=directory)
-        callbacks.append(best)
-    if directory is not None:
-        first = min(completed_epochs(directory), epochs)
-        callbacks.append(keras.callbacks.BackupAndRestore(str(directory), delete_checkpoint=False))
-    steps = None
-    if isinstance(training, tuple):
-        inputs, labels, augment = training
-        steps = -(-len(labels) // hparams.batch_size)
-        training = epoch_batches(inputs, labels, batch_size=hparams.batch_size, seed=hparams.seed,
-                                 first_epoch=first, epochs=epochs, shuffle=hparams.shuffle, augment=augment)
-        training = training if mix is None else mix(training, first_epoch=first, steps_per_epoch=steps)
-    history = fit(model, training, epochs=epochs, initial_epoch=first, steps_per_epoch=steps, shuffle=False,
-                  validation_data=validation, class_weight=class_weight, callbacks=callbacks, verbose=verbose)
-    history.early_stopping = None if best is None else best.record()
-    return history
-
-
-def train_head_on_features(classifier, train_features, train_labels, *, config: HParams, epochs: int,
-                           validation=None, class_weight=None, verbose="auto", out=None, total_steps=None):
-    """Option 1's fast path: trains the head (standardisation, dropout, new Dense) on cached pooled features,
-    with the training settings `config` (an `HParams`, or a `FinetuneConfig`).
-
-    The head's layers are shared with `classifier.model`, so afterwards the full model carries the trained head.
-    Returns the Keras History.
-    """
-    import numpy as np
-
-    from kerastl.train.views import pick_view
-
-    compile_head(classifier, config, len(train_labels), total_steps=total_steps)
-    features = np.asarray(train_features)  # (N, width), or (N, K, width) views: one is drawn per example
-    training = (features, np.asarray(train_labels), pick_view if features.ndim == 3 else None)
-    return _fit(classifier.head_model, training, epochs=epochs, phase="head", hparams=config, out=out,
-                validation=validation, class_weight=class_weight, verbose=verbose)
-
-
-def _train_head(classifier, data, hparams: HParams, epochs, class_weight, verbose, timing, out=None,
-                total_steps=None, found=None):
-    """Trains the head with the backbone frozen: on cached features (by `epochs` of the optimizer, or solved as
-    a linear probe: `hparams.head_solver`), or with a plain frozen `fit` (no cache). Returns the Keras History,
-    the probe's record (`kerastl.train.probe.ProbeFit.record`), or None when `epochs` is 0.
-
-    Either way the frozen backbone's features of the (unaugmented) training images are computed once first,
-    to standardise them (`Classifier.adapt`); the cached path then trains on them directly. With
-    `learning_rate="auto"` the steps are preceded by the range test (`kerastl.train.range_test`, its record in
-    `found["head"]`).
-    """
-    import numpy as np
-
-    from kerastl.train import views
-    from kerastl.train.range_test import phase_rate
-    from kerastl.train.strategies import Strategy, set_backbone_trainable
-
-    set_backbone_trainable(classifier.backbone, Strategy("head"))
-    start = time.perf_counter()
-    train_x = classifier.feature_model.predict(data["train_plain"], verbose=0)
-    classifier.adapt(train_x)
-    cached = hparams.cache_features and not hparams.mixes_batches
-    validation = data["val"] if hparams.validate_each_epoch else None
-    if cached and validation is not None:
-        validation = (classifier.feature_model.predict(data["val"], verbose=0), np.asarray(data["val_labels"]))
-    timing["feature_cache_seconds" if cached else "feature_statistics_seconds"] = round(
-        time.perf_counter() - start, 3)
-    if epochs <= 0:
-        return None
-    if cached and hparams.augment:  # the features of K views of each example (kerastl.train.views)
-        train_x = views.training_views(classifier, data["training"], train_x, views=hparams.augment_views,
-                                       seed=hparams.seed, out=out, timing=timing)
-    start = time.perf_counter()
-    if cached and hparams.head_solver == "probe":
-        from kerastl.train.probe import fit_probe, set_head
-
-        fit = fit_probe(**views.probe_inputs(classifier, train_x, data["train_labels"]),
-                        num_classes=int(classifier.predictions.units), class_weight=class_weight, seed=hparams.seed)
-        set_head(classifier, fit)
-        timing["head_train_seconds"] = round(time.perf_counter() - start, 3)
-        return fit.record()
-    hparams = dataclasses.replace(hparams, learning_rate=phase_rate(
-        hparams, "head", classifier.head_model if cached else classifier.model, make_optimizer, found=found,
-        training=(train_x, np.asarray(data["train_labels"]), None) if cached else data["training"],
-        class_weight=class_weight))
-    if cached:
-        history = train_head_on_features(classifier, train_x, data["train_labels"], config=hparams, epochs=epochs,
-                                         validation=validation, class_weight=class_weight, verbose=verbose,
-                                         out=out, total_steps=total_steps)
-    else:
-        _compile(classifier.model, hparams, hparams.learning_rate, total_steps=total_steps)
-        history = _fit(classifier.model, data["training"], epochs=epochs, phase="head", hparams=hparams, out=out,
-                       validation=validation, class_weight=class_weight, verbose=verbose, mix=data["mix"])
-    timing["head_train_seconds"] = round(time.perf_counter() - start, 3)
-    return history
-
-
-def _prepare_data(data_dir, backbone, hparams: HParams):
-    from kerastl.data import (
-        class_weights,
-        drop_undecodable,
-        input_spec,
-        make_dataset,
-        scan_folder,
-        split,
-    )
-    from kerastl.train.mixing import batch_mixer
+def _split(data_dir, backbone, hparams: HParams):
+    """The folder's scan, its split and whether the run cross-validates (`kerastl.train.crossval.wanted`):
+    then every labelled example is in the split's training part (the folds are made from it), else the split
+    holds out `validation_fraction` (0.2 when not given) or all but `shots` per class."""
+    from kerastl.data import drop_undecodable, input_spec, scan_folder, split
 
     spec = input_spec(backbone.model)
     scan = drop_undecodable(scan_folder(data_dir, spec.modality))
-    parts = split(scan, validation_fraction=hparams.validation_fraction, shots=hparams.shots, seed=hparams.seed)
-    common = dict(batch_size=hparams.batch_size, seed=hparams.seed)
-    weights = class_weights(parts.train_labels, len(parts.class_names)) if hparams.balance_classes else None
-    has_val = bool(parts.val_files)
-    return scan, parts, weights, {
-        "train_plain": make_dataset(spec, parts.train_files, parts.train_labels, **common),
-        "training": _training_examples(spec, parts, hparams, make_dataset, common),
-        "train_labels": parts.train_labels,
-        "val": make_dataset(spec, parts.val_files, parts.val_labels, **common) if has_val else None,
-        "val_labels": parts.val_labels,
-        "mix": batch_mixer(spec, hparams, len(parts.class_names)),
-    }
+    cross_validate = crossval.wanted(hparams, min((len(files) for files in scan.files), default=0))
+    fraction = 0.0 if cross_validate else crossval.fixed_fraction(hparams)
+    return scan, split(scan, validation_fraction=fraction, shots=hparams.shots, seed=hparams.seed), cross_validate
 
 
-def _training_examples(spec, parts, hparams: HParams, make_dataset, common):
-    """The training set for `_fit`, `(inputs, labels, transform)` for `checkpointing.epoch_batches`: decoded
-    into memory when it fits, else file paths read batch by batch (`kerastl.data.training_examples`), with
-    the modality's one stateless augmentation either way."""
-    from kerastl.data import training_examples
+def _candidates(requested, options: ModelOptions, classifier, parts, cross_validate: bool) -> list:
+    """What the run trains: from scratch, the strategy asked for, or for `auto` its candidates to measure
+    under cross-validation, and without it the fixed rule (`kerastl.train.strategies.resolve_auto`)."""
+    from kerastl.train.strategies import resolve_auto
 
-    return training_examples(spec, parts.train_files, parts.train_labels, augment=hparams.augment)
+    if options.from_scratch:
+        return [crossval.Candidate(None)]
+    if requested.kind != "auto":
+        return [crossval.Candidate(requested)]
+    if not cross_validate:
+        return [crossval.Candidate(resolve_auto(requested, min(parts.train_counts())))]
+    return crossval.auto_candidates(classifier.backbone)
+
+
+class _Trainer:
+    """Trains the run's candidates on given splits, each from the classifier's starting weights (the
+    pretrained backbone and a zero head, or the random network), so that folds and candidates never see each
+    other's training. `trained[candidate]` is the `kerastl.train.phases.Training` of its last split."""
+
+    def __init__(self, classifier, backbone, hparams: HParams, options: ModelOptions, run, verbose):
+        from kerastl.data import input_spec
+
+        self.classifier, self.hparams, self.options, self.run, self.verbose = (
+            classifier, hparams, options, run, verbose)
+        self.spec = input_spec(backbone.model)
+        self.initial = classifier.model.get_weights()
+        self.trained = {}
+
+    def training(self, parts, candidate, out, *, epochs=None, verbose=None):
+        from kerastl.data import class_weights
+        from kerastl.train.phases import Training, datasets
+
+        hparams = self.hparams
+        if candidate.rate_factor != 1.0:
+            hparams = dataclasses.replace(hparams, learning_rate=float(hparams.learning_rate) * candidate.rate_factor)
+        weights = class_weights(parts.train_labels, len(parts.class_names)) if hparams.balance_classes else None
+        return Training(self.classifier, datasets(self.spec, parts, hparams), hparams, self.options, weights, out,
+                        self.verbose if verbose is None else verbose, self.run, epochs=epochs)
+
+    def run_all(self, parts, candidate, out, *, restore: bool = True, epochs=None):
+        """Every phase of `candidate` on `parts` (`epochs`: cross-validated lengths by phase); returns its
+        `kerastl.train.phases.Training`."""
+        from kerastl.train import phases
+
+        if restore:
+            self.classifier.model.set_weights(self.initial)
+        training = self.training(parts, candidate, out, epochs=epochs)
+        phases.train(training, candidate.strategy)
+        return training
+
+    def train_on(self, out):
+        """The `train_on` of `kerastl.train.crossval.compare`: candidates that begin with the same head phase
+        (same learning rate and head epochs) train it once per split and start from a copy of it."""
+        import copy
+
+        from kerastl.train import phases
+
+        def train_on(split, candidate, shared):
+            if candidate.strategy is None:
+                training = self.run_all(split, candidate, out)
+            else:
+                kind, hparams = candidate.strategy.kind, self.hparams
+                head_epochs = hparams.epochs if kind == "head" or hparams.head_epochs is None else hparams.head_epochs
+                key = (candidate.rate_factor, head_epochs)
+                if key not in shared:
+                    self.classifier.model.set_weights(self.initial)
+                    training = self.training(split, candidate, out, verbose=0 if out is None else None)
+                    phases.head_phase(training, candidate.strategy)
+                    shared[key] = (self.classifier.model.get_weights(), training)
+                weights, head = shared[key]
+                self.classifier.model.set_weights(weights)
+                training = dataclasses.replace(head, log=copy.deepcopy(head.log))
+                if kind != "head":
+                    phases.backbone_phase(training, candidate.strategy)
+            probabilities = self.classifier.model.predict(training.data["val"], verbose=0)
+            self.trained[candidate] = training
+            return probabilities, training.log
+
+        return train_on
 
 
 def check_modality(backbone, data_dir) -> None:
@@ -310,14 +227,8 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
     from kerastl.data import digits_folder
     from kerastl.train.distribute import distribution
     from kerastl.train.evaluate import classification_metrics
-    from kerastl.train.range_test import phase_rate
-    from kerastl.train.scratch import refuse_random_weights, settle_batchnorm_quickly
-    from kerastl.train.strategies import (
-        parse_strategy,
-        resolve_auto,
-        set_backbone_trainable,
-        set_trainable_by_pattern,
-    )
+    from kerastl.train.scratch import refuse_random_weights
+    from kerastl.train.strategies import parse_strategy
 
     config = _settings(config, hparams, model_options)
     config.validate()
@@ -331,6 +242,9 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
     if out is not None and Path(out).exists() and not Path(out).is_dir():
         raise KerastlError(f"--out {out} is a file; give a directory path")  # before any training
     requested = parse_strategy(options.strategy)
+    if requested.kind == "head" and (options.trainable_layers or options.frozen_layers):
+        raise UsageError("layer patterns apply to full and top:N fine-tuning; the head strategy trains "
+                         "only the new layer")
     keras.utils.set_random_seed(hparams.seed)
     if hparams.deterministic:
         from kerastl.train.resume import enable_determinism
@@ -355,82 +269,51 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
     if backbone.weights == "none" and not options.from_scratch:
         refuse_random_weights(backbone.spec, requested)
     check_modality(backbone, data_dir)
-    scan, parts, weights_by_class, data = _prepare_data(data_dir, backbone, hparams)
+    scan, parts, cross_validate = _split(data_dir, backbone, hparams)
     min_per_class = min(parts.train_counts())
-    strategy = resolve_auto(requested, min_per_class)
     notes = [] if out is None else _claim_backups(out, backbone, config, parts,
                                                  {"weights": weights, "cut": cut, "image_size": image_size})
-
     with run.scope():
         classifier = _build_classifier(backbone, len(parts.class_names), options, seed=hparams.seed)
-    timing, history, head_fit, phases, found = {}, [], None, {}, {}
-    validation = data["val"] if hparams.validate_each_epoch else None
-    examples = len(parts.train_files)
-
-    def phase_budget(name, epochs):
-        from kerastl.train.schedule import budget
-
-        phases[name] = {"budget": budget(examples, hparams.batch_size, epochs=epochs, min_steps=hparams.min_steps)}
-        return phases[name]["budget"]
-
-    def record(name, fit):
-        phases[name]["early_stopping"] = getattr(fit, "early_stopping", None)
-        phases[name]["epochs_run"] = len(fit.history.get("loss", [])) if fit is not None else 0
-        return _history_rows(fit, name)
-
+    fold_parts = crossval.folds(parts, min(hparams.folds, min_per_class), hparams.seed) if cross_validate else None
+    candidates = _candidates(requested, options, classifier, parts, cross_validate)
+    trainer = _Trainer(classifier, backbone, hparams, options, run, verbose)
+    comparison = None
     start = time.perf_counter()
-    if options.from_scratch:
-        settle_batchnorm_quickly(classifier.backbone)
-        set_backbone_trainable(classifier.backbone, parse_strategy("full"))
-        _apply_patterns(classifier, options, set_trainable_by_pattern)
-        length = phase_budget("from-scratch", hparams.epochs)
-        rate = phase_rate(hparams, "from-scratch", classifier.model, make_optimizer, training=data["training"],
-                          class_weight=weights_by_class, found=found)
-        _compile(classifier.model, hparams, rate, total_steps=length.steps)
-        fit = _fit(classifier.model, data["training"], epochs=length.epochs, phase="from-scratch", hparams=hparams,
-                   out=out, validation=validation, class_weight=weights_by_class, verbose=verbose, mix=data["mix"])
-        history += record("from-scratch", fit)
+    if cross_validate:
+        comparison = crossval.select(fold_parts, candidates, trainer.train_on(None), hparams)
+        chosen = comparison.chosen.candidate
+        training = trainer.run_all(parts, chosen, out, epochs=comparison.chosen.median_epochs())
     else:
-        head_epochs = hparams.epochs if strategy.kind == "head" or hparams.head_epochs is None else hparams.head_epochs
-        length = phase_budget("head", head_epochs)
-        fit = _train_head(classifier, data, hparams, length.epochs, weights_by_class, verbose, timing, out=out,
-                          total_steps=length.steps, found=found)
-        run.broadcast_from_chief(classifier.head_model.weights)  # each worker adapted (and probed) on its own
-        if isinstance(fit, dict):
-            head_fit = fit
-            phases["head"] = {"solver": "probe"}
-        else:
-            history += record("head", fit)
-        if strategy.kind in ("full", "top"):
-            set_backbone_trainable(classifier.backbone, strategy)
-            _apply_patterns(classifier, options, set_trainable_by_pattern)
-            name = str(strategy)
-            length = phase_budget(name, hparams.epochs)
-            # Recompile: `trainable` changes take effect only at compile time.
-            rate = phase_rate(hparams, name, classifier.model, make_optimizer, training=data["training"],
-                              class_weight=weights_by_class, factor=hparams.fine_tune_factor, found=found)
-            _compile(classifier.model, hparams, rate, total_steps=length.steps, backbone=classifier.backbone)
-            fit = _fit(classifier.model, data["training"], epochs=length.epochs, phase=name.replace(":", "-"),
-                       hparams=hparams, out=out, validation=validation, class_weight=weights_by_class, verbose=verbose,
-                       mix=data["mix"])
-            history += record(name, fit)
-        elif options.trainable_layers or options.frozen_layers:
-            raise UsageError("layer patterns apply to full and top:N fine-tuning; the head strategy trains "
-                             "only the new layer")
+        chosen = candidates[0]
+        training = trainer.run_all(parts, chosen, out, restore=False)
+    timing = training.log.timing
     timing["train_seconds"] = round(time.perf_counter() - start, 3)
+    if comparison is not None:
+        timing["comparison_seconds"] = round(comparison.seconds, 3)
+    strategy = chosen.strategy
 
-    if parts.val_files:
-        probabilities = classifier.model.predict(data["val"], verbose=0)
+    if cross_validate:
+        labels, probabilities = crossval.out_of_fold(comparison.chosen)
+        metrics = classification_metrics(labels, probabilities, parts.class_names)
+        metrics["evaluated_on"] = (f"cross-validation: the out-of-fold predictions of {len(fold_parts)} folds "
+                                   "(an estimate; the saved model was refit on every labelled example)")
+    elif parts.val_files:
+        probabilities = classifier.model.predict(training.data["val"], verbose=0)
         metrics = classification_metrics(np.asarray(parts.val_labels), probabilities, parts.class_names)
         metrics["evaluated_on"] = "validation"
     else:
         metrics = classification_metrics([], np.zeros((0, len(parts.class_names))), parts.class_names)
         metrics["evaluated_on"] = "nothing (no validation split)"
-    metrics["baseline"] = _baseline(backbone, parts, hparams, weights_by_class, metrics)
+    weights_by_class = training.class_weight
+    evaluation = f"{len(fold_parts)}-fold cross-validation" if cross_validate else "the validation split"
+    metrics["cross_validation"] = None if comparison is None else comparison.record(evaluation)
+    metrics["baseline"] = _baseline(backbone, fold_parts or [parts], hparams, metrics)
     metrics.update({
         "strategy": "from-scratch" if options.from_scratch else str(strategy),
+        "learning_rate_factor": chosen.rate_factor,
         "strategy_requested": str(requested),
-        "auto_rule": _auto_rule_text(requested, min_per_class),
+        "auto_rule": _auto_rule_text(requested, comparison, evaluation, min_per_class),
         "backbone": backbone.record(),
         "data": str(data_dir),
         "train_examples": len(parts.train_files),
@@ -439,11 +322,11 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
             parts.class_names[i]: round(w, 4) for i, w in weights_by_class.items()},
         "skipped": [{"path": p, "reason": r} for p, r in scan.skipped],
         "ignored_files": len(scan.ignored),
-        "history": history,
-        "head_fit": head_fit,
-        "lr_find": found,
+        "history": training.log.history,
+        "head_fit": training.log.head_fit,
+        "lr_find": training.log.found,
         "phases": {name: {key: (value.record() if hasattr(value, "record") else value) for key, value in p.items()}
-                   for name, p in phases.items()},
+                   for name, p in training.log.phases.items()},
         "timing": timing,
         "config": dataclasses.asdict(config),
         "notes": notes,
@@ -459,17 +342,29 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
     return FinetuneResult(model=model, class_names=parts.class_names, metrics=metrics, files=files)
 
 
-def _baseline(backbone, parts, hparams: HParams, class_weight, metrics) -> dict | None:
-    """The classical baseline on the run's split (`kerastl.train.baseline`), with `margin`, the run's accuracy
-    minus the baseline's (positive: transfer beat it); None without `hparams.baseline` or a validation split."""
-    from kerastl.data import input_spec
+def _baseline(backbone, splits: list, hparams: HParams, metrics) -> dict | None:
+    """The classical baseline (`kerastl.train.baseline`) on the run's split, or on each cross-validation fold
+    (pooled over the held-out examples, as the run's out-of-fold accuracy is), with `margin`, the run's accuracy
+    minus the baseline's (positive: transfer beat it); None without `hparams.baseline` or held-out examples."""
+    from kerastl.data import class_weights, input_spec
     from kerastl.train.baseline import classical_baseline
 
     if not hparams.baseline:
         return None
-    record = classical_baseline(input_spec(backbone.model), parts.train_files, parts.train_labels, parts.val_files,
-                                parts.val_labels, class_weight=class_weight, seed=hparams.seed)
-    if record is not None and metrics.get("accuracy") is not None:
+    records = []
+    for part in splits:
+        weights = class_weights(part.train_labels, len(part.class_names)) if hparams.balance_classes else None
+        records.append(classical_baseline(input_spec(backbone.model), part.train_files, part.train_labels,
+                                          part.val_files, part.val_labels, class_weight=weights, seed=hparams.seed))
+    if any(r is None for r in records):
+        return None
+    record = dict(records[0])
+    if len(records) > 1:
+        held = sum(r["evaluated_on"] for r in records)
+        record.update(accuracy=round(sum(r["accuracy"] * r["evaluated_on"] for r in records) / held, 6),
+                      evaluated_on=held, folds=len(records), l2_c=[r["l2_c"] for r in records],
+                      seconds=round(sum(r["seconds"] for r in records), 3))
+    if metrics.get("accuracy") is not None:
         record["margin"] = round(metrics["accuracy"] - record["accuracy"], 6)
     return record
 
@@ -494,18 +389,6 @@ def _settings(config, hparams, model_options) -> FinetuneConfig:
     return FinetuneConfig.from_parts(hparams, model_options)
 
 
-def _build_classifier(backbone, num_classes: int, options: ModelOptions, *, seed: int):
-    """The network `options` describe on `backbone`: its pooling and dropout, and pretrained weights with
-    BatchNormalization statistics frozen, or (`from_scratch`) random ones that learn as usual."""
-    from kerastl.train.head import build_classifier
-    from kerastl.train.strategies import prepare_backbone
-
-    backbone_model = backbone.model if options.from_scratch else prepare_backbone(backbone.model)
-    # A head on pretrained features starts at zero weights, a network from scratch at random ones (kerastl.train.head).
-    return build_classifier(backbone_model, num_classes, pooling=options.pooling, dropout=options.dropout,
-                            seed=seed, zero_init=not options.from_scratch)
-
-
 def _claim_backups(out, backbone, config: FinetuneConfig, parts, options: dict) -> list[str]:
     """Keeps `out`'s backups only if this same run made them (`kerastl.train.resume.claim_backup`): the same
     options and config, the same training and validation files (sizes and modification times) and the same
@@ -521,18 +404,18 @@ def _claim_backups(out, backbone, config: FinetuneConfig, parts, options: dict) 
     return [note] if note else []
 
 
-def _apply_patterns(classifier, options: ModelOptions, set_trainable_by_pattern):
-    if options.trainable_layers or options.frozen_layers:
-        set_trainable_by_pattern(classifier.backbone, options.trainable_layers, options.frozen_layers)
-
-
-def _auto_rule_text(requested, min_per_class: int) -> str | None:
+def _auto_rule_text(requested, comparison, evaluation: str, min_per_class: int) -> str | None:
+    """How `auto` chose, for the summary: the measured accuracy of each candidate on `evaluation`, or without
+    cross-validation the fixed rule and the count it read."""
     from kerastl.train.strategies import AUTO_FULL_MIN_PER_CLASS
 
     if requested.kind != "auto":
         return None
-    return (f"{min_per_class} training examples in the smallest class; auto uses full from "
-            f"{AUTO_FULL_MIN_PER_CLASS} per class, head below")
+    if comparison is None:
+        return (f"{min_per_class} training examples in the smallest class; auto uses full from "
+                f"{AUTO_FULL_MIN_PER_CLASS} per class, head below (--cross-validation measures instead)")
+    scores = ", ".join(f"{c.candidate.name} {100 * c.accuracy:.1f}%" for c in comparison.scored)
+    return f"measured by {evaluation}: {scores}"
 
 
 def save_outputs(out, model, class_names, metrics) -> dict:

@@ -70,12 +70,12 @@ def lr_find(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig | 
     import keras
 
     from kerastl.train import finetune as tuning
+    from kerastl.train import phases
     from kerastl.train.range_test import range_test
     from kerastl.train.strategies import (
         parse_strategy,
         resolve_auto,
         set_backbone_trainable,
-        set_trainable_by_pattern,
     )
 
     check_range(lr_min, lr_max, steps)
@@ -87,7 +87,12 @@ def lr_find(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig | 
     requested = parse_strategy(options.strategy)
     keras.utils.set_random_seed(hparams.seed)
     backbone, data_dir = _load(data_dir, backbone, options, requested, weights, cut, image_size, trust)
-    _scan, parts, class_weight, data = tuning._prepare_data(data_dir, backbone, hparams)
+    from kerastl.data import class_weights, input_spec
+
+    # The run's training examples: all of them where finetune would cross-validate and refit on all.
+    _scan, parts, _cross_validate = tuning._split(data_dir, backbone, hparams)
+    class_weight = class_weights(parts.train_labels, len(parts.class_names)) if hparams.balance_classes else None
+    data = phases.datasets(input_spec(backbone.model), parts, hparams)
     strategy = resolve_auto(requested, min(parts.train_counts()))
     classifier = tuning._build_classifier(backbone, len(parts.class_names), options, seed=hparams.seed)
     test_settings = dict(batch_size=hparams.batch_size, seed=hparams.seed, class_weight=class_weight,
@@ -99,7 +104,7 @@ def lr_find(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig | 
         phase = "from-scratch"
         settle_batchnorm_quickly(classifier.backbone)
         set_backbone_trainable(classifier.backbone, parse_strategy("full"))
-        tuning._apply_patterns(classifier, options, set_trainable_by_pattern)
+        phases.apply_patterns(classifier, options)
         model, training = classifier.model, data["training"]
     elif strategy.kind == "head":
         phase = "head"
@@ -110,9 +115,9 @@ def lr_find(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig | 
         phase = str(strategy)
         head_epochs = hparams.epochs if hparams.head_epochs is None else hparams.head_epochs
         length = budget(len(parts.train_files), hparams.batch_size, epochs=head_epochs, min_steps=hparams.min_steps)
-        tuning._train_head(classifier, data, hparams, length.epochs, class_weight, 0, {}, total_steps=length.steps)
+        phases.train_head(classifier, data, hparams, length.epochs, class_weight, 0, {}, total_steps=length.steps)
         set_backbone_trainable(classifier.backbone, strategy)
-        tuning._apply_patterns(classifier, options, set_trainable_by_pattern)
+        phases.apply_patterns(classifier, options)
         model, training = classifier.model, data["training"]
     test = range_test(model, training, phase=phase, **test_settings)
     record = {"suggestion": test.suggestion, "phase": phase,

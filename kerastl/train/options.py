@@ -59,8 +59,15 @@ class HParams:
         augment: the modality's stateless augmentation of the training examples (images: translation,
             rotation, zoom, contrast; audio: time shift and gain; text has none). The head then trains on the
             cached features of `augment_views` views of each example (`kerastl.train.views`).
-        shots: train on N examples per class (the rest validate).
-        validation_fraction: share of each class held out when `shots` is not given.
+        shots: train on N examples per class (the rest validate): a fixed split.
+        validation_fraction: share of each class held out (a fixed split) when `shots` is not given; None (the
+            default): 0.2, or with `cross_validation` none.
+        cross_validation: k-fold cross-validation chooses the strategy (for `auto`: head, top:N or full), each
+            phase's length and the learning rate, and the model is refit on every labelled example
+            (`kerastl.train.crossval`); metrics.json reports the cross-validated estimate. Not with a fixed split
+            (`validation_fraction` or `shots`).
+        folds: the folds of cross-validation (fewer when the smallest class has fewer examples), at least 2.
+        budget: seconds that cross-validation and `auto`'s comparison may take (`kerastl.train.crossval`).
         seed: seeds the split, the initialisation, shuffling, dropout and augmentation.
         cache_features: Option 1's cached-feature speed-up; False forces the plain frozen `fit`.
         shuffle: shuffle training batches each epoch.
@@ -106,7 +113,7 @@ class HParams:
     momentum: float = 0.9
     augment: bool = False
     shots: int | None = None
-    validation_fraction: float = 0.2
+    validation_fraction: float | None = None
     seed: int = 0
     cache_features: bool = True
     shuffle: bool = True
@@ -121,6 +128,9 @@ class HParams:
     layer_decay: float | None = None
     mixup: float = 0.0
     cutmix: float = 0.0
+    cross_validation: bool = False
+    folds: int = 5
+    budget: float = 600.0
 
     @property
     def mixes_batches(self) -> bool:
@@ -156,11 +166,21 @@ class HParams:
             ("--augment-views", self.augment_views,
              isinstance(self.augment_views, int) and not isinstance(self.augment_views, bool)
              and self.augment_views >= 1, "an integer >= 1"),
+            ("--validation-split", self.validation_fraction,
+             self.validation_fraction is None or 0 <= float(self.validation_fraction) < 1, "in [0, 1)"),
+            ("--folds", self.folds, isinstance(self.folds, int) and not isinstance(self.folds, bool)
+             and self.folds >= 2, "an integer >= 2"),
+            ("--budget", self.budget, isinstance(self.budget, (int, float)) and not isinstance(self.budget, bool)
+             and self.budget > 0, "a number of seconds > 0"),
             *_recipe_checks(self),
         ]
         for name, value, ok, expected in checks:
             if not ok:
                 raise UsageError(f"{name} must be {expected}. Received: {value}")
+        if self.cross_validation and (self.validation_fraction is not None or self.shots is not None):
+            given = "--shots" if self.shots is not None else "--validation-split"
+            raise UsageError(f"--cross-validation uses every label in its folds, and {given} asks for a fixed "
+                             f"split; give one of the two")
         if self.head_solver == "probe" and not self.cache_features:
             raise UsageError("--head-solver probe fits the head on cached features, which cache_features=False "
                              "turns off; drop it, or use --head-solver steps")
@@ -266,7 +286,7 @@ class FinetuneConfig:
     augment: bool = HParams.augment
     from_scratch: bool = ModelOptions.from_scratch
     shots: int | None = HParams.shots
-    validation_fraction: float = HParams.validation_fraction
+    validation_fraction: float | None = HParams.validation_fraction
     seed: int = HParams.seed
     cache_features: bool = HParams.cache_features
     shuffle: bool = HParams.shuffle
@@ -286,6 +306,9 @@ class FinetuneConfig:
     layer_decay: float | None = HParams.layer_decay
     mixup: float = HParams.mixup
     cutmix: float = HParams.cutmix
+    cross_validation: bool = HParams.cross_validation
+    folds: int = HParams.folds
+    budget: float = HParams.budget
 
     @classmethod
     def from_parts(cls, hparams: HParams | None = None, model_options: ModelOptions | None = None
