@@ -114,3 +114,14 @@ def test_cli_refuses_cross_validation_with_a_fixed_split(image_folder, tiny_back
     assert "--cross-validation uses every label" in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "x").exists()
+
+
+def test_export_verification_knows_a_cross_validated_model_held_nothing_out(tmp_path):
+    from kerastl.export.verify import _training_split
+
+    (tmp_path / "metrics.json").write_text(json.dumps({"config": {"cross_validation": True, "seed": 3,
+                                                                   "validation_fraction": None, "shots": None}}))
+    assert _training_split(tmp_path, None) == {"seed": 3, "validation_fraction": 0.0, "shots": None}
+    (tmp_path / "metrics.json").write_text(json.dumps({"config": {"cross_validation": False, "seed": 3,
+                                                                   "validation_fraction": None, "shots": None}}))
+    assert _training_split(tmp_path, None)["validation_fraction"] == 0.2

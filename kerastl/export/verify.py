@@ -234,6 +234,9 @@ def _training_split(model, seed) -> dict:
         for key in settings:
             if config.get(key) is not None:
                 settings[key] = config[key]
+        if config.get("cross_validation") and config.get("validation_fraction") is None and not config.get("shots"):
+            # Cross-validation refit the model on every example: none is held out (the check says so).
+            settings["validation_fraction"] = 0.0
     if seed is not None:
         settings["seed"] = int(seed)
     return settings
