@@ -134,6 +134,26 @@ def test_bad_pattern_is_an_error(image_folder, tiny_backbone_path):
         _run(image_folder, tiny_backbone_path, "full", trainable_layers=["nothing_like_this*"])
 
 
+def test_patterns_with_head_are_refused_before_training(image_folder, tiny_backbone_path, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(UsageError, match="layer patterns apply to full and top:N"):
+        finetune(image_folder, str(tiny_backbone_path), out=out, verbose=0,
+                 config=FinetuneConfig(strategy="head", trainable_layers=["conv*"], epochs=1))
+    assert not out.exists()  # nothing was trained or written
+
+
+def test_check_patterns():
+    from kerastl.train.options import ModelOptions
+    from kerastl.train.phases import check_patterns
+
+    patterns = ModelOptions(frozen_layers=["conv*"])
+    for allowed in (parse_strategy("full"), parse_strategy("top:2"), None):
+        check_patterns(allowed, patterns)
+    check_patterns(parse_strategy("head"), ModelOptions())
+    with pytest.raises(UsageError, match="only the new layer"):
+        check_patterns(parse_strategy("head"), patterns)
+
+
 def test_top_n_larger_than_backbone_is_an_error(image_folder, tiny_backbone_path):
     with pytest.raises(UsageError, match="exceeds"):
         _run(image_folder, tiny_backbone_path, "top:99")

@@ -66,7 +66,6 @@ class Scored:
     epochs: list = dataclasses.field(default_factory=list)  # PhaseLog.best_epochs() per fold
     labels: list = dataclasses.field(default_factory=list)  # held-out labels per fold
     probabilities: list = dataclasses.field(default_factory=list)  # held-out probabilities per fold
-    log: object = None  # the PhaseLog of its last fold
 
     @property
     def accuracy(self) -> float:
@@ -200,7 +199,6 @@ def compare(splits: list, candidates: list, train_on, *, budget_seconds: float, 
             entry.epochs.append(log.best_epochs())
             entry.labels.append(labels)
             entry.probabilities.append(probabilities)
-            entry.log = log
         if index == 0 and len(splits) > 1:
             # Drop the costliest candidates until the projection of the remaining folds fits.
             spent = time.perf_counter() - start
@@ -210,8 +208,13 @@ def compare(splits: list, candidates: list, train_on, *, budget_seconds: float, 
                 skipped.append({"candidate": dropped.candidate.name,
                                 "reason": f"one fold took {dropped.seconds[0]:.1f} s; all {len(splits)} would "
                                           f"not fit the {budget_seconds:g} s budget"})
-    chosen = min(scored, key=lambda s: s.key())  # min keeps the first (cheapest) of equals
-    return Comparison(scored, skipped, chosen, time.perf_counter() - start, budget_seconds)
+    return Comparison(scored, skipped, best(scored), time.perf_counter() - start, budget_seconds)
+
+
+def best(scored: list) -> Scored:
+    """The best of `scored` by `Scored.key`; of equals, the first (the cheapest, as candidates run in order of
+    cost)."""
+    return min(scored, key=Scored.key)
 
 
 def fits(comparison: Comparison, entry: Scored, extra: int, budget_seconds: float) -> bool:
@@ -229,8 +232,7 @@ def out_of_fold(entry: Scored):
 def merge(first: Comparison, second: Comparison) -> Comparison:
     """One comparison of both stages' candidates (`second` ran after `first`, its seconds include first's)."""
     scored = first.scored + second.scored
-    return Comparison(scored, first.skipped + second.skipped, min(scored, key=lambda s: s.key()),
-                      second.seconds, first.budget_seconds)
+    return Comparison(scored, first.skipped + second.skipped, best(scored), second.seconds, first.budget_seconds)
 
 
 def select(splits: list, candidates: list, train_on, hparams) -> Comparison:

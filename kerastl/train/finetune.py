@@ -26,7 +26,7 @@ from pathlib import Path
 
 from kerastl.errors import KerastlError, UsageError
 from kerastl.reporting.text import with_article
-from kerastl.train import crossval
+from kerastl.train import crossval, phases
 
 # A phase's optimizer and compile live in kerastl.train.optimizers, the phases in kerastl.train.phases; these
 # names are still importable from here.
@@ -79,33 +79,32 @@ def _candidates(requested, options: ModelOptions, classifier, parts, cross_valid
 class _Trainer:
     """Trains the run's candidates on given splits, each from the classifier's starting weights (the
     pretrained backbone and a zero head, or the random network), so that folds and candidates never see each
-    other's training. `trained[candidate]` is the `kerastl.train.phases.Training` of its last split."""
+    other's training. With `restarts` False it trains once, from the weights it was given."""
 
-    def __init__(self, classifier, backbone, hparams: HParams, options: ModelOptions, run, verbose):
+    def __init__(self, classifier, backbone, hparams: HParams, options: ModelOptions, run, verbose, *,
+                 restarts: bool):
         from kerastl.data import input_spec
 
         self.classifier, self.hparams, self.options, self.run, self.verbose = (
             classifier, hparams, options, run, verbose)
         self.spec = input_spec(backbone.model)
-        self.initial = classifier.model.get_weights()
-        self.trained = {}
+        # The starting weights are copied only for runs that train more than once (a large backbone's copy
+        # costs its size in memory).
+        self.initial = classifier.model.get_weights() if restarts else None
 
     def training(self, parts, candidate, out, *, epochs=None, verbose=None):
-        from kerastl.data import class_weights
-        from kerastl.train.phases import Training, datasets
+        from kerastl.train.phases import Training, datasets, training_class_weights
 
         hparams = self.hparams
         if candidate.rate_factor != 1.0:
             hparams = dataclasses.replace(hparams, learning_rate=float(hparams.learning_rate) * candidate.rate_factor)
-        weights = class_weights(parts.train_labels, len(parts.class_names)) if hparams.balance_classes else None
-        return Training(self.classifier, datasets(self.spec, parts, hparams), hparams, self.options, weights, out,
+        return Training(self.classifier, datasets(self.spec, parts, hparams), hparams, self.options,
+                        training_class_weights(parts, hparams), out,
                         self.verbose if verbose is None else verbose, self.run, epochs=epochs)
 
     def run_all(self, parts, candidate, out, *, restore: bool = True, epochs=None):
         """Every phase of `candidate` on `parts` (`epochs`: cross-validated lengths by phase); returns its
         `kerastl.train.phases.Training`."""
-        from kerastl.train import phases
-
         if restore:
             self.classifier.model.set_weights(self.initial)
         training = self.training(parts, candidate, out, epochs=epochs)
@@ -116,8 +115,6 @@ class _Trainer:
         """The `train_on` of `kerastl.train.crossval.compare`: candidates that begin with the same head phase
         (same learning rate and head epochs) train it once per split and start from a copy of it."""
         import copy
-
-        from kerastl.train import phases
 
         def train_on(split, candidate, shared):
             if candidate.strategy is None:
@@ -137,7 +134,6 @@ class _Trainer:
                 if kind != "head":
                     phases.backbone_phase(training, candidate.strategy)
             probabilities = self.classifier.model.predict(training.data["val"], verbose=0)
-            self.trained[candidate] = training
             return probabilities, training.log
 
         return train_on
@@ -242,9 +238,7 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
     if out is not None and Path(out).exists() and not Path(out).is_dir():
         raise KerastlError(f"--out {out} is a file; give a directory path")  # before any training
     requested = parse_strategy(options.strategy)
-    if requested.kind == "head" and (options.trainable_layers or options.frozen_layers):
-        raise UsageError("layer patterns apply to full and top:N fine-tuning; the head strategy trains "
-                         "only the new layer")
+    phases.check_patterns(requested, options)
     keras.utils.set_random_seed(hparams.seed)
     if hparams.deterministic:
         from kerastl.train.resume import enable_determinism
@@ -277,7 +271,7 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
         classifier = _build_classifier(backbone, len(parts.class_names), options, seed=hparams.seed)
     fold_parts = crossval.folds(parts, min(hparams.folds, min_per_class), hparams.seed) if cross_validate else None
     candidates = _candidates(requested, options, classifier, parts, cross_validate)
-    trainer = _Trainer(classifier, backbone, hparams, options, run, verbose)
+    trainer = _Trainer(classifier, backbone, hparams, options, run, verbose, restarts=cross_validate)
     comparison = None
     start = time.perf_counter()
     if cross_validate:
@@ -346,16 +340,17 @@ def _baseline(backbone, splits: list, hparams: HParams, metrics) -> dict | None:
     """The classical baseline (`kerastl.train.baseline`) on the run's split, or on each cross-validation fold
     (pooled over the held-out examples, as the run's out-of-fold accuracy is), with `margin`, the run's accuracy
     minus the baseline's (positive: transfer beat it); None without `hparams.baseline` or held-out examples."""
-    from kerastl.data import class_weights, input_spec
+    from kerastl.data import input_spec
     from kerastl.train.baseline import classical_baseline
+    from kerastl.train.phases import training_class_weights
 
     if not hparams.baseline:
         return None
     records = []
     for part in splits:
-        weights = class_weights(part.train_labels, len(part.class_names)) if hparams.balance_classes else None
         records.append(classical_baseline(input_spec(backbone.model), part.train_files, part.train_labels,
-                                          part.val_files, part.val_labels, class_weight=weights, seed=hparams.seed))
+                                          part.val_files, part.val_labels,
+                                          class_weight=training_class_weights(part, hparams), seed=hparams.seed))
     if any(r is None for r in records):
         return None
     record = dict(records[0])

@@ -87,11 +87,11 @@ def lr_find(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig | 
     requested = parse_strategy(options.strategy)
     keras.utils.set_random_seed(hparams.seed)
     backbone, data_dir = _load(data_dir, backbone, options, requested, weights, cut, image_size, trust)
-    from kerastl.data import class_weights, input_spec
+    from kerastl.data import input_spec
 
     # The run's training examples: all of them where finetune would cross-validate and refit on all.
     _scan, parts, _cross_validate = tuning._split(data_dir, backbone, hparams)
-    class_weight = class_weights(parts.train_labels, len(parts.class_names)) if hparams.balance_classes else None
+    class_weight = phases.training_class_weights(parts, hparams)
     data = phases.datasets(input_spec(backbone.model), parts, hparams)
     strategy = resolve_auto(requested, min(parts.train_counts()))
     classifier = tuning._build_classifier(backbone, len(parts.class_names), options, seed=hparams.seed)

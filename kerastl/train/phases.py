@@ -183,6 +183,14 @@ def datasets(spec, parts, hparams: HParams) -> dict:
     }
 
 
+def training_class_weights(parts, hparams: HParams) -> dict | None:
+    """The class weights of training on `parts` (a `kerastl.data.Split`): balanced where
+    `hparams.balance_classes` and the classes are uneven (`kerastl.data.class_weights`), else None."""
+    from kerastl.data import class_weights
+
+    return class_weights(parts.train_labels, len(parts.class_names)) if hparams.balance_classes else None
+
+
 def build_classifier(backbone, num_classes: int, options: ModelOptions, *, seed: int):
     """The network `options` describe on `backbone`: its pooling and dropout, and pretrained weights with
     BatchNormalization statistics frozen, or (`from_scratch`) random ones that learn as usual."""
@@ -334,12 +342,24 @@ def scratch_phase(training: Training) -> None:
     training.record("from-scratch", fit)
 
 
+def check_patterns(strategy, options: ModelOptions) -> None:
+    """Refuses layer-name patterns with the head strategy (parsed; None, from scratch, passes).
+
+    Raises:
+        UsageError: patterns with `head`: they choose backbone layers, which it never trains.
+    """
+    if strategy is not None and strategy.kind == "head" and (options.trainable_layers or options.frozen_layers):
+        raise UsageError("layer patterns apply to full and top:N fine-tuning; the head strategy trains "
+                         "only the new layer")
+
+
 def train(training: Training, strategy) -> None:
     """Every phase of `strategy` (parsed and resolved; None: from scratch) on `training`'s split.
 
     Raises:
         UsageError: layer patterns with the head strategy (they choose backbone layers, which it never trains).
     """
+    check_patterns(strategy, training.options)  # before any training
     start = time.perf_counter()
     if strategy is None:
         scratch_phase(training)
@@ -347,7 +367,4 @@ def train(training: Training, strategy) -> None:
         head_phase(training, strategy)
         if strategy.kind in ("full", "top"):
             backbone_phase(training, strategy)
-        elif training.options.trainable_layers or training.options.frozen_layers:
-            raise UsageError("layer patterns apply to full and top:N fine-tuning; the head strategy trains "
-                             "only the new layer")
     training.log.timing["train_seconds"] = round(time.perf_counter() - start, 3)
