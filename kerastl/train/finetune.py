@@ -102,10 +102,10 @@ class _Trainer:
                         training_class_weights(parts, hparams), out,
                         self.verbose if verbose is None else verbose, self.run, epochs=epochs)
 
-    def run_all(self, parts, candidate, out, *, restore: bool = True, epochs=None):
-        """Every phase of `candidate` on `parts` (`epochs`: cross-validated lengths by phase); returns its
-        `kerastl.train.phases.Training`."""
-        if restore:
+    def run_all(self, parts, candidate, out, *, epochs=None):
+        """Every phase of `candidate` on `parts` (`epochs`: cross-validated lengths by phase), from the starting
+        weights where they were kept; returns its `kerastl.train.phases.Training`."""
+        if self.initial is not None:
             self.classifier.model.set_weights(self.initial)
         training = self.training(parts, candidate, out, epochs=epochs)
         phases.train(training, candidate.strategy)
@@ -280,7 +280,7 @@ def finetune(data_dir=None, backbone=None, *, out=None, config: FinetuneConfig |
         training = trainer.run_all(parts, chosen, out, epochs=comparison.chosen.median_epochs())
     else:
         chosen = candidates[0]
-        training = trainer.run_all(parts, chosen, out, restore=False)
+        training = trainer.run_all(parts, chosen, out)
     timing = training.log.timing
     timing["train_seconds"] = round(time.perf_counter() - start, 3)
     if comparison is not None:
